@@ -1,0 +1,110 @@
+//! What an instance knows about itself: its volumes' usage and its WAL health.
+//! Served by every pod at `/v1/status`, and the `instances` of a `plan` snapshot.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<VolumeStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<VolumeStats>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tablespaces: BTreeMap<String, VolumeStats>,
+    /// Absent or null: WAL health is unavailable (PostgreSQL down, query
+    /// error, timeout).
+    #[serde(default)]
+    pub wal_health: Option<WalHealth>,
+    /// When the report was taken (RFC 3339). Absent: taken "now".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<jiff::Timestamp>,
+}
+
+/// Filesystem figures as `df` prints them (statvfs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    #[serde(default)]
+    pub total_bytes: u64,
+    #[serde(default)]
+    pub used_bytes: u64,
+    #[serde(default)]
+    pub available_bytes: u64,
+    #[serde(default)]
+    pub inodes_total: u64,
+    #[serde(default)]
+    pub inodes_used: u64,
+    #[serde(default)]
+    pub inodes_free: u64,
+}
+
+impl VolumeStats {
+    /// Filesystem size; falls back to used + available when total is not given.
+    pub fn size_bytes(&self) -> u64 {
+        if self.total_bytes > 0 {
+            self.total_bytes
+        } else {
+            self.used_bytes.saturating_add(self.available_bytes)
+        }
+    }
+
+    /// `used / (used + available) * 100`, rounded to the nearest whole percent.
+    pub fn percent_used_rounded(&self) -> u64 {
+        let used = self.used_bytes as u128;
+        let denominator = used + self.available_bytes as u128;
+        if denominator == 0 {
+            return 0;
+        }
+        ((used * 200 + denominator) / (denominator * 2)) as u64
+    }
+
+    /// Exact test of `used% > threshold` without floating point.
+    pub fn percent_used_exceeds(&self, threshold: u32) -> bool {
+        let used = self.used_bytes as u128;
+        let denominator = used + self.available_bytes as u128;
+        denominator > 0 && used * 100 > threshold as u128 * denominator
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalHealth {
+    #[serde(default = "yes")]
+    pub archive_healthy: bool,
+    /// False when the instance has no WAL archiving (`archive_mode` off or no
+    /// command/library); the archive check is then skipped.
+    #[serde(default = "yes")]
+    pub archiving_configured: bool,
+    #[serde(rename = "pendingWALFiles", default)]
+    pub pending_wal_files: u64,
+    #[serde(default)]
+    pub inactive_slots: Vec<InactiveSlot>,
+    /// False when the slot query timed out: slot data is unknown, not empty.
+    #[serde(default = "yes")]
+    pub slots_known: bool,
+}
+
+impl Default for WalHealth {
+    fn default() -> Self {
+        WalHealth {
+            archive_healthy: true,
+            archiving_configured: true,
+            pending_wal_files: 0,
+            inactive_slots: Vec::new(),
+            slots_known: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InactiveSlot {
+    pub slot_name: String,
+    pub retention_bytes: u64,
+}
+
+fn yes() -> bool {
+    true
+}

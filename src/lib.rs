@@ -1,0 +1,6 @@
+//! cnpg-autoresize: grows PostgreSQL volumes on Kubernetes before they fill,
+//! and refuses when growth would only hide a WAL problem.
+
+pub mod api;
+pub mod engine;
+pub mod manager;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    cnpg_autoresize::manager::cli::main()
+}
