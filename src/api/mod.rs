@@ -9,3 +9,6 @@ pub mod resize;
 pub mod validation;
 
 pub use field::{FieldIssue, FieldPath};
+
+#[cfg(test)]
+mod validation_tests;

@@ -1,0 +1,391 @@
+//! Every validation error and warning of SPEC §2.1/§2.2, as a table.
+
+use super::cluster::Cluster;
+use super::validation::validate_cluster;
+use serde_json::{json, Value};
+
+fn cluster(spec: Value) -> Cluster {
+    serde_json::from_value(json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "pg"}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// A cluster with separate WAL storage, archiving and a limit: no findings.
+fn base(data_resize: Value) -> Value {
+    json!({
+        "backup": {"barmanObjectStore": {"destinationPath": "s3://b"}},
+        "storage": {"size": "10Gi", "resize": merge(json!({"enabled": true, "expansion": {"limit": "100Gi"}}), data_resize)},
+        "walStorage": {"size": "2Gi"},
+    })
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        for (k, v) in b {
+            match (a.get_mut(&k), v) {
+                (Some(existing @ Value::Object(_)), v @ Value::Object(_)) => {
+                    *existing = merge(existing.take(), v)
+                }
+                (_, v) => {
+                    a.insert(k, v);
+                }
+            }
+        }
+    }
+    a
+}
+
+const DATA: &str = "spec.storage.resize";
+
+#[test]
+fn a_good_configuration_has_no_findings() {
+    let report = validate_cluster(&cluster(base(json!({}))));
+    assert_eq!(
+        (report.errors.len(), report.warnings.len()),
+        (0, 0),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn errors() {
+    let cases: &[(&str, Value, &str, &str)] = &[
+        (
+            "threshold 0",
+            json!({"triggers": {"usageThreshold": 0}}),
+            "triggers.usageThreshold",
+            "between 1 and 99",
+        ),
+        (
+            "threshold 100",
+            json!({"triggers": {"usageThreshold": 100}}),
+            "triggers.usageThreshold",
+            "got 100",
+        ),
+        (
+            "minAvailable",
+            json!({"triggers": {"minAvailable": "lots"}}),
+            "triggers.minAvailable",
+            "\"lots\"",
+        ),
+        (
+            "minAvailable negative",
+            json!({"triggers": {"minAvailable": "-1Gi"}}),
+            "triggers.minAvailable",
+            "negative",
+        ),
+        (
+            "minStep typo",
+            json!({"expansion": {"minStep": "2XGi"}}),
+            "expansion.minStep",
+            "2XGi",
+        ),
+        (
+            "maxStep",
+            json!({"expansion": {"maxStep": "1.2.3"}}),
+            "expansion.maxStep",
+            "1.2.3",
+        ),
+        (
+            "limit",
+            json!({"expansion": {"limit": "1Tb"}}),
+            "expansion.limit",
+            "1Tb",
+        ),
+        (
+            "limit negative",
+            json!({"expansion": {"limit": "-5Gi"}}),
+            "expansion.limit",
+            "negative",
+        ),
+        (
+            "integer step",
+            json!({"expansion": {"step": 20}}),
+            "expansion.step",
+            "integer step values are ambiguous",
+        ),
+        (
+            "step 0",
+            json!({"expansion": {"step": 0}}),
+            "expansion.step",
+            "not 0",
+        ),
+        (
+            "step 0%",
+            json!({"expansion": {"step": "0%"}}),
+            "expansion.step",
+            "not 0",
+        ),
+        (
+            "step 0Gi",
+            json!({"expansion": {"step": "0Gi"}}),
+            "expansion.step",
+            "not 0",
+        ),
+        (
+            "step 101%",
+            json!({"expansion": {"step": "101%"}}),
+            "expansion.step",
+            "between 1% and 100%",
+        ),
+        (
+            "step 2.5%",
+            json!({"expansion": {"step": "2.5%"}}),
+            "expansion.step",
+            "whole number",
+        ),
+        (
+            "step -1Gi",
+            json!({"expansion": {"step": "-1Gi"}}),
+            "expansion.step",
+            "positive",
+        ),
+        (
+            "step junk",
+            json!({"expansion": {"step": "fast"}}),
+            "expansion.step",
+            "\"fast\"",
+        ),
+        (
+            "minStep > maxStep",
+            json!({"expansion": {"minStep": "10Gi", "maxStep": "5Gi"}}),
+            "expansion.minStep",
+            "greater than maxStep",
+        ),
+        (
+            "minStep > default maxStep",
+            json!({"expansion": {"minStep": "501Gi"}}),
+            "expansion.minStep",
+            "500Gi",
+        ),
+        (
+            "actions 11",
+            json!({"strategy": {"maxActionsPerDay": 11}}),
+            "strategy.maxActionsPerDay",
+            "between 0 and 10",
+        ),
+        (
+            "actions -1",
+            json!({"strategy": {"maxActionsPerDay": -1}}),
+            "strategy.maxActionsPerDay",
+            "got -1",
+        ),
+        (
+            "mode",
+            json!({"strategy": {"mode": "Aggressive"}}),
+            "strategy.mode",
+            "Standard",
+        ),
+        (
+            "pending negative",
+            json!({"strategy": {"walSafetyPolicy": {"maxPendingWALFiles": -1}}}),
+            "strategy.walSafetyPolicy.maxPendingWALFiles",
+            "got -1",
+        ),
+        (
+            "slot bytes",
+            json!({"strategy": {"walSafetyPolicy": {"maxSlotRetentionBytes": "1GB"}}}),
+            "strategy.walSafetyPolicy.maxSlotRetentionBytes",
+            "1GB",
+        ),
+    ];
+    for (name, resize, field, message) in cases {
+        let report = validate_cluster(&cluster(base(resize.clone())));
+        let want = format!("{DATA}.{field}");
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.field == want && e.message.contains(message)),
+            "{name}: want {want} ~ {message:?}, got {:?}",
+            report.errors
+        );
+        assert_eq!(
+            report.errors.len(),
+            1,
+            "{name}: exactly one error: {:?}",
+            report.errors
+        );
+    }
+}
+
+#[test]
+fn errors_are_reported_even_when_disabled_and_in_every_block() {
+    let spec = json!({
+        "storage": {"size": "10Gi", "resize": {"enabled": false, "expansion": {"step": 0}}},
+        "walStorage": {"size": "2Gi", "resize": {"enabled": true, "expansion": {"step": "0%"}}},
+        "tablespaces": [{"name": "t", "storage": {"size": "1Gi", "resize": {"triggers": {"usageThreshold": 120}}}}],
+    });
+    let report = validate_cluster(&cluster(spec));
+    let fields: Vec<_> = report.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.storage.resize.expansion.step",
+            "spec.walStorage.resize.expansion.step",
+            "spec.tablespaces[0].storage.resize.triggers.usageThreshold"
+        ]
+    );
+}
+
+#[test]
+fn single_volume_requires_acknowledgement() {
+    let spec = |ack: Value| json!({"storage": {"size": "1Gi", "resize": {"enabled": true, "strategy": {"walSafetyPolicy": ack}}}});
+    let report = validate_cluster(&cluster(spec(json!({}))));
+    let ack = "spec.storage.resize.strategy.walSafetyPolicy.acknowledgeWALRisk";
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.field == ack && e.message.contains("acknowledgeWALRisk: true")),
+        "{report:?}"
+    );
+    assert!(validate_cluster(&cluster(spec(json!({"acknowledgeWALRisk": true})))).is_valid());
+    // Disabled: nothing to acknowledge.
+    let disabled = json!({"storage": {"size": "1Gi", "resize": {"enabled": false}}});
+    assert!(validate_cluster(&cluster(disabled)).is_valid());
+}
+
+#[test]
+fn warnings() {
+    let limit = "spec.storage.resize.expansion.limit";
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "limit below size",
+            base(json!({"expansion": {"limit": "5Gi"}})),
+            limit,
+            "will never trigger",
+        ),
+        (
+            "limit equal to size",
+            base(json!({"expansion": {"limit": "10240Mi"}})),
+            limit,
+            "will never trigger",
+        ),
+        (
+            "no limit",
+            {
+                let mut s = base(json!({}));
+                s["storage"]["resize"]["expansion"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("limit");
+                s
+            },
+            limit,
+            "bounded only by the daily budget",
+        ),
+        (
+            "budget 0",
+            base(json!({"strategy": {"maxActionsPerDay": 0}})),
+            "spec.storage.resize.strategy.maxActionsPerDay",
+            "disables auto-resize",
+        ),
+        (
+            "minAvailable > size",
+            base(json!({"triggers": {"minAvailable": "11Gi"}})),
+            "spec.storage.resize.triggers.minAvailable",
+            "every check",
+        ),
+        (
+            "minStep with absolute step",
+            base(json!({"expansion": {"step": "5Gi", "minStep": "1Gi"}})),
+            "spec.storage.resize.expansion.minStep",
+            "ignored",
+        ),
+        (
+            "maxStep with absolute step",
+            base(json!({"expansion": {"step": "5Gi", "maxStep": "10Gi"}})),
+            "spec.storage.resize.expansion.maxStep",
+            "ignored",
+        ),
+        (
+            "ack with walStorage",
+            base(json!({"strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}})),
+            "spec.storage.resize.strategy.walSafetyPolicy.acknowledgeWALRisk",
+            "no effect",
+        ),
+        (
+            "no archiving",
+            {
+                let mut s = base(json!({}));
+                s.as_object_mut().unwrap().remove("backup");
+                s["walStorage"]["resize"] =
+                    json!({"enabled": true, "expansion": {"limit": "10Gi"}});
+                s
+            },
+            "spec.walStorage.resize.strategy.walSafetyPolicy.requireArchiveHealthy",
+            "check is skipped",
+        ),
+    ];
+    for (name, spec, field, message) in cases {
+        let report = validate_cluster(&cluster(spec));
+        assert!(report.is_valid(), "{name}: {:?}", report.errors);
+        assert_eq!(report.warnings.len(), 1, "{name}: {:?}", report.warnings);
+        assert_eq!(report.warnings[0].field, field, "{name}");
+        assert!(
+            report.warnings[0].message.contains(message),
+            "{name}: {}",
+            report.warnings[0].message
+        );
+    }
+}
+
+#[test]
+fn archiving_by_plugin_counts_and_only_wal_holding_volumes_warn() {
+    let spec = json!({
+        "plugins": [{"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true}],
+        "storage": {"size": "10Gi", "resize": {"enabled": true, "expansion": {"limit": "20Gi"},
+            "strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}}},
+    });
+    let report = validate_cluster(&cluster(spec.clone()));
+    assert_eq!(report.warnings, vec![], "archiving through a plugin");
+    let mut without = spec;
+    without["plugins"][0]["isWALArchiver"] = json!(false);
+    let report = validate_cluster(&cluster(without));
+    assert_eq!(report.warnings.len(), 1);
+    // Tablespaces never hold WAL: no archive warning for them.
+    let tbs = json!({"walStorage": {"size": "1Gi"}, "tablespaces": [{"name": "t", "storage": {"size": "1Gi",
+        "resize": {"enabled": true, "expansion": {"limit": "2Gi"}}}}]});
+    assert_eq!(validate_cluster(&cluster(tbs)).warnings, vec![]);
+}
+
+#[test]
+fn empty_strings_mean_absent() {
+    let report = validate_cluster(&cluster(base(
+        json!({"triggers": {"minAvailable": ""}, "expansion": {"step": "", "minStep": ""}, "strategy": {"mode": ""}}),
+    )));
+    assert!(
+        report.is_valid() && report.warnings.is_empty(),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn resolved_defaults_match_the_spec() {
+    use super::resize::{ResizeConfiguration, Step, WalSafety};
+    use super::FieldPath;
+    let policy = ResizeConfiguration::default()
+        .resolve(&FieldPath::new("r"))
+        .unwrap();
+    assert_eq!(policy.usage_threshold, 80);
+    assert_eq!(policy.min_available, None);
+    assert_eq!(policy.step, Step::Percent(20));
+    assert_eq!(
+        (policy.min_step, policy.max_step, policy.limit),
+        (2 << 30, 500 << 30, None)
+    );
+    assert_eq!(policy.max_actions_per_day, 3);
+    assert_eq!(
+        policy.wal_safety,
+        WalSafety {
+            acknowledge_wal_risk: false,
+            require_archive_healthy: true,
+            max_pending_wal_files: 100,
+            max_slot_retention_bytes: 0,
+            alert_on_resize: true
+        }
+    );
+}

@@ -1,0 +1,323 @@
+//! The `plan` and `validate` contracts of SPEC §6, run as a user runs them.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cnpg-autoresize"))
+}
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path)
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = binary()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn plan(file: &str) -> Vec<Value> {
+    let out = run(&["plan", example(file).to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["decisions"].as_array().unwrap().clone()
+}
+
+/// (pvc, action, reason, newSize) of each decision.
+fn summary(decisions: &[Value]) -> Vec<(String, String, Value, Value)> {
+    decisions
+        .iter()
+        .map(|d| {
+            (
+                d["pvc"].as_str().unwrap().to_string(),
+                d["action"].as_str().unwrap().to_string(),
+                d["reason"].clone(),
+                d["newSize"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn s(pvc: &str, action: &str, reason: Value, new: Value) -> (String, String, Value, Value) {
+    (pvc.to_string(), action.to_string(), reason, new)
+}
+
+#[test]
+fn plan_examples_decide_as_documented() {
+    use serde_json::json;
+    let null = Value::Null;
+    let cases: Vec<(&str, Vec<(String, String, Value, Value)>)> = vec![
+        (
+            "plan/single-volume.yaml",
+            vec![s("pg-single-1", "resize", null.clone(), json!("25Gi"))],
+        ),
+        (
+            "plan/data-and-wal.yaml",
+            vec![
+                s("pg-main-1", "resize", null.clone(), json!("12Gi")),
+                s("pg-main-1-wal", "resize", null.clone(), json!("6Gi")),
+                s("pg-main-2", "none", json!("not_triggered"), null.clone()),
+                s(
+                    "pg-main-2-wal",
+                    "none",
+                    json!("not_triggered"),
+                    null.clone(),
+                ),
+            ],
+        ),
+        (
+            "plan/archive-failing.yaml",
+            vec![
+                s("pg-main-1", "resize", null.clone(), json!("12Gi")),
+                s(
+                    "pg-main-1-wal",
+                    "blocked",
+                    json!("archive_unhealthy"),
+                    null.clone(),
+                ),
+            ],
+        ),
+        (
+            "plan/slot-retention.yaml",
+            vec![
+                s("pg-main-1", "resize", null.clone(), json!("12Gi")),
+                s(
+                    "pg-main-1-wal",
+                    "blocked",
+                    json!("slot_retention_exceeded"),
+                    null.clone(),
+                ),
+            ],
+        ),
+        (
+            "plan/budget-exhausted.yaml",
+            vec![s("pg-main-1", "blocked", json!("rate_limit"), null.clone())],
+        ),
+        (
+            "plan/tablespaces.yaml",
+            vec![
+                s(
+                    "pg-analytics-1-tbs-events",
+                    "resize",
+                    null.clone(),
+                    json!("55Gi"),
+                ),
+                s(
+                    "pg-analytics-2-tbs-events",
+                    "none",
+                    json!("not_triggered"),
+                    null.clone(),
+                ),
+            ],
+        ),
+        (
+            "plan/wal-health-unavailable.yaml",
+            vec![
+                s("pg-main-1", "resize", null.clone(), json!("12Gi")),
+                s("pg-main-1-wal", "resize", null.clone(), json!("6Gi")),
+            ],
+        ),
+    ];
+    for (file, want) in cases {
+        assert_eq!(summary(&plan(file)), want, "{file}");
+    }
+}
+
+#[test]
+fn plan_output_has_exactly_the_contract_fields() {
+    let decisions = plan("plan/wal-health-unavailable.yaml");
+    let wal = &decisions[1];
+    let mut keys: Vec<_> = wal.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "budgetRemaining",
+            "currentSize",
+            "instance",
+            "newSize",
+            "pvc",
+            "reason",
+            "tablespace",
+            "volumeType",
+            "warnings"
+        ]
+    );
+    assert_eq!(
+        wal["warnings"],
+        serde_json::json!(["wal_health_unavailable"])
+    );
+    assert_eq!(wal["tablespace"], Value::Null);
+    assert_eq!(wal["volumeType"], "wal");
+    assert_eq!(wal["currentSize"], "4Gi");
+    assert_eq!(wal["budgetRemaining"], 2);
+    let tbs = &plan("plan/tablespaces.yaml")[0];
+    assert_eq!(
+        (tbs["volumeType"].as_str(), tbs["tablespace"].as_str()),
+        (Some("tablespace"), Some("events"))
+    );
+}
+
+#[test]
+fn plan_reads_json_from_stdin_and_defaults_now() {
+    let yaml = std::fs::read_to_string(example("plan/budget-exhausted.yaml")).unwrap();
+    let mut snapshot: Value = serde_norway::from_str(&yaml).unwrap();
+    // Without `now`, the current time applies: events from 2020 no longer count.
+    snapshot.as_object_mut().unwrap().remove("now");
+    for event in snapshot["cluster"]["status"]["autoResizeEvents"].as_array_mut().unwrap() {
+        let ts = event["timestamp"].as_str().unwrap().replacen("2026", "2020", 1);
+        event["timestamp"] = Value::String(ts);
+    }
+    let out = run(&["plan", "-"], Some(&snapshot.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decisions"][0]["action"], "resize");
+    assert_eq!(json["decisions"][0]["budgetRemaining"], 3);
+}
+
+#[test]
+fn plan_rejects_unusable_snapshots_with_exit_2() {
+    let cases = [
+        ("", "empty"),
+        ("{not yaml", "not valid YAML or JSON"),
+        ("cluster: {apiVersion: v1, kind: Pod}", "not a CloudNativePG Cluster"),
+        ("cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster}\nnow: yesterday", "now"),
+        (
+            "cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster}\ninstances: {pg-1: {data: {usedBytes: -5}}}",
+            "instances.pg-1.data.usedBytes",
+        ),
+        (
+            "cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster, spec: {storage: {resize: {enabled: maybe}}}}",
+            "spec.storage.resize.enabled",
+        ),
+    ];
+    for (input, message) in cases {
+        let out = run(&["plan"], Some(input));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{input:?}: {stderr}");
+        assert!(stderr.contains(message), "{input:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let missing = run(&["plan", "/nonexistent/snapshot.yaml"], None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/snapshot.yaml"));
+}
+
+#[test]
+fn validate_exit_codes_and_json() {
+    let ok = run(
+        &[
+            "validate",
+            example("clusters/data-and-wal.yaml").to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(ok.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(json, serde_json::json!({"errors": [], "warnings": []}));
+
+    let bad = run(
+        &[
+            "validate",
+            example("clusters/invalid.yaml").to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    let fields: Vec<_> = json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"spec.storage.resize.expansion.minStep"),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.walStorage.resize.expansion.step"),
+        "{fields:?}"
+    );
+    assert!(json["errors"][0]["message"].is_string());
+
+    let no_ack = run(
+        &[
+            "validate",
+            example("clusters/single-volume-no-ack.yaml")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(no_ack.status.code(), Some(1));
+    let human = String::from_utf8_lossy(&no_ack.stdout);
+    assert!(
+        human.contains("error: spec.storage.resize.strategy.walSafetyPolicy.acknowledgeWALRisk"),
+        "{human}"
+    );
+    assert!(
+        human.contains("warning: spec.storage.resize.expansion.limit"),
+        "{human}"
+    );
+}
+
+#[test]
+fn validate_rejects_what_is_not_a_cluster_with_exit_2() {
+    for input in [
+        "apiVersion: v1\nkind: ConfigMap\n",
+        "just text",
+        "a: 1\n---\nb: 2\n",
+        "",
+    ] {
+        let out = run(&["validate", "-"], Some(input));
+        assert_eq!(out.status.code(), Some(2), "{input:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    // A Cluster from stdin works.
+    let manifest = std::fs::read_to_string(example("clusters/tablespaces.yaml")).unwrap();
+    assert_eq!(run(&["validate"], Some(&manifest)).status.code(), Some(0));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["plan", "--help"],
+        vec!["validate", "--help"],
+    ] {
+        let out = run(&args, None);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
