@@ -271,3 +271,28 @@ impl Cluster {
         }
     }
 }
+
+/// Lets `kube::Api<Cluster>` read, watch and patch the CRD with these types.
+impl kube::Resource for Cluster {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        KIND.into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        API_GROUP.into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "clusters".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}

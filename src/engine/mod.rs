@@ -4,12 +4,14 @@
 
 mod budget;
 mod inflight;
+pub mod journal;
 mod sizing;
 mod volumes;
 
 pub use budget::{budget_for, Budget, BUDGET_WINDOW};
+pub use inflight::requested_bytes;
 pub use sizing::{new_size, round_up_to_mib, MIB};
-pub use volumes::{classify_pvc, VolumeRef};
+pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER};
 
 use crate::api::cluster::{Cluster, VolumeType};
 use crate::api::quantity::format_bytes;
@@ -18,11 +20,11 @@ use crate::api::resize::{ResizePolicy, Step};
 use crate::api::validation::wal_guarded;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Resize,
@@ -32,7 +34,7 @@ pub enum Action {
 
 /// Why a volume is not resized. The codes are part of the public contract
 /// (CLI, metrics, events, status).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     NoStatus,
@@ -83,7 +85,7 @@ impl fmt::Display for Reason {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningCode {
     /// WAL health could not be read (or slot data is unknown); the resize was

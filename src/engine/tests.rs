@@ -514,6 +514,15 @@ fn single_volume_data_is_guarded_by_wal_safety() {
     assert!(d.wal_risk_alert, "alertOnResize defaults to true");
 }
 
+/// (name, WAL health, expected action, reason, warnings)
+type WalCase = (
+    &'static str,
+    Option<WalHealth>,
+    Action,
+    Option<Reason>,
+    Vec<WarningCode>,
+);
+
 #[test]
 fn wal_safety_rules_in_order() {
     let policy = json!({"enabled": true, "strategy": {"walSafetyPolicy": {
@@ -528,13 +537,7 @@ fn wal_safety_rules_in_order() {
         inactive_slots: vec![slot(1001)],
         ..Default::default()
     };
-    let cases: Vec<(
-        &str,
-        Option<WalHealth>,
-        Action,
-        Option<Reason>,
-        Vec<WarningCode>,
-    )> = vec![
+    let cases: Vec<WalCase> = vec![
         (
             "unavailable: fail open",
             None,

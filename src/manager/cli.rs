@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The in-pod manager: probes volumes and WAL health, elects a leader, resizes PVCs.
+    Run(Box<super::run::RunArgs>),
     /// Offline what-if: read a snapshot (YAML or JSON) and print the decisions as JSON.
     Plan {
         /// Snapshot file; "-" or absent reads standard input.
@@ -46,6 +48,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => super::run::main(*args),
         Command::Plan { file } => run_plan(file),
         Command::Validate { file, output } => run_validate(file, output),
     }

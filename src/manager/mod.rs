@@ -1,6 +1,9 @@
 //! Wiring: the command line and the commands behind it.
 
 pub mod cli;
+pub mod http;
 pub mod input;
+pub mod logging;
 pub mod plan;
+pub mod run;
 pub mod validate;

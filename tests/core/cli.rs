@@ -40,8 +40,10 @@ fn plan(file: &str) -> Vec<Value> {
     json["decisions"].as_array().unwrap().clone()
 }
 
-/// (pvc, action, reason, newSize) of each decision.
-fn summary(decisions: &[Value]) -> Vec<(String, String, Value, Value)> {
+/// (pvc, action, reason, newSize) of a decision.
+type Outcome = (String, String, Value, Value);
+
+fn summary(decisions: &[Value]) -> Vec<Outcome> {
     decisions
         .iter()
         .map(|d| {
@@ -55,7 +57,7 @@ fn summary(decisions: &[Value]) -> Vec<(String, String, Value, Value)> {
         .collect()
 }
 
-fn s(pvc: &str, action: &str, reason: Value, new: Value) -> (String, String, Value, Value) {
+fn s(pvc: &str, action: &str, reason: Value, new: Value) -> Outcome {
     (pvc.to_string(), action.to_string(), reason, new)
 }
 
@@ -63,7 +65,7 @@ fn s(pvc: &str, action: &str, reason: Value, new: Value) -> (String, String, Val
 fn plan_examples_decide_as_documented() {
     use serde_json::json;
     let null = Value::Null;
-    let cases: Vec<(&str, Vec<(String, String, Value, Value)>)> = vec![
+    let cases: Vec<(&str, Vec<Outcome>)> = vec![
         (
             "plan/single-volume.yaml",
             vec![s("pg-single-1", "resize", null.clone(), json!("25Gi"))],
@@ -182,8 +184,14 @@ fn plan_reads_json_from_stdin_and_defaults_now() {
     let mut snapshot: Value = serde_norway::from_str(&yaml).unwrap();
     // Without `now`, the current time applies: events from 2020 no longer count.
     snapshot.as_object_mut().unwrap().remove("now");
-    for event in snapshot["cluster"]["status"]["autoResizeEvents"].as_array_mut().unwrap() {
-        let ts = event["timestamp"].as_str().unwrap().replacen("2026", "2020", 1);
+    for event in snapshot["cluster"]["status"]["autoResizeEvents"]
+        .as_array_mut()
+        .unwrap()
+    {
+        let ts = event["timestamp"]
+            .as_str()
+            .unwrap()
+            .replacen("2026", "2020", 1);
         event["timestamp"] = Value::String(ts);
     }
     let out = run(&["plan", "-"], Some(&snapshot.to_string()));

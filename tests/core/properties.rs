@@ -164,7 +164,7 @@ proptest! {
                 if let Some(limit) = c.limit { prop_assert!(new <= limit, "{} > limit {}", new, limit); }
                 prop_assert!(recent_successes < c.max_actions, "budget {} used of {}", recent_successes, c.max_actions);
                 prop_assert!(d.reason.is_none());
-                prop_assert!(c.limit.is_some_and(|l| new == l) || new % MIB == 0, "not whole MiB: {}", new);
+                prop_assert!(c.limit.is_some_and(|l| new == l) || new.is_multiple_of(MIB), "not whole MiB: {}", new);
             }
             _ => {
                 prop_assert!(d.new_size.is_none());

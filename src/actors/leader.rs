@@ -1,0 +1,351 @@
+//! Leader: holds the cluster's `coordination.k8s.io/v1` Lease so exactly one
+//! pod plans at a time. Expiry is judged by local observation (how long the
+//! record stayed unchanged), never by comparing clocks across pods.
+
+use super::supervision::{ApiReachability, Liveness};
+use crate::kube_api::{is_status, observed};
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct LeaderSettings {
+    pub lease_name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_interval: Duration,
+}
+
+/// Who leads, as this pod last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub is_leader: bool,
+    pub holder: Option<String>,
+}
+
+/// Margin kept before the lease's end: a write is only started while the
+/// lease stays valid for at least this long.
+const FENCE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The write fence: every write first checks the lease is still ours.
+#[derive(Default)]
+pub struct Fence {
+    valid_until: Mutex<Option<Instant>>,
+}
+
+impl Fence {
+    pub fn holds(&self) -> bool {
+        let until = *self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|t| Instant::now() + FENCE_MARGIN < t)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+}
+
+/// The lease record as last observed, and since when it has not changed.
+#[derive(Clone, Debug)]
+struct Observation {
+    holder: Option<String>,
+    renew_time: Option<String>,
+    duration: Duration,
+    since: Instant,
+}
+
+pub struct LeaderActor {
+    settings: LeaderSettings,
+    api: Api<Lease>,
+    fence: Arc<Fence>,
+    leadership: watch::Sender<Leadership>,
+    metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
+    api_reachable: Arc<ApiReachability>,
+    observation: Option<Observation>,
+    busy: bool,
+    released: bool,
+}
+
+enum Outcome {
+    Leading { valid_until: Instant },
+    Following { observation: Observation },
+    Unknown,
+}
+
+impl LeaderActor {
+    pub fn new(
+        settings: LeaderSettings,
+        api: Api<Lease>,
+        fence: Arc<Fence>,
+        leadership: watch::Sender<Leadership>,
+        metrics: Arc<Metrics>,
+        liveness: Arc<Liveness>,
+        api_reachable: Arc<ApiReachability>,
+    ) -> Self {
+        LeaderActor {
+            settings,
+            api,
+            fence,
+            leadership,
+            metrics,
+            liveness,
+            api_reachable,
+            observation: None,
+            busy: false,
+            released: false,
+        }
+    }
+
+    fn attempt(&mut self, ctx: &mut Context<Self>) {
+        self.liveness.beat("leader", self.settings.renew_interval);
+        if self.busy || self.released {
+            return;
+        }
+        self.busy = true;
+        let api = self.api.clone();
+        let settings = self.settings.clone();
+        let observation = self.observation.clone();
+        let metrics = self.metrics.clone();
+        let fut = async move { try_acquire_or_renew(&api, &settings, observation, &metrics).await };
+        ctx.spawn(fut.into_actor(self).map(|outcome, act, ctx| {
+            act.busy = false;
+            let next = act.apply(outcome);
+            ctx.run_later(next, |act, ctx| act.attempt(ctx));
+        }));
+    }
+
+    /// Updates fence and leadership; returns when to try again.
+    fn apply(&mut self, outcome: Outcome) -> Duration {
+        let me = self.settings.identity.clone();
+        self.api_reachable.set(!matches!(outcome, Outcome::Unknown));
+        match outcome {
+            Outcome::Leading { valid_until } => {
+                self.fence.set(Some(valid_until));
+                self.observation = None;
+                self.publish(true, Some(me));
+                self.settings.renew_interval
+            }
+            Outcome::Following { observation } => {
+                self.fence.set(None);
+                let holder = observation.holder.clone();
+                // Poll faster than the holder renews, and wake exactly when
+                // the record would expire, so a crashed leader is replaced
+                // within one lease duration of our observation.
+                let until_expiry = observation
+                    .duration
+                    .saturating_sub(observation.since.elapsed());
+                self.observation = Some(observation);
+                self.publish(false, holder);
+                (self.settings.renew_interval / 2).min(until_expiry + Duration::from_millis(10))
+            }
+            Outcome::Unknown => {
+                // The API is unreachable: keep leading only while the lease
+                // we hold is still valid.
+                let still = self.fence.holds();
+                if !still {
+                    let holder = self.leadership.borrow().holder.clone();
+                    self.publish(false, holder);
+                }
+                (self.settings.renew_interval / 2).max(Duration::from_millis(100))
+            }
+        }
+    }
+
+    fn publish(&self, is_leader: bool, holder: Option<String>) {
+        let new = Leadership { is_leader, holder };
+        let changed = *self.leadership.borrow() != new;
+        if changed {
+            if new.is_leader != self.leadership.borrow().is_leader {
+                if new.is_leader {
+                    tracing::info!(lease = %self.settings.lease_name, "leadership gained");
+                } else {
+                    tracing::info!(lease = %self.settings.lease_name, holder = ?new.holder, "leadership lost");
+                }
+            }
+            self.metrics.is_leader.set(i64::from(new.is_leader));
+            let _ = self.leadership.send(new);
+        }
+    }
+}
+
+impl Actor for LeaderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.attempt(ctx);
+    }
+}
+
+impl Supervised for LeaderActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(actor = "leader", "restarting");
+        self.busy = false;
+        self.metrics
+            .actor_restarts
+            .with_label_values(&["leader"])
+            .inc();
+    }
+}
+
+/// Gives the lease up on graceful shutdown so a successor takes over at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release;
+
+impl Handler<Release> for LeaderActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Release, _ctx: &mut Context<Self>) -> Self::Result {
+        self.released = true;
+        let was_leader = self.leadership.borrow().is_leader;
+        self.fence.set(None);
+        self.publish(false, None);
+        let api = self.api.clone();
+        let settings = self.settings.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(
+            async move {
+                if was_leader {
+                    release(&api, &settings, &metrics).await;
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+fn duration_secs(d: Duration) -> i32 {
+    i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
+}
+
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    settings: &LeaderSettings,
+    previous: Option<Observation>,
+    metrics: &Metrics,
+) -> Outcome {
+    let started = Instant::now();
+    let leading = Outcome::Leading {
+        valid_until: started + settings.lease_duration,
+    };
+    let current = match observed(metrics, "get", "leases", api.get_opt(&settings.lease_name)).await
+    {
+        Ok(lease) => lease,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the lease");
+            return Outcome::Unknown;
+        }
+    };
+    let Some(mut lease) = current else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(settings.lease_name.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(settings.identity.clone()),
+                lease_duration_seconds: Some(duration_secs(settings.lease_duration)),
+                acquire_time: Some(now_micro()),
+                renew_time: Some(now_micro()),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        return match observed(
+            metrics,
+            "create",
+            "leases",
+            api.create(&PostParams::default(), &lease),
+        )
+        .await
+        {
+            Ok(_) => leading,
+            Err(e) if is_status(&e, 409) => Outcome::Unknown, // someone else created it first
+            Err(error) => {
+                tracing::debug!(%error, "cannot create the lease");
+                Outcome::Unknown
+            }
+        };
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+    let renew_time = spec.renew_time.as_ref().map(|t| t.0.to_string());
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(1).max(1) as u64);
+    let observation = match previous {
+        Some(p) if p.holder == holder && p.renew_time == renew_time => p,
+        _ => Observation {
+            holder: holder.clone(),
+            renew_time: renew_time.clone(),
+            duration,
+            since: Instant::now(),
+        },
+    };
+    let mine = holder.as_deref() == Some(settings.identity.as_str());
+    let expired = holder.is_none() || observation.since.elapsed() > observation.duration;
+    if !mine && !expired {
+        return Outcome::Following { observation };
+    }
+    let mut new_spec = spec.clone();
+    new_spec.holder_identity = Some(settings.identity.clone());
+    new_spec.lease_duration_seconds = Some(duration_secs(settings.lease_duration));
+    new_spec.renew_time = Some(now_micro());
+    if !mine {
+        new_spec.acquire_time = Some(now_micro());
+        new_spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    lease.spec = Some(new_spec);
+    // The update carries the resourceVersion we read: two candidates racing
+    // for an expired lease cannot both win.
+    match observed(
+        metrics,
+        "update",
+        "leases",
+        api.replace(&settings.lease_name, &PostParams::default(), &lease),
+    )
+    .await
+    {
+        Ok(_) => leading,
+        Err(e) if is_status(&e, 409) => Outcome::Following { observation },
+        Err(error) => {
+            tracing::debug!(%error, "cannot renew the lease");
+            Outcome::Unknown
+        }
+    }
+}
+
+async fn release(api: &Api<Lease>, settings: &LeaderSettings, metrics: &Metrics) {
+    let Ok(Some(mut lease)) =
+        observed(metrics, "get", "leases", api.get_opt(&settings.lease_name)).await
+    else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(now_micro());
+    match observed(
+        metrics,
+        "update",
+        "leases",
+        api.replace(&settings.lease_name, &PostParams::default(), &lease),
+    )
+    .await
+    {
+        Ok(_) => tracing::info!(lease = %settings.lease_name, "lease released"),
+        Err(error) => tracing::warn!(%error, "cannot release the lease; it expires on its own"),
+    }
+}

@@ -1,0 +1,10 @@
+//! The actors that run in every instance pod (SPEC §5.1). They gather facts,
+//! call the pure engine and execute; none of them decides anything itself.
+
+pub mod disk_probe;
+pub mod follower;
+pub mod leader;
+pub mod planner;
+pub mod status;
+pub mod supervision;
+pub mod wal_health;

@@ -1,0 +1,104 @@
+//! The decisions the leader publishes, per instance, so every pod can export
+//! decision metrics about its own volumes (served at `/v1/decisions`).
+
+use crate::api::cluster::{AutoResizeEvent, VolumeType};
+use crate::api::quantity::format_bytes;
+use crate::engine::{Action, Decision, Reason, WarningCode};
+use crate::metrics::{DecisionMetrics, VolumeLabels};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionFeed {
+    pub version: u64,
+    /// The pod that made these decisions.
+    pub leader: String,
+    pub instances: BTreeMap<String, InstanceDecisions>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceDecisions {
+    pub volumes: Vec<VolumeDecision>,
+    /// The resize journal of this instance's PVCs.
+    pub events: Vec<AutoResizeEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeDecision {
+    pub pvc: String,
+    pub volume_type: VolumeType,
+    pub tablespace: Option<String>,
+    pub action: Action,
+    pub reason: Option<Reason>,
+    pub warnings: Vec<WarningCode>,
+    pub current_size: Option<String>,
+    pub new_size: Option<String>,
+    pub budget_remaining: Option<u32>,
+    pub next_action_at: Option<jiff::Timestamp>,
+    pub at_limit: bool,
+    pub stuck: bool,
+    pub message: String,
+}
+
+impl VolumeDecision {
+    pub fn from_decision(d: &Decision) -> Self {
+        VolumeDecision {
+            pvc: d.volume.pvc.clone(),
+            volume_type: d.volume.volume_type,
+            tablespace: d.volume.tablespace.clone(),
+            action: d.action,
+            reason: d.reason,
+            warnings: d.warnings.clone(),
+            current_size: d.current_size.map(format_bytes),
+            new_size: d.new_size.map(format_bytes),
+            budget_remaining: d.budget_remaining,
+            next_action_at: d.next_action_at,
+            at_limit: d.at_limit,
+            stuck: d.stuck,
+            message: d.message.clone(),
+        }
+    }
+
+    pub fn labels(&self) -> VolumeLabels {
+        VolumeLabels::new(self.volume_type, self.tablespace.as_deref())
+    }
+
+    pub fn metrics(&self) -> DecisionMetrics {
+        let blocked = self.action == Action::Blocked || self.reason == Some(Reason::InvalidConfig);
+        DecisionMetrics {
+            blocked_reason: self.reason.filter(|_| blocked),
+            at_limit: self.at_limit,
+            budget_remaining: self.budget_remaining,
+            next_action_at: self
+                .next_action_at
+                .filter(|_| self.budget_remaining == Some(0)),
+            stuck: self.stuck,
+        }
+    }
+}
+
+/// Groups decisions and journal entries by instance.
+pub fn feed_of(
+    decisions: &[Decision],
+    events: &[AutoResizeEvent],
+) -> BTreeMap<String, InstanceDecisions> {
+    let mut instances: BTreeMap<String, InstanceDecisions> = BTreeMap::new();
+    for d in decisions {
+        instances
+            .entry(d.volume.instance.clone())
+            .or_default()
+            .volumes
+            .push(VolumeDecision::from_decision(d));
+    }
+    for e in events {
+        instances
+            .entry(e.instance_name.clone())
+            .or_default()
+            .events
+            .push(e.clone());
+    }
+    instances
+}

@@ -1,0 +1,198 @@
+//! Which Kubernetes Events a planning pass should emit (SPEC §5.2), with
+//! aggregation: a lasting condition is announced once when it starts, then
+//! at most once an hour, never on every pass.
+
+use crate::engine::{Action, Decision, Reason, WarningCode};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub severity: Severity,
+    /// The Event reason, e.g. `AutoResizeRateLimited`.
+    pub reason: &'static str,
+    pub message: String,
+    pub pvc: String,
+}
+
+pub const REPEAT_AFTER: Duration = Duration::from_secs(3600);
+
+/// Event reason for a decision that did not resize, if it deserves one.
+pub fn blocked_event_reason(reason: Reason) -> Option<&'static str> {
+    match reason {
+        Reason::RateLimit => Some("AutoResizeRateLimited"),
+        Reason::AtLimit => Some("AutoResizeAtLimit"),
+        Reason::SingleVolumeNoAck
+        | Reason::ArchiveUnhealthy
+        | Reason::PendingWalExceeded
+        | Reason::SlotRetentionExceeded => Some("AutoResizeBlocked"),
+        Reason::InvalidConfig => Some("AutoResizeInvalidConfig"),
+        Reason::NoStatus | Reason::ResizeInProgress | Reason::NotTriggered => None,
+    }
+}
+
+/// The standing conditions a decision reports (not the resize itself).
+pub fn conditions_of(d: &Decision) -> Vec<Notice> {
+    let mut out = Vec::new();
+    let pvc = d.volume.pvc.clone();
+    if let Some(reason) = d.reason.filter(|_| d.action != Action::Resize) {
+        if let Some(event) = blocked_event_reason(reason) {
+            out.push(Notice {
+                severity: Severity::Warning,
+                reason: event,
+                message: format!("{} ({}): {}", pvc, reason, d.message),
+                pvc: pvc.clone(),
+            });
+        }
+    }
+    if d.stuck {
+        out.push(Notice {
+            severity: Severity::Warning,
+            reason: "AutoResizeStuck",
+            message: format!(
+                "{pvc}: resize in flight for too long; check the CSI driver: {}",
+                d.message
+            ),
+            pvc: pvc.clone(),
+        });
+    }
+    out
+}
+
+/// What a successful resize announces.
+pub fn resized(d: &Decision) -> Vec<Notice> {
+    let pvc = d.volume.pvc.clone();
+    let mut out = vec![Notice {
+        severity: Severity::Normal,
+        reason: "AutoResizeSuccess",
+        message: d.message.clone(),
+        pvc: pvc.clone(),
+    }];
+    if d.warnings.contains(&WarningCode::WalHealthUnavailable) {
+        out.push(Notice {
+            severity: Severity::Warning,
+            reason: "AutoResizeWALHealthUnavailable",
+            message: format!("{pvc}: resized without WAL health verification (fail-open): WAL health of instance {} is unavailable", d.volume.instance),
+            pvc: pvc.clone(),
+        });
+    }
+    if d.wal_risk_alert {
+        out.push(Notice {
+            severity: Severity::Warning,
+            reason: "AutoResizeWALRisk",
+            message: format!(
+                "{pvc}: a volume holding WAL grew; check WAL archiving and replication slots ({})",
+                d.message
+            ),
+            pvc,
+        });
+    }
+    out
+}
+
+/// Remembers which conditions were announced.
+#[derive(Default)]
+pub struct Aggregator {
+    announced: HashMap<(String, &'static str), Instant>,
+}
+
+impl Aggregator {
+    /// The notices among `current` to emit now. Conditions absent from
+    /// `current` are forgotten, so they are announced again if they return.
+    pub fn filter(&mut self, current: Vec<Notice>, now: Instant) -> Vec<Notice> {
+        let keys: std::collections::HashSet<_> =
+            current.iter().map(|n| (n.pvc.clone(), n.reason)).collect();
+        self.announced.retain(|k, _| keys.contains(k));
+        current
+            .into_iter()
+            .filter(|n| {
+                let key = (n.pvc.clone(), n.reason);
+                match self.announced.get(&key) {
+                    Some(at) if now.duration_since(*at) < REPEAT_AFTER => false,
+                    _ => {
+                        self.announced.insert(key, now);
+                        true
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(pvc: &str, reason: &'static str) -> Notice {
+        Notice {
+            severity: Severity::Warning,
+            reason,
+            message: format!("{pvc} {reason}"),
+            pvc: pvc.into(),
+        }
+    }
+
+    #[test]
+    fn a_lasting_condition_is_announced_once_an_hour() {
+        let mut agg = Aggregator::default();
+        let t0 = Instant::now();
+        let rate = || vec![notice("p", "AutoResizeRateLimited")];
+        assert_eq!(agg.filter(rate(), t0).len(), 1);
+        assert_eq!(agg.filter(rate(), t0 + Duration::from_secs(5)).len(), 0);
+        assert_eq!(agg.filter(rate(), t0 + Duration::from_secs(3599)).len(), 0);
+        assert_eq!(agg.filter(rate(), t0 + Duration::from_secs(3601)).len(), 1);
+    }
+
+    #[test]
+    fn a_condition_that_clears_and_returns_is_announced_again() {
+        let mut agg = Aggregator::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            agg.filter(vec![notice("p", "AutoResizeBlocked")], t0).len(),
+            1
+        );
+        assert_eq!(agg.filter(vec![], t0).len(), 0);
+        assert_eq!(
+            agg.filter(vec![notice("p", "AutoResizeBlocked")], t0).len(),
+            1
+        );
+        // Another PVC or another reason is its own condition.
+        let both = vec![
+            notice("p", "AutoResizeBlocked"),
+            notice("q", "AutoResizeBlocked"),
+            notice("p", "AutoResizeAtLimit"),
+        ];
+        assert_eq!(agg.filter(both, t0).len(), 2);
+    }
+
+    #[test]
+    fn reasons_map_to_the_spec_events() {
+        assert_eq!(
+            blocked_event_reason(Reason::RateLimit),
+            Some("AutoResizeRateLimited")
+        );
+        assert_eq!(
+            blocked_event_reason(Reason::AtLimit),
+            Some("AutoResizeAtLimit")
+        );
+        assert_eq!(
+            blocked_event_reason(Reason::ArchiveUnhealthy),
+            Some("AutoResizeBlocked")
+        );
+        assert_eq!(
+            blocked_event_reason(Reason::SlotRetentionExceeded),
+            Some("AutoResizeBlocked")
+        );
+        assert_eq!(
+            blocked_event_reason(Reason::InvalidConfig),
+            Some("AutoResizeInvalidConfig")
+        );
+        assert_eq!(blocked_event_reason(Reason::NotTriggered), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! This instance's own report, published to the HTTP endpoint, the metrics
+//! and the local planner through a watch channel (latest value wins).
+
+use crate::api::report::{InstanceReport, VolumeStats, WalHealth};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LocalStatus {
+    /// Bumped on every change; long-pollers wait for a version after theirs.
+    pub version: u64,
+    pub report: InstanceReport,
+    /// The first disk probe has completed (readiness).
+    pub probed: bool,
+    /// The first WAL health check has completed (successfully or not).
+    pub wal_checked: bool,
+}
+
+/// Writer side shared by the probe actors.
+#[derive(Clone)]
+pub struct StatusPublisher {
+    tx: watch::Sender<LocalStatus>,
+}
+
+impl StatusPublisher {
+    pub fn new() -> (StatusPublisher, watch::Receiver<LocalStatus>) {
+        let (tx, rx) = watch::channel(LocalStatus::default());
+        (StatusPublisher { tx }, rx)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<LocalStatus> {
+        self.tx.subscribe()
+    }
+
+    pub fn set_disks(
+        &self,
+        data: Option<VolumeStats>,
+        wal: Option<VolumeStats>,
+        tablespaces: BTreeMap<String, VolumeStats>,
+        taken: jiff::Timestamp,
+    ) {
+        self.tx.send_modify(|s| {
+            let changed =
+                s.report.data != data || s.report.wal != wal || s.report.tablespaces != tablespaces;
+            s.report.data = data;
+            s.report.wal = wal;
+            s.report.tablespaces = tablespaces;
+            s.report.last_updated = Some(taken);
+            if changed || !s.probed {
+                s.version += 1;
+            }
+            s.probed = true;
+        });
+    }
+
+    pub fn set_wal_health(&self, health: Option<WalHealth>) {
+        self.tx.send_modify(|s| {
+            if s.report.wal_health != health || !s.wal_checked {
+                s.version += 1;
+            }
+            s.report.wal_health = health;
+            s.wal_checked = true;
+        });
+    }
+}
+
+/// The `/v1/status` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    pub instance: String,
+    pub version: u64,
+    /// False until the first disk probe: the report is not usable yet.
+    pub probed: bool,
+    pub report: InstanceReport,
+}
