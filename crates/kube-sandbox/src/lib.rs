@@ -1,0 +1,285 @@
+//! A strict local stand-in for the Kubernetes API server (SPEC §8).
+//!
+//! The sandbox speaks the Kubernetes REST protocol over plain HTTP for the
+//! resources cnpg-autoresize uses, so the real `kube` client and `kubectl
+//! --validate=false` work against it unchanged:
+//!
+//! | group/version            | resource                 | scope      | subresources |
+//! |--------------------------|--------------------------|------------|--------------|
+//! | `v1`                     | `persistentvolumeclaims` | namespaced | `status`     |
+//! | `v1`                     | `pods`                   | namespaced | `status`     |
+//! | `v1`                     | `events`                 | namespaced |              |
+//! | `events.k8s.io/v1`       | `events`                 | namespaced |              |
+//! | `coordination.k8s.io/v1` | `leases`                 | namespaced |              |
+//! | `storage.k8s.io/v1`      | `storageclasses`         | cluster    |              |
+//! | `postgresql.cnpg.io/v1`  | `clusters` (kind Cluster)| namespaced | `status`     |
+//!
+//! Rules enforced like a real API server: one global resourceVersion; 409 on a
+//! stale update or a patch whose `metadata.resourceVersion` no longer matches;
+//! 422 when a JSON patch fails (including `test`); 415 for unknown patch types
+//! (strategic merge only on built-in types); status subresource separation;
+//! PVC spec immutability, no shrinking (422) and growth only with an
+//! expandable StorageClass (403); watches with replay from a bounded history,
+//! `410 Gone` ERROR events, bookmarks, label and field selectors; RBAC from a
+//! Role manifest; every error is a `meta/v1 Status`. See `README.md` for the
+//! differences from a real server.
+//!
+//! # Identities
+//!
+//! The bearer token *is* the identity. `admin` ([`ADMIN`]) bypasses RBAC. A
+//! request without a token gets 401. Any other token is accepted; it is
+//! restricted only once [`Sandbox::enforce_role`] was called for it (several
+//! calls add up, like several RoleBindings). client-go (kubectl) never sends
+//! credentials over plain HTTP, so the identity may also be given as a server
+//! URL prefix `http://HOST:PORT/as/<identity>`; generated kubeconfigs do both.
+//!
+//! # Out-of-process control
+//!
+//! Unauthenticated endpoints, outside the Kubernetes API:
+//!
+//! * `GET /sandbox/v1/faults` — current faults:
+//!   `{"latencyMs", "errorRates": [{"verb","resource","rate","code"}], "outageRemainingMs"}`.
+//! * `POST /sandbox/v1/faults` — JSON body, every field optional, applied in
+//!   this order: `{"clear": true, "latencyMs": 200, "errorRates": [{"verb":
+//!   "patch", "resource": "persistentvolumeclaims", "rate": 1.0, "code": 500}],
+//!   "outageMs": 3000, "dropWatches": true}`. A rate of 0 removes that rule.
+//! * `POST /sandbox/v1/roles/<identity>` — body: Role/ClusterRole YAML; same as
+//!   [`Sandbox::enforce_role`].
+//! * `GET /healthz`, `/livez`, `/readyz` — `ok`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let sandbox = kube_sandbox::Sandbox::start(Default::default()).await?;
+//! let client = sandbox.client().await?;
+//! sandbox.faults().set_error_rate("patch", "persistentvolumeclaims", 1.0, 500);
+//! # drop(client); Ok(()) }
+//! ```
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod discovery;
+mod error;
+mod faults;
+mod http;
+mod patch;
+mod quantity;
+mod rbac;
+mod resources;
+mod rules;
+mod selector;
+mod store;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use error::ApiError;
+pub use faults::{ErrorRate, Faults};
+pub use rbac::ADMIN;
+
+/// Settings of one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Number of events kept for watch resumption; a watch from an older resourceVersion gets 410.
+    pub watch_history: usize,
+    /// Interval of BOOKMARK events on watches with `allowWatchBookmarks=true`.
+    pub bookmark_interval: Duration,
+    /// Seed of the fault-injection RNG (error rates), for reproducible runs.
+    pub fault_seed: u64,
+    /// Emulates the `RecoverVolumeExpansionFailure` feature gate (on by default since
+    /// Kubernetes 1.32): a PVC request may then be lowered while it stays above
+    /// `status.capacity`. Off by default: every decrease is rejected.
+    pub recover_volume_expansion_failure: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            watch_history: 1000,
+            bookmark_interval: Duration::from_secs(2),
+            fault_seed: 0x5eed,
+            recover_volume_expansion_failure: false,
+        }
+    }
+}
+
+/// A running sandbox API server.
+pub struct Sandbox {
+    addr: SocketAddr,
+    shared: Arc<http::Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Binds the listener and starts serving in the background.
+    pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the sandbox API server to {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let shared = Arc::new(http::Shared {
+            store: store::Store::new(config.watch_history),
+            faults: Faults::new(config.fault_seed),
+            rbac: rbac::Rbac::default(),
+            rules: rules::RuleOptions {
+                recover_volume_expansion_failure: config.recover_volume_expansion_failure,
+            },
+            bookmark_interval: config.bookmark_interval,
+            server_address: addr.to_string(),
+        });
+        let app = http::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "sandbox API server failed");
+            }
+        });
+        tracing::info!(%addr, "kube-sandbox listening");
+        Ok(Sandbox {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig for `identity` with `namespace` as default namespace.
+    ///
+    /// The identity is both the bearer token and an `/as/<identity>` server path
+    /// prefix: client-go (kubectl) never sends credentials over plain HTTP, so
+    /// the prefix is how it identifies itself.
+    pub fn kubeconfig_yaml(&self, identity: &str, namespace: &str) -> String {
+        // JSON strings are valid YAML scalars: safe quoting for any identity.
+        let q = |s: &str| serde_json::Value::from(s).to_string();
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sandbox\n  cluster:\n    server: {server}\ncontexts:\n- name: kube-sandbox\n  context:\n    cluster: kube-sandbox\n    user: {user}\n    namespace: {ns}\ncurrent-context: kube-sandbox\nusers:\n- name: {user}\n  user:\n    token: {user}\npreferences: {{}}\n",
+            server = q(&format!(
+                "{}{}{}",
+                self.url(),
+                http::IDENTITY_PREFIX,
+                http::percent_encode(identity)
+            )),
+            user = q(identity),
+            ns = q(namespace),
+        )
+    }
+
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        identity: &str,
+        namespace: &str,
+    ) -> anyhow::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml(identity, namespace))
+            .with_context(|| format!("writing kubeconfig to {}", path.display()))
+    }
+
+    /// A client with the admin identity (bypasses RBAC), default namespace `default`.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        self.client_as(ADMIN).await
+    }
+
+    /// A client whose bearer token is `identity` (kube's defaults, including its retries).
+    pub async fn client_as(&self, identity: &str) -> anyhow::Result<kube::Client> {
+        let config = self.config_as(identity).await?;
+        kube::Client::try_from(config).context("building a kube client for the sandbox")
+    }
+
+    /// The `kube::Config` behind [`Sandbox::client_as`], for callers that tune it.
+    ///
+    /// Note: kube's default client retries 429/503/504 answers up to 15 times with
+    /// exponential backoff; set `default_retry = false` to observe injected errors directly.
+    pub async fn config_as(&self, identity: &str) -> anyhow::Result<kube::Config> {
+        let yaml = self.kubeconfig_yaml(identity, "default");
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)
+            .context("parsing the generated kubeconfig")?;
+        let options = kube::config::KubeConfigOptions::default();
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .context("building a kube config for the sandbox")
+    }
+
+    /// Restricts `identity` to what the Role/ClusterRole manifest(s) in `role_yaml` grant.
+    pub fn enforce_role(&self, identity: &str, role_yaml: &str) -> anyhow::Result<()> {
+        self.shared.rbac.enforce(identity, role_yaml)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Closes open watches and stops serving.
+    pub async fn shutdown(mut self) {
+        self.stop_now();
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("sandbox API server did not stop within 5s");
+            }
+        }
+    }
+
+    fn stop_now(&mut self) {
+        self.shared.faults.drop_watches();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// For the CLI: serves until SIGINT/SIGTERM, printing the address; writes an admin kubeconfig.
+pub async fn serve_until_signal(
+    listen: SocketAddr,
+    kubeconfig_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(SandboxConfig {
+        listen,
+        ..SandboxConfig::default()
+    })
+    .await?;
+    if let Some(path) = &kubeconfig_out {
+        sandbox.write_kubeconfig(path, ADMIN, "default")?;
+    }
+    println!("kube-sandbox listening on {}", sandbox.url());
+    if let Some(path) = &kubeconfig_out {
+        println!("kubeconfig written to {}", path.display());
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    sandbox.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Conformance tests: the sandbox driven by the real `kube` client and `kubectl`,
+//! proving each API-server rule it claims to enforce, failure answers included.
+
+mod common;
+mod crud;
+mod errors;
+mod faults;
+mod kubectl;
+mod pvc_rules;
+mod rbac;
+mod status;
+mod watch;
