@@ -34,6 +34,27 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
     },
+    /// Print a cluster's volumes as the planner sees them: size, use, trigger, budget, state.
+    Status {
+        /// Name of the CNPG Cluster.
+        #[arg(long, env = "CLUSTER_NAME")]
+        cluster: String,
+        /// Namespace (default: the kubeconfig's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Kubeconfig file; absent = in-cluster.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Serve the local Kubernetes API sandbox (no real cluster needed).
+    Sandbox {
+        /// Address to listen on (port 0 = a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Write an admin kubeconfig for the sandbox here.
+        #[arg(long)]
+        kubeconfig_out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,6 +72,39 @@ pub fn main() -> ExitCode {
         Command::Run(args) => super::run::main(*args),
         Command::Plan { file } => run_plan(file),
         Command::Validate { file, output } => run_validate(file, output),
+        Command::Status {
+            cluster,
+            namespace,
+            kubeconfig,
+        } => run_async(async move {
+            let table = super::status::status(kubeconfig.as_deref(), namespace, &cluster).await?;
+            print!("{table}");
+            Ok(())
+        }),
+        Command::Sandbox {
+            listen,
+            kubeconfig_out,
+        } => {
+            run_async(async move { kube_sandbox::serve_until_signal(listen, kubeconfig_out).await })
+        }
+    }
+}
+
+/// Runs an async command; an error is one line on stderr and exit 1.
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -6,4 +6,5 @@ pub mod input;
 pub mod logging;
 pub mod plan;
 pub mod run;
+pub mod status;
 pub mod validate;
