@@ -1,0 +1,94 @@
+//! The local test bed: simulated volumes, PostgreSQL servers and scenarios (SPEC §8).
+//!
+//! Three building blocks, usable on their own:
+//!
+//! - [`volume`]: a filesystem of a given capacity that can be filled and grown
+//!   while files stay on it. As root it is a real `tmpfs` mount (remounted
+//!   larger to grow); as an ordinary user it is a directory whose capacity is
+//!   simulated (see [`volume::simulated_stats`]).
+//! - [`postgres`]: real PostgreSQL servers (primary, streaming replicas,
+//!   separate WAL directory, tablespaces, archiving that fails on demand,
+//!   replication slots) run from the system's binaries — as the `postgres`
+//!   user when the tests run as root.
+//! - [`simulator`]: a small controller playing CSI + kubelet against a
+//!   Kubernetes API server: when a PVC's storage request grows it grows the
+//!   backing [`Volume`] and updates `status.capacity`.
+//!
+//! [`cluster`] combines them into a CloudNativePG-shaped cluster (instances
+//! `<cluster>-N`, volumes named like their PVCs).
+//!
+//! [`net`] hands out distinct loopback addresses (127.0.0.2, 127.0.0.3, …)
+//! that stand in for pod IPs, and free ports on them.
+
+pub mod cluster;
+pub mod net;
+pub mod postgres;
+pub mod quantity;
+pub mod simulator;
+pub mod volume;
+
+pub use cluster::{InstanceVolume, PgCluster, PgClusterBuilder, PgInstance, VolumeRole};
+pub use net::{free_port, next_loopback_ip};
+pub use postgres::{PgBinaries, PgServer, PgServerBuilder, SlotsViewLock};
+pub use simulator::{ExpansionMode, SimulatorConfig, VolumeSimulator};
+pub use volume::{simulated_stats, Volume, VolumeBackend, VolumeStats};
+
+use anyhow::{Context, Result};
+use nix::unistd::{Gid, Uid, User};
+use std::path::Path;
+
+/// Whether the current process runs with effective uid 0.
+///
+/// Decides the volume backend (tmpfs vs simulated directory) and whether
+/// PostgreSQL binaries are run as the `postgres` user.
+pub fn is_root() -> bool {
+    Uid::effective().is_root()
+}
+
+/// The account PostgreSQL processes run as.
+///
+/// As root this is the `postgres` user (PostgreSQL refuses to run as root);
+/// otherwise it is the current user and no identity switch happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id the PostgreSQL binaries run with.
+    pub uid: Uid,
+    /// Group id the PostgreSQL binaries run with.
+    pub gid: Gid,
+    /// Whether spawning must switch to `uid`/`gid` (only when we are root).
+    pub switch: bool,
+}
+
+impl RunAs {
+    /// The identity to run PostgreSQL with: `postgres` (looked up by name)
+    /// when root, the current user otherwise.
+    pub fn postgres() -> Result<RunAs> {
+        if !is_root() {
+            return Ok(RunAs {
+                uid: Uid::effective(),
+                gid: nix::unistd::Gid::effective(),
+                switch: false,
+            });
+        }
+        let user = User::from_name("postgres")
+            .context("looking up the `postgres` user in the password database")?
+            .context(
+                "running as root but there is no `postgres` user to run PostgreSQL as \
+                 (install the `postgresql` package, or run the tests as an ordinary user)",
+            )?;
+        Ok(RunAs {
+            uid: user.uid,
+            gid: user.gid,
+            switch: true,
+        })
+    }
+
+    /// Give `path` to this identity (no-op when no switch is needed).
+    pub fn chown(&self, path: &Path) -> Result<()> {
+        if self.switch {
+            nix::unistd::chown(path, Some(self.uid), Some(self.gid))
+                .with_context(|| format!("chown {} to uid {}", path.display(), self.uid))?;
+        }
+        Ok(())
+    }
+}

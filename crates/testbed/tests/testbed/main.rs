@@ -1,0 +1,9 @@
+//! Integration tests of the test bed (one binary; modules per component).
+//!
+//! Every test runs both as root (tmpfs volumes, PostgreSQL as `postgres`)
+//! and as an ordinary user (directory volumes, PostgreSQL as oneself).
+
+mod common;
+mod postgres;
+mod simulator;
+mod volume;
