@@ -7,6 +7,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::future::Future;
 use std::path::Path;
+use std::time::Duration;
 
 /// A client from `--kubeconfig`, else the in-cluster service account.
 /// Returns the namespace the configuration names, if any.
@@ -22,6 +23,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String
         None => Config::incluster()
             .context("no --kubeconfig given and not running in a pod (in-cluster config)")?,
     };
+    // Our actors retry with their own capped, jittered backoff; the client's
+    // default retry can sleep for minutes on 503s (an outage), which would
+    // stall lease renewals and recovery.
+    let mut config = config;
+    config.default_retry = false;
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).context("building the Kubernetes client")?;
     Ok((client, namespace))
@@ -39,14 +45,26 @@ pub fn is_status(error: &kube::Error, code: u16) -> bool {
     status_code(error) == code
 }
 
-/// Runs one API call and counts it by verb, resource and code.
+/// No single call (watches aside) may hang longer than this.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one API call under [`CALL_TIMEOUT`] and counts it by verb, resource and code.
 pub async fn observed<T>(
     metrics: &Metrics,
     verb: &str,
     resource: &str,
     call: impl Future<Output = kube::Result<T>>,
 ) -> kube::Result<T> {
-    let result = call.await;
+    let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(kube::Error::Service(
+            format!(
+                "{verb} {resource}: no answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            )
+            .into(),
+        )),
+    };
     let code = match &result {
         Ok(_) => 200,
         Err(e) => status_code(e),

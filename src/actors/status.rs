@@ -17,6 +17,15 @@ pub struct LocalStatus {
     pub wal_checked: bool,
 }
 
+impl LocalStatus {
+    /// Both probes have reported once. Before the first WAL check,
+    /// `walHealth` is absent without meaning "unavailable": a report is only
+    /// used once it is complete, or WAL volumes could grow unchecked.
+    pub fn complete(&self) -> bool {
+        self.probed && self.wal_checked
+    }
+}
+
 /// Writer side shared by the probe actors.
 #[derive(Clone)]
 pub struct StatusPublisher {
@@ -71,7 +80,7 @@ impl StatusPublisher {
 pub struct StatusResponse {
     pub instance: String,
     pub version: u64,
-    /// False until the first disk probe: the report is not usable yet.
+    /// False until the first disk probe and WAL check: not usable yet.
     pub probed: bool,
     pub report: InstanceReport,
 }

@@ -85,7 +85,7 @@ async fn status(state: web::Data<HttpState>, query: web::Query<LongPoll>) -> Htt
     HttpResponse::Ok().json(StatusResponse {
         instance: state.pod_name.clone(),
         version: current.version,
-        probed: current.probed,
+        probed: current.complete(),
         report: current.report,
     })
 }

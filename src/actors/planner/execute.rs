@@ -170,11 +170,13 @@ impl Writer {
     ) -> Result<bool, String> {
         let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
+            // The main resource carries the status too; the Role grants no
+            // `get` on clusters/status, only `patch`.
             let cluster = observed(
                 &self.metrics,
                 "get",
                 "clusters",
-                self.clusters.get_status(&self.cluster_name),
+                self.clusters.get(&self.cluster_name),
             )
             .await
             .map_err(|e| format!("reading cluster {}: {e}", self.cluster_name))?;

@@ -58,7 +58,11 @@ struct Snapshot {
     reports: BTreeMap<String, InstanceReport>,
     now: jiff::Timestamp,
     may_write_disk_status: bool,
+    /// The decisions of the previous pass (pvc, action, reason).
+    previous: Vec<DecisionKey>,
 }
+
+type DecisionKey = (String, Action, Option<Reason>);
 
 #[derive(Default)]
 struct PassResult {
@@ -67,6 +71,8 @@ struct PassResult {
     wrote_disk_status: bool,
     retry_after: Option<Duration>,
     replan_now: bool,
+    write_error: Option<String>,
+    decisions: Vec<DecisionKey>,
 }
 
 /// Watches and peer pollers that live while this pod leads.
@@ -109,6 +115,10 @@ pub struct Planner {
     last_disk_write: Option<Instant>,
     retry_at: Option<Instant>,
     missing_cluster_logged: bool,
+    last_decisions: Vec<DecisionKey>,
+    /// The last status-write error, logged once rather than on every pass.
+    last_write_error: Option<String>,
+    session_started: Option<Instant>,
 }
 
 #[derive(Message)]
@@ -168,6 +178,9 @@ impl Planner {
             last_disk_write: None,
             retry_at: None,
             missing_cluster_logged: false,
+            last_write_error: None,
+            last_decisions: Vec::new(),
+            session_started: None,
         }
     }
 
@@ -198,6 +211,7 @@ impl Planner {
             peers: HashMap::new(),
             reports: HashMap::new(),
         });
+        self.session_started = Some(Instant::now());
         tracing::info!(cluster = %self.settings.cluster, "planning for the cluster");
     }
 
@@ -246,7 +260,11 @@ impl Planner {
     fn snapshot(&mut self) -> Option<Snapshot> {
         let session = self.session.as_ref()?;
         let Some(cluster) = session.cluster.state().first().map(|c| (**c).clone()) else {
-            if !self.missing_cluster_logged {
+            // The first list takes a moment; only a lasting absence is news.
+            let settled = self
+                .session_started
+                .is_some_and(|t| t.elapsed() > Duration::from_secs(5));
+            if settled && !self.missing_cluster_logged {
                 tracing::warn!(cluster = %self.settings.cluster, "cluster not found; nothing to plan");
                 self.missing_cluster_logged = true;
             }
@@ -260,7 +278,7 @@ impl Planner {
             .map(|(pod, r)| (pod.clone(), r.clone()))
             .collect();
         let local = self.local.borrow();
-        if local.probed {
+        if local.complete() {
             reports.insert(self.settings.pod_name.clone(), local.report.clone());
         }
         drop(local);
@@ -272,6 +290,7 @@ impl Planner {
             may_write_disk_status: self
                 .last_disk_write
                 .is_none_or(|t| t.elapsed() >= self.settings.disk_status_interval),
+            previous: self.last_decisions.clone(),
         })
     }
 
@@ -304,6 +323,17 @@ impl Planner {
                 act.last_disk_write = Some(Instant::now());
             }
             act.retry_at = result.retry_after.map(|d| Instant::now() + d);
+            match (&result.write_error, &act.last_write_error) {
+                (Some(e), last) if last.as_ref() != Some(e) => {
+                    tracing::warn!(error = %e, "cannot write the cluster status; the PVC records keep the history")
+                }
+                (None, Some(_)) => tracing::info!("cluster status written again"),
+                _ => {}
+            }
+            act.last_write_error = result.write_error.clone();
+            if result.write_error.is_none() {
+                act.last_decisions = result.decisions.clone();
+            }
             let mut notices = act.aggregator.filter(result.conditions, Instant::now());
             notices.extend(result.announcements);
             act.publish_notices(notices, ctx);
@@ -344,12 +374,22 @@ impl Planner {
                     if !fence.holds() {
                         continue;
                     }
+                    // The PVC as the related object: each PVC's condition is
+                    // its own event series (the recorder aggregates by
+                    // reason and objects, not by message).
+                    let pvc = ObjectReference {
+                        api_version: Some("v1".to_string()),
+                        kind: Some("PersistentVolumeClaim".to_string()),
+                        name: Some(notice.pvc.clone()),
+                        namespace: reference.namespace.clone(),
+                        ..Default::default()
+                    };
                     let event = KubeEvent {
                         type_: if level == Severity::Normal { EventType::Normal } else { EventType::Warning },
                         reason: notice.reason.to_string(),
                         note: Some(truncate(&notice.message, 1024)),
                         action: "AutoResize".to_string(),
-                        secondary: None,
+                        secondary: Some(pvc),
                     };
                     let result = recorder.publish(&event, &reference).await;
                     let code = result.as_ref().map(|_| 201).unwrap_or_else(crate::kube_api::status_code);
@@ -593,6 +633,7 @@ async fn run_pass(
         reports,
         now,
         may_write_disk_status,
+        previous,
     } = snapshot;
     let (pvc_events, unreadable) = pvc_journal(&pvcs);
     let status_events = cluster.events().to_vec();
@@ -670,7 +711,14 @@ async fn run_pass(
 
     // Mirror the journal and the disk status into the Cluster status.
     let new_disk = disk_status::build(&reports, &execute::timestamp(now));
-    let resized = !recorded.is_empty();
+    let keys: Vec<DecisionKey> = decisions
+        .iter()
+        .map(|d| (d.volume.pvc.clone(), d.action, d.reason))
+        .collect();
+    // A new decision (a resize, a block, a change of reason) is written at
+    // once, so the status shows why; a steady state writes nothing.
+    let decided = !recorded.is_empty() || keys != previous;
+    result.decisions = keys;
     // Sized from the largest budget a PVC can have: a counting entry is never dropped.
     let cap = journal::capacity(
         pvcs.iter()
@@ -689,7 +737,7 @@ async fn run_pass(
             }
             let old_disk = current.status.as_ref().and_then(|s| s.disk_status.as_ref());
             let disk_changed = disk_status::materially_different(old_disk, &new_disk);
-            if (disk_changed && may_write_disk_status) || resized {
+            if disk_changed && (may_write_disk_status || decided) {
                 status.insert("diskStatus".into(), json!(new_disk));
                 wrote_disk.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -702,7 +750,7 @@ async fn run_pass(
                 wrote && wrote_disk.load(std::sync::atomic::Ordering::Relaxed)
         }
         Err(error) => {
-            tracing::warn!(%error, "cannot write the cluster status; the PVC records keep the history");
+            result.write_error = Some(error);
             result.retry_after.get_or_insert(Duration::from_secs(1));
         }
     }

@@ -1,0 +1,9 @@
+//! End-to-end tests: real `cnpg-autoresize run` processes, one per instance,
+//! against the Kubernetes API sandbox, real PostgreSQL and real volumes
+//! (tmpfs as root, simulated directories otherwise).
+
+mod common;
+mod durability;
+mod growth;
+mod observability;
+mod wal_safety;

@@ -1,0 +1,420 @@
+//! SPEC §9 scenario 15 and the endpoint contracts: every metric of §5.3 with
+//! its value after a resize (on the leader and on a non-leader), promtool
+//! clean; health, readiness, status long-poll; `run` flag errors.
+
+use crate::common::*;
+use cnpg_testbed::scenario::Scenario;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SPEC_METRICS: &[&str] = &[
+    "cnpg_disk_total_bytes",
+    "cnpg_disk_used_bytes",
+    "cnpg_disk_available_bytes",
+    "cnpg_disk_percent_used",
+    "cnpg_disk_inodes_total",
+    "cnpg_disk_inodes_used",
+    "cnpg_disk_inodes_free",
+    "cnpg_disk_at_limit",
+    "cnpg_disk_resize_blocked",
+    "cnpg_disk_resize_budget_remaining",
+    "cnpg_disk_resize_next_action_timestamp_seconds",
+    "cnpg_disk_resizes_total",
+    "cnpg_disk_resize_stuck",
+    "cnpg_wal_archive_healthy",
+    "cnpg_wal_pending_archive_files",
+    "cnpg_wal_inactive_slots",
+    "cnpg_wal_slot_retention_bytes",
+    "cnpg_wal_health_up",
+    "cnpg_autoresize_is_leader",
+    "cnpg_autoresize_build_info",
+    "cnpg_autoresize_probe_duration_seconds",
+    "cnpg_autoresize_wal_check_duration_seconds",
+    "cnpg_autoresize_api_requests_total",
+];
+
+/// Scenario 15 (and the seed's never-set decision metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_is_present_with_the_right_values_after_a_resize() {
+    let resize = json!({"enabled": true, "expansion": {"step": "64Mi", "limit": "1Gi"}, "strategy": {"maxActionsPerDay": 3}});
+    let env = Env::start(
+        Scenario::builder("pg")
+            .instances(2)
+            .data(128 * MIB, resize)
+            .wal(128 * MIB, json!({"enabled": false})),
+    )
+    .await;
+    let server = env.scenario.server("pg-1").unwrap();
+    server.create_inactive_physical_slot("spare").await.unwrap();
+    server.generate_wal(2 << 20).await.unwrap();
+    let leader = env.wait_leader(secs(15)).await;
+    // Grow the non-leader's volume: its decision metrics come from the leader.
+    let n = env
+        .scenario
+        .instances
+        .iter()
+        .position(|i| i.pod != leader)
+        .unwrap();
+    let pvc = env.pod(n).to_string();
+    env.scenario.instances[n]
+        .data()
+        .volume
+        .fill_to_percent(85.0)
+        .unwrap();
+    env.wait_request(&pvc, 192 * MIB, secs(30)).await;
+    let data = [("volume_type", "data"), ("tablespace", "")];
+    env.wait_metric(
+        n,
+        "cnpg_disk_resizes_total",
+        &[data[0], ("result", "success")],
+        1.0,
+        secs(15),
+    )
+    .await;
+    env.wait_metric(n, "cnpg_disk_resize_budget_remaining", &data, 2.0, secs(15))
+        .await;
+    env.wait_metric(
+        n,
+        "cnpg_disk_total_bytes",
+        &data,
+        (192 * MIB) as f64,
+        secs(15),
+    )
+    .await;
+
+    let text = env.metrics(n).await;
+    for name in SPEC_METRICS {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing on {pvc}\n{text}"
+        );
+    }
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        metric(&text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?}\n{text}"))
+    };
+    assert_eq!(
+        value("cnpg_disk_resizes_total", &[data[0], ("result", "failure")]),
+        0.0
+    );
+    assert_eq!(value("cnpg_disk_at_limit", &data), 0.0);
+    assert_eq!(value("cnpg_disk_resize_stuck", &data), 0.0);
+    assert_eq!(
+        value("cnpg_disk_resize_next_action_timestamp_seconds", &data),
+        0.0
+    );
+    assert_eq!(
+        value(
+            "cnpg_disk_resize_blocked",
+            &[data[0], ("reason", "rate_limit")]
+        ),
+        0.0
+    );
+    assert_eq!(value("cnpg_autoresize_is_leader", &[]), 0.0);
+    assert_eq!(
+        value(
+            "cnpg_autoresize_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(value("cnpg_wal_health_up", &[]), 1.0);
+    assert_eq!(value("cnpg_wal_archive_healthy", &[]), 1.0);
+    let used = value("cnpg_disk_used_bytes", &data);
+    let available = value("cnpg_disk_available_bytes", &data);
+    let pct = value("cnpg_disk_percent_used", &data);
+    assert!(
+        (pct - used * 100.0 / (used + available)).abs() < 0.01,
+        "{pct} {used} {available}"
+    );
+    assert!(value("cnpg_disk_inodes_total", &data) > 0.0);
+    assert!(value("cnpg_autoresize_probe_duration_seconds_count", &[]) > 0.0);
+    assert!(
+        value(
+            "cnpg_autoresize_api_requests_total",
+            &[("verb", "get"), ("resource", "pods"), ("code", "200")]
+        ) >= 1.0
+    );
+
+    // The leader's own view: is_leader, slot metrics from the primary.
+    let l = 1 - n;
+    let leader_text = env.metrics(l).await;
+    assert_eq!(
+        metric(&leader_text, "cnpg_autoresize_is_leader", &[]),
+        Some(1.0)
+    );
+    if env.pod(l) == "pg-1" {
+        assert_eq!(
+            metric(&leader_text, "cnpg_wal_inactive_slots", &[]),
+            Some(1.0)
+        );
+        assert!(
+            metric(
+                &leader_text,
+                "cnpg_wal_slot_retention_bytes",
+                &[("slot_name", "spare")]
+            )
+            .unwrap()
+                > 0.0
+        );
+    }
+    assert!(
+        metric(
+            &leader_text,
+            "cnpg_autoresize_api_requests_total",
+            &[
+                ("verb", "patch"),
+                ("resource", "persistentvolumeclaims"),
+                ("code", "200")
+            ]
+        ) >= Some(1.0)
+    );
+
+    for (pod, text) in [(pvc.as_str(), &text), (env.pod(l), &leader_text)] {
+        let file = env.scenario.dir().join(format!("{pod}.metrics"));
+        std::fs::write(&file, text).unwrap();
+        let check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .expect("promtool is required (CI installs the prometheus package)");
+        assert!(
+            check.status.success(),
+            "promtool on {pod}: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_status_long_poll() {
+    let env = Env::start(
+        Scenario::builder("pg")
+            .postgres(false)
+            .data(64 * MIB, json!({"enabled": true}))
+            .wal(16 * MIB, json!({"enabled": false})),
+    )
+    .await;
+    let m = env.manager(0);
+    wait_until("ready", secs(15), || async {
+        let ready = reqwest::get(m.url("/readyz"))
+            .await
+            .map_err(|e| e.to_string())?;
+        ready
+            .status()
+            .is_success()
+            .then_some(())
+            .ok_or(ready.status().to_string())
+    })
+    .await;
+    let health = reqwest::get(m.url("/healthz")).await.unwrap();
+    assert!(health.status().is_success());
+
+    let status = get_json(&m.url("/v1/status")).await.unwrap();
+    assert_eq!(status["instance"], "pg-1");
+    assert_eq!(status["probed"], true);
+    assert_eq!(status["report"]["data"]["totalBytes"], 64 * MIB);
+    assert_eq!(
+        status["report"]["walHealth"],
+        serde_json::Value::Null,
+        "no PostgreSQL: unavailable"
+    );
+    // A long-poll returns as soon as something changes...
+    let version = status["version"].as_u64().unwrap();
+    let url = m.url(&format!("/v1/status?wait=10&after={version}"));
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = get_json(&url).await.unwrap();
+        (answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.scenario.instances[0]
+        .data()
+        .volume
+        .fill_to_percent(50.0)
+        .unwrap();
+    let (answer, took) = poll.await.unwrap();
+    assert!(answer["version"].as_u64().unwrap() > version);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    wait_until("the fill in the report", secs(5), || async {
+        let s = get_json(&m.url("/v1/status")).await.ok_or("no answer")?;
+        let used = s["report"]["data"]["usedBytes"].as_u64().unwrap_or(0);
+        (used >= 32 * MIB).then_some(()).ok_or(used.to_string())
+    })
+    .await;
+    // ...and after `wait` when nothing does.
+    let quiet = get_json(&m.url("/v1/status")).await.unwrap()["version"]
+        .as_u64()
+        .unwrap();
+    let started = Instant::now();
+    let same = get_json(&m.url(&format!("/v1/status?wait=0.5&after={}", quiet + 1000)))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    assert_eq!(same["instance"], "pg-1");
+}
+
+#[test]
+fn run_rejects_bad_flags_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cluster", "pg", "--data-path", data], "--pod-name"),
+        (&["--pod-name", "pg-1", "--data-path", data], "--cluster"),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                "/nonexistent/data",
+            ],
+            "/nonexistent/data",
+        ),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                data,
+                "--probe-interval",
+                "fast",
+            ],
+            "fast",
+        ),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                data,
+                "--probe-interval",
+                "0s",
+            ],
+            "positive",
+        ),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                data,
+                "--tablespace",
+                "idx",
+            ],
+            "NAME=PATH",
+        ),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                data,
+                "--renew-interval",
+                "20s",
+            ],
+            "--renew-interval",
+        ),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                data,
+                "--http-addr",
+                "nowhere",
+            ],
+            "nowhere",
+        ),
+        (
+            &[
+                "--cluster",
+                "pg",
+                "--pod-name",
+                "pg-1",
+                "--data-path",
+                data,
+                "--kubeconfig",
+                "/nonexistent/kc",
+            ],
+            "/nonexistent/kc",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(binary())
+            .arg("run")
+            .args(*args)
+            .env_remove("POD_NAME")
+            .env_remove("CLUSTER_NAME")
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// SPEC §4: a steady state (nothing changing materially) makes no status writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_state_writes_no_status() {
+    let env = Env::start(
+        Scenario::builder("pg")
+            .instances(2)
+            .data(128 * MIB, json!({"enabled": true}))
+            .wal(128 * MIB, json!({"enabled": true})),
+    )
+    .await;
+    let leader = env.wait_leader(secs(15)).await;
+    let n = env
+        .scenario
+        .instances
+        .iter()
+        .position(|i| i.pod == leader)
+        .unwrap();
+    let writes = |text: &str| {
+        metric(
+            text,
+            "cnpg_autoresize_api_requests_total",
+            &[
+                ("verb", "patch"),
+                ("resource", "clusters/status"),
+                ("code", "200"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    // The first pass records diskStatus once both instances have reported.
+    wait_until("diskStatus for both instances", secs(20), || async {
+        let status = env.status().await;
+        let both = ["pg-1", "pg-2"]
+            .iter()
+            .all(|p| status["diskStatus"]["instances"][p]["walHealth"].is_object());
+        both.then_some(()).ok_or(status.to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = writes(&env.metrics(n).await);
+    // PostgreSQL keeps writing a little; nothing material changes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = writes(&env.metrics(n).await);
+    assert_eq!(
+        after,
+        before,
+        "status writes in a steady state\n{}",
+        env.logs()
+    );
+    assert!(before >= 1.0);
+}
