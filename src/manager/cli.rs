@@ -46,6 +46,8 @@ pub enum Command {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Run the whole system locally (API sandbox, PostgreSQL, volumes, managers) and show a resize live.
+    Demo(super::demo::DemoArgs),
     /// Serve the local Kubernetes API sandbox (no real cluster needed).
     Sandbox {
         /// Address to listen on (port 0 = a free port).
@@ -70,6 +72,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => super::run::main(*args),
+        Command::Demo(args) => super::demo::main(args),
         Command::Plan { file } => run_plan(file),
         Command::Validate { file, output } => run_validate(file, output),
         Command::Status {

@@ -3,6 +3,7 @@
 //! (tmpfs as root, simulated directories otherwise).
 
 mod common;
+mod demo;
 mod durability;
 mod growth;
 mod observability;
