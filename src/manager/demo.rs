@@ -45,7 +45,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            signal = wait_for_signal() => {
+            signal = super::signals::wait_for_signal() => {
                 // Dropping the demo future stops the managers, PostgreSQL and
                 // the sandbox and unmounts the volumes.
                 println!("\n{signal}: stopping managers, PostgreSQL and volumes…");
@@ -58,21 +58,6 @@ pub fn main(args: DemoArgs) -> ExitCode {
         println!("demo stopped; nothing left behind");
     }
     code
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return "";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 /// Writes lines: a redrawn screen on a terminal, plain lines otherwise.

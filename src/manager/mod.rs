@@ -7,5 +7,6 @@ pub mod input;
 pub mod logging;
 pub mod plan;
 pub mod run;
+pub mod signals;
 pub mod status;
 pub mod validate;

@@ -340,7 +340,7 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
     actix_rt::spawn(follower.run());
 
     tracing::info!(version = VERSION, %cluster, %namespace, pod = %pod_name, http = %args.http_addr, "manager started");
-    let signal = wait_for_signal().await;
+    let signal = super::signals::wait_for_signal().await;
     tracing::info!(signal, "shutting down");
 
     // Release the lease first so a successor takes over at once.
@@ -348,20 +348,4 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
     let _ = tokio::time::timeout(Duration::from_secs(1), http.stop(true)).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process can only be killed; wait forever.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

@@ -27,7 +27,7 @@ fn demo_leftovers() -> Vec<String> {
         if marks.iter().any(|m| cmdline.contains(m)) {
             let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
             // Zombies are dead; this container's init may not reap them.
-            if !state.split_whitespace().nth(2).is_some_and(|s| s == "Z") {
+            if state.split_whitespace().nth(2).is_none_or(|s| s != "Z") {
                 found.push(format!("process {:?}: {cmdline}", entry.file_name()));
             }
         }

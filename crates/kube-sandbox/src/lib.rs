@@ -62,7 +62,6 @@ mod error;
 mod faults;
 mod http;
 mod patch;
-mod quantity;
 mod rbac;
 mod resources;
 mod rules;

@@ -1,12 +1,10 @@
 //! Write rules of the real API server: system metadata, status separation,
 //! generation, and the PersistentVolumeClaim validation + resize admission.
 
-use std::cmp::Ordering;
-
+use k8s_quantity::Quantity;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, FieldError};
-use crate::quantity::Quantity;
 use crate::resources::{Generation, ResourceDef, PVC, RESOURCES, STORAGE_CLASS};
 use crate::store::Txn;
 
@@ -61,8 +59,15 @@ fn parse_storage(
     field: &str,
     q: &str,
 ) -> Result<Quantity, ApiError> {
-    Quantity::parse(q)
-        .map_err(|e| ApiError::invalid(res, name, &[FieldError::invalid(field, &e.to_string())]))
+    parse_quantity(q).ok_or_else(|| {
+        let message = format!("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {q:?}");
+        ApiError::invalid(res, name, &[FieldError::invalid(field, &message)])
+    })
+}
+
+/// A quantity as the API server decodes one from JSON (surrounding white space trimmed).
+fn parse_quantity(q: &str) -> Option<Quantity> {
+    Quantity::parse(q.trim()).ok()
 }
 
 /// `metadata` as a map, created if missing (callers have checked `obj` is an object).
@@ -276,7 +281,7 @@ fn validate_pvc_update(
     if bound {
         new_spec["resources"]["requests"]["storage"] = json!(old_q);
         new_spec["volumeAttributesClassName"] = old_spec["volumeAttributesClassName"].clone();
-    } else if new_size.compare(&old_size) == Some(Ordering::Equal) {
+    } else if new_size == old_size {
         // Same quantity in another notation is no change.
         new_spec["resources"]["requests"]["storage"] = json!(old_q);
     }
@@ -294,7 +299,7 @@ fn validate_pvc_update(
             "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
     }
-    if new_size.compare(&old_size) == Some(Ordering::Less) {
+    if new_size < old_size {
         if !opts.recover_volume_expansion_failure {
             errs.push(FieldError::forbidden(
                 "spec.resources.requests.storage",
@@ -304,8 +309,8 @@ fn validate_pvc_update(
             let cap = old
                 .pointer("/status/capacity/storage")
                 .and_then(Value::as_str)
-                .and_then(|q| Quantity::parse(q).ok());
-            if cap.is_none_or(|c| new_size.compare(&c) != Some(Ordering::Greater)) {
+                .and_then(parse_quantity);
+            if cap.is_none_or(|c| new_size <= c) {
                 errs.push(FieldError::forbidden(
                     "spec.resources.requests.storage",
                     "field can not be less than status.capacity",
@@ -318,7 +323,7 @@ fn validate_pvc_update(
     }
 
     // PersistentVolumeClaimResize admission: growth needs an expandable StorageClass.
-    if new_size.compare(&old_size) == Some(Ordering::Greater) {
+    if new_size > old_size {
         if !bound {
             return Err(ApiError::forbidden(
                 res,
@@ -342,4 +347,25 @@ fn validate_pvc_update(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_quantities_are_exact_and_reported_like_the_api_server() {
+        let res = &RESOURCES[PVC];
+        let field = "spec.resources.requests[storage]";
+        let parse = |q| parse_storage(res, "a", field, q);
+        assert_eq!(parse(" 1Gi ").unwrap(), parse("1073741824").unwrap());
+        assert!(parse("1Gi").unwrap() < parse("1073741825").unwrap());
+        assert_eq!(parse("0.5Gi").unwrap(), parse("512Mi").unwrap());
+        let err = parse("2XGi").unwrap_err();
+        assert_eq!(err.code, 422);
+        assert_eq!(
+            err.message,
+            r#"PersistentVolumeClaim "a" is invalid: spec.resources.requests[storage]: Invalid value: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': "2XGi""#
+        );
+    }
 }

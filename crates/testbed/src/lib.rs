@@ -23,7 +23,7 @@
 pub mod cluster;
 pub mod net;
 pub mod postgres;
-pub mod quantity;
+pub mod scenario;
 pub mod simulator;
 pub mod volume;
 

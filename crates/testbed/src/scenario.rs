@@ -14,8 +14,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,7 +127,8 @@ impl ScenarioBuilder {
             "storage": {"size": quantity(self.data.0), "storageClass": STORAGE_CLASS, "resize": self.data.1},
         });
         if let Some((bytes, resize)) = &self.wal {
-            spec["walStorage"] = json!({"size": quantity(*bytes), "storageClass": STORAGE_CLASS, "resize": resize});
+            spec["walStorage"] =
+                json!({"size": quantity(*bytes), "storageClass": STORAGE_CLASS, "resize": resize});
         }
         if !self.tablespaces.is_empty() {
             spec["tablespaces"] = self
@@ -207,7 +208,11 @@ impl ScenarioBuilder {
                     add(format!("{pod}-wal"), VolumeRole::Wal, *bytes)?;
                 }
                 for (name, bytes, _) in &self.tablespaces {
-                    add(format!("{pod}-tbs-{name}"), VolumeRole::Tablespace(name.clone()), *bytes)?;
+                    add(
+                        format!("{pod}-tbs-{name}"),
+                        VolumeRole::Tablespace(name.clone()),
+                        *bytes,
+                    )?;
                 }
                 instances.push(ScenarioInstance {
                     pod,
@@ -226,14 +231,20 @@ impl ScenarioBuilder {
             "provisioner": "testbed.cnpg.io",
             "allowVolumeExpansion": self.expandable,
         }))?;
-        classes.create(&PostParams::default(), &class).await.context("creating the StorageClass")?;
+        classes
+            .create(&PostParams::default(), &class)
+            .await
+            .context("creating the StorageClass")?;
         let clusters = cluster_api(&client, ns);
         let object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
             "metadata": {"name": self.cluster, "namespace": ns},
             "spec": self.cluster_spec(),
         }))?;
-        clusters.create(&PostParams::default(), &object).await.context("creating the Cluster")?;
+        clusters
+            .create(&PostParams::default(), &object)
+            .await
+            .context("creating the Cluster")?;
 
         let simulator = VolumeSimulator::start(
             client.clone(),
@@ -259,9 +270,13 @@ impl ScenarioBuilder {
                 .with_context(|| format!("creating pod {}", instance.pod))?;
             let status = json!({"status": {"phase": "Running", "podIP": instance.ip.to_string(),
                 "podIPs": [{"ip": instance.ip.to_string()}]}});
-            pods.patch_status(&instance.pod, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-                .with_context(|| format!("setting the IP of pod {}", instance.pod))?;
+            pods.patch_status(
+                &instance.pod,
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .with_context(|| format!("setting the IP of pod {}", instance.pod))?;
             for v in &instance.volumes {
                 let mut labels = json!({"cnpg.io/cluster": self.cluster, "cnpg.io/instanceName": instance.pod,
                     "cnpg.io/pvcRole": v.role.label()});
@@ -286,7 +301,9 @@ impl ScenarioBuilder {
                 .role
                 .as_ref()
                 .map(|(i, _)| i.clone())
-                .unwrap_or_else(|| format!("system:serviceaccount:{}:{}", self.namespace, self.cluster)),
+                .unwrap_or_else(|| {
+                    format!("system:serviceaccount:{}:{}", self.namespace, self.cluster)
+                }),
             instances,
             simulator,
             pg,
@@ -318,7 +335,11 @@ fn merge(into: &mut Value, extra: &Value) {
 
 pub fn cluster_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster");
-    Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk_with_plural(&gvk, "clusters"))
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "clusters"),
+    )
 }
 
 /// A running cluster; dropping it stops managers, PostgreSQL, the simulator
@@ -375,7 +396,11 @@ impl Scenario {
 
     /// The PVC's `spec.resources.requests.storage` in bytes.
     pub async fn requested_bytes(&self, pvc: &str) -> Result<u64> {
-        let claim = self.pvcs().get(pvc).await.with_context(|| format!("reading PVC {pvc}"))?;
+        let claim = self
+            .pvcs()
+            .get(pvc)
+            .await
+            .with_context(|| format!("reading PVC {pvc}"))?;
         let text = claim
             .spec
             .and_then(|s| s.resources)
@@ -389,7 +414,11 @@ impl Scenario {
 
     /// The Cluster's `status` (Null when none).
     pub async fn cluster_status(&self) -> Result<Value> {
-        let object = self.clusters().get(&self.cluster).await.context("reading the Cluster")?;
+        let object = self
+            .clusters()
+            .get(&self.cluster)
+            .await
+            .context("reading the Cluster")?;
         Ok(object.data.get("status").cloned().unwrap_or(Value::Null))
     }
 
@@ -397,7 +426,11 @@ impl Scenario {
     pub async fn set_resize(&self, block: &str, resize: Value) -> Result<()> {
         let patch = json!({"spec": {block: {"resize": resize}}});
         self.clusters()
-            .patch(&self.cluster, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &self.cluster,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
             .with_context(|| format!("patching spec.{block}.resize"))?;
         Ok(())
@@ -426,17 +459,34 @@ impl Scenario {
     }
 
     /// The manager command line for instance `n` (0-based) on `port`.
-    pub fn manager_command(&self, binary: &Path, n: usize, port: u16, options: &ManagerOptions) -> Result<Command> {
-        let instance = self.instances.get(n).with_context(|| format!("no instance {n}"))?;
+    pub fn manager_command(
+        &self,
+        binary: &Path,
+        n: usize,
+        port: u16,
+        options: &ManagerOptions,
+    ) -> Result<Command> {
+        let instance = self
+            .instances
+            .get(n)
+            .with_context(|| format!("no instance {n}"))?;
         let kubeconfig = self.dir.path().join(format!("{}.kubeconfig", instance.pod));
         if !kubeconfig.exists() {
-            self.sandbox.write_kubeconfig(&kubeconfig, &self.identity, &self.namespace)?;
+            self.sandbox
+                .write_kubeconfig(&kubeconfig, &self.identity, &self.namespace)?;
         }
         let mut cmd = Command::new(binary);
         cmd.arg("run")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .args(["--namespace", &self.namespace, "--cluster", &self.cluster, "--pod-name", &instance.pod])
+            .args([
+                "--namespace",
+                &self.namespace,
+                "--cluster",
+                &self.cluster,
+                "--pod-name",
+                &instance.pod,
+            ])
             .arg("--http-addr")
             .arg(format!("{}:{port}", instance.ip))
             .args(["--probe-interval", &options.probe_interval])
@@ -450,14 +500,18 @@ impl Scenario {
             match &v.role {
                 VolumeRole::Data => cmd.arg("--data-path").arg(v.volume.path()),
                 VolumeRole::Wal => cmd.arg("--wal-path").arg(v.volume.path()),
-                VolumeRole::Tablespace(name) => cmd.arg(format!("--tablespace={name}={}", v.volume.path().display())),
+                VolumeRole::Tablespace(name) => {
+                    cmd.arg(format!("--tablespace={name}={}", v.volume.path().display()))
+                }
             };
         }
         // Without PostgreSQL, point at a closed port: WAL health is unavailable.
-        let dsn = instance
-            .monitor_dsn
-            .clone()
-            .unwrap_or_else(|| format!("host={} port=1 user=nobody dbname=postgres connect_timeout=1", instance.ip));
+        let dsn = instance.monitor_dsn.clone().unwrap_or_else(|| {
+            format!(
+                "host={} port=1 user=nobody dbname=postgres connect_timeout=1",
+                instance.ip
+            )
+        });
         cmd.arg("--pg-dsn").arg(dsn);
         if !crate::is_root() {
             cmd.arg("--simulated-volumes");
@@ -482,7 +536,13 @@ impl Scenario {
     }
 
     /// Starts `cnpg-autoresize run` for instance `n`, logging to the scenario dir.
-    pub fn spawn_manager(&self, binary: &Path, n: usize, port: u16, options: &ManagerOptions) -> Result<ManagerProcess> {
+    pub fn spawn_manager(
+        &self,
+        binary: &Path,
+        n: usize,
+        port: u16,
+        options: &ManagerOptions,
+    ) -> Result<ManagerProcess> {
         let pod = self.instances[n].pod.clone();
         let log = self.dir.path().join(format!("{pod}.log"));
         let out = std::fs::OpenOptions::new()
@@ -558,13 +618,16 @@ impl ManagerProcess {
     /// Sends a signal (e.g. SIGTERM, SIGKILL).
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
         let pid = self.pid().context("process already reaped")?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).context("sending a signal")
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .context("sending a signal")
     }
 
     /// Waits for exit; None if still running after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
         let deadline = Instant::now() + timeout;
-        let Some(child) = self.child.as_mut() else { return Ok(None) };
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
         loop {
             if let Some(status) = child.try_wait()? {
                 self.child = None;

@@ -23,11 +23,11 @@
 //! A registered PVC without `status.capacity` (nothing binds volumes in a
 //! sandbox) is given the volume's capacity and phase `Bound`.
 
-use crate::quantity;
 use crate::Volume;
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_quantity::{format_bytes, Quantity};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -301,7 +301,7 @@ async fn reconcile(shared: &Shared, name: &str) -> Result<()> {
 
     let Some(capacity) = capacity else {
         // Bind: report what the volume offers.
-        let size = quantity::format_bytes(volume.capacity_bytes());
+        let size = format_bytes(volume.capacity_bytes());
         patch_status(
             shared,
             name,
@@ -314,10 +314,10 @@ async fn reconcile(shared: &Shared, name: &str) -> Result<()> {
     let Some(request) = request else {
         return Ok(());
     };
-    let request_bytes = quantity::parse_bytes(&request)
+    let request_bytes = parse_bytes(&request)
         .with_context(|| format!("PVC {name} spec.resources.requests.storage"))?;
-    let capacity_bytes = quantity::parse_bytes(&capacity)
-        .with_context(|| format!("PVC {name} status.capacity.storage"))?;
+    let capacity_bytes =
+        parse_bytes(&capacity).with_context(|| format!("PVC {name} status.capacity.storage"))?;
     if request_bytes <= capacity_bytes {
         return Ok(());
     }
@@ -383,6 +383,12 @@ fn resizing_status(request: &str, now: &str) -> serde_json::Value {
         "allocatedResourceStatuses": {"storage": "ControllerResizeInProgress"},
         "conditions": [{"type": "Resizing", "status": "True", "lastTransitionTime": now}],
     }})
+}
+
+/// Bytes of a storage quantity such as `64Mi` or `1.5Gi` (fractions round
+/// up; surrounding white space is ignored, as when the API server decodes it).
+fn parse_bytes(q: &str) -> Result<u64> {
+    Ok(Quantity::parse(q.trim())?.to_bytes()?)
 }
 
 fn settle(shared: &Shared, name: &str, request_bytes: u64) {

@@ -20,21 +20,20 @@ use crate::RunAs;
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
-/// Name of the file holding the capacity of a [`VolumeBackend::Directory`] volume.
-pub const SIMULATED_CAPACITY_FILE: &str = ".cnpg-simulated-capacity";
+// Filesystem usage with `df` semantics, shared with the product's disk probe:
+// `simulated_stats` computes it for `VolumeBackend::Directory` volumes, whose
+// capacity is in `SIMULATED_CAPACITY_FILE`.
+pub use cnpg_fsstat::{
+    simulated_stats, FsStats as VolumeStats, SIMULATED_CAPACITY_FILE, SIMULATED_INODES_TOTAL,
+};
 
 /// Name of the filler file written by [`Volume::fill_to_percent`] and [`Volume::fill_bytes`].
 pub const FILL_FILE: &str = ".fill";
-
-/// Inode count reported for simulated volumes.
-pub const SIMULATED_INODES_TOTAL: u64 = 1_000_000;
 
 /// Allocation unit used when filling (the page size of tmpfs, the block size of most filesystems).
 const BLOCK: u64 = 4096;
@@ -60,55 +59,6 @@ impl VolumeBackend {
         } else {
             VolumeBackend::Directory
         }
-    }
-}
-
-/// Filesystem usage, with `df` semantics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VolumeStats {
-    /// Size of the filesystem (`f_blocks * f_frsize`).
-    pub total_bytes: u64,
-    /// Bytes in use (`(f_blocks - f_bfree) * f_frsize`).
-    pub used_bytes: u64,
-    /// Bytes an unprivileged writer may still use (`f_bavail * f_frsize`).
-    pub available_bytes: u64,
-    /// Total inodes (`f_files`).
-    pub inodes_total: u64,
-    /// Inodes in use (`f_files - f_ffree`).
-    pub inodes_used: u64,
-    /// Free inodes (`f_ffree`).
-    pub inodes_free: u64,
-}
-
-impl VolumeStats {
-    /// Percentage used as `df` computes `Use%` (without its rounding up):
-    /// `used / (used + available) * 100`. Reserved blocks (ext4's 5%) are
-    /// thus counted as neither; tmpfs and simulated volumes have none.
-    pub fn percent_used(&self) -> f64 {
-        let denominator = self.used_bytes + self.available_bytes;
-        if denominator == 0 {
-            return 0.0;
-        }
-        self.used_bytes as f64 * 100.0 / denominator as f64
-    }
-
-    /// `statvfs(2)` of `path`, converted like `df` does.
-    pub fn statvfs(path: &Path) -> Result<VolumeStats> {
-        let s = nix::sys::statvfs::statvfs(path)
-            .with_context(|| format!("statvfs {}", path.display()))?;
-        let frsize = s.fragment_size() as u64;
-        let blocks = s.blocks() as u64;
-        let bfree = s.blocks_free() as u64;
-        let files = s.files() as u64;
-        let ffree = s.files_free() as u64;
-        Ok(VolumeStats {
-            total_bytes: blocks * frsize,
-            used_bytes: blocks.saturating_sub(bfree) * frsize,
-            available_bytes: s.blocks_available() as u64 * frsize,
-            inodes_total: files,
-            inodes_used: files.saturating_sub(ffree),
-            inodes_free: ffree,
-        })
     }
 }
 
@@ -233,7 +183,8 @@ impl Volume {
     /// Current usage: `statvfs` for tmpfs, [`simulated_stats`] for directories.
     pub fn stats(&self) -> Result<VolumeStats> {
         match self.backend {
-            VolumeBackend::Tmpfs => VolumeStats::statvfs(&self.path),
+            VolumeBackend::Tmpfs => cnpg_fsstat::statvfs(&self.path)
+                .with_context(|| format!("statvfs {}", self.path.display())),
             VolumeBackend::Directory => simulated_stats(&self.path).with_context(|| {
                 format!(
                     "computing simulated stats of {} (capacity file missing or unreadable?)",
@@ -446,77 +397,6 @@ fn write_zeros(f: &mut File, mut n: u64, path: &Path) -> Result<()> {
     }
     f.sync_data()
         .with_context(|| format!("syncing {}", path.display()))
-}
-
-/// What `statvfs` would report for a [`VolumeBackend::Directory`] volume
-/// containing `path` (the volume root or anything below it), or `None` when
-/// `path` is not inside such a volume.
-///
-/// - `total_bytes` = the capacity in `.cnpg-simulated-capacity`;
-/// - `used_bytes` = the allocated bytes (`st_blocks * 512`) of every entry
-///   below the root (hard links counted once, symlinks not followed, other
-///   filesystems not entered);
-/// - `available_bytes` = `total - used`, saturating at 0;
-/// - inodes: [`SIMULATED_INODES_TOTAL`] in total, one used per entry
-///   (the root included).
-///
-/// The cost is one `lstat` per entry — sub-millisecond for a fresh
-/// PostgreSQL data directory — so a 1 s probe can call it freely.
-pub fn simulated_stats(path: &Path) -> Option<VolumeStats> {
-    let root = find_simulated_root(path)?;
-    let text = std::fs::read_to_string(root.join(SIMULATED_CAPACITY_FILE)).ok()?;
-    let total: u64 = text.trim().parse().ok()?;
-    let root_meta = std::fs::symlink_metadata(&root).ok()?;
-    let mut seen = HashSet::new();
-    let (used, entries) = walk_usage(&root, root_meta.dev(), &mut seen);
-    let inodes_used = (entries + 1).min(SIMULATED_INODES_TOTAL);
-    Some(VolumeStats {
-        total_bytes: total,
-        used_bytes: used,
-        available_bytes: total.saturating_sub(used),
-        inodes_total: SIMULATED_INODES_TOTAL,
-        inodes_used,
-        inodes_free: SIMULATED_INODES_TOTAL - inodes_used,
-    })
-}
-
-/// The nearest ancestor of `path` (itself included) holding the capacity file.
-fn find_simulated_root(path: &Path) -> Option<PathBuf> {
-    let mut dir = if path.is_dir() {
-        Some(path)
-    } else {
-        path.parent()
-    };
-    while let Some(d) = dir {
-        if d.join(SIMULATED_CAPACITY_FILE).is_file() {
-            return Some(d.to_path_buf());
-        }
-        dir = d.parent();
-    }
-    None
-}
-
-/// Allocated bytes and number of entries below `dir`. Entries vanishing
-/// while we walk (PostgreSQL recycling WAL) are simply skipped.
-fn walk_usage(dir: &Path, dev: u64, seen: &mut HashSet<(u64, u64)>) -> (u64, u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    let (mut used, mut count) = (0u64, 0u64);
-    for entry in entries.flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        count += 1;
-        used += meta.blocks() * 512;
-        if meta.is_dir() && meta.dev() == dev {
-            let (u, c) = walk_usage(&entry.path(), dev, seen);
-            used += u;
-            count += c;
-        }
-    }
-    (used, count)
 }
 
 /// Whether something is mounted exactly on `path`, per `/proc/self/mountinfo`.

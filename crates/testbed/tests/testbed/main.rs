@@ -5,5 +5,6 @@
 
 mod common;
 mod postgres;
+mod scenario;
 mod simulator;
 mod volume;

@@ -29,7 +29,7 @@ fn df(path: &Path) -> (u64, u64, u64, u64, u64, u64) {
 fn check_semantics(vol: &Volume, stats: &VolumeStats) {
     match vol.backend() {
         VolumeBackend::Tmpfs => {
-            assert_eq!(*stats, VolumeStats::statvfs(vol.path()).unwrap());
+            assert_eq!(*stats, cnpg_fsstat::statvfs(vol.path()).unwrap());
             let (size, used, avail, itotal, iused, ifree) = df(vol.path());
             assert_eq!(stats.total_bytes, size);
             assert_eq!(stats.used_bytes, used);
