@@ -418,3 +418,134 @@ async fn a_steady_state_writes_no_status() {
     );
     assert!(before >= 1.0);
 }
+
+/// `cnpg-autoresize status` prints each volume as the planner sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_command_shows_volumes_and_the_last_resize() {
+    let env = Env::start(
+        Scenario::builder("pg")
+            .postgres(false)
+            .data(
+                128 * MIB,
+                json!({"enabled": true, "expansion": {"step": "64Mi", "limit": "1Gi"}}),
+            )
+            .wal(16 * MIB, json!({"enabled": false})),
+    )
+    .await;
+    env.scenario.instances[0]
+        .data()
+        .volume
+        .fill_to_percent(85.0)
+        .unwrap();
+    env.wait_request("pg-1", 192 * MIB, secs(30)).await;
+    wait_until("the mirrored record", secs(10), || async {
+        let n = env.resize_events().await.len();
+        (n == 1).then_some(()).ok_or(n.to_string())
+    })
+    .await;
+    let kubeconfig = env.scenario.dir().join("admin.kubeconfig");
+    env.scenario
+        .sandbox
+        .write_kubeconfig(&kubeconfig, kube_sandbox::ADMIN, "default")
+        .unwrap();
+    let out = Command::new(binary())
+        .args(["status", "--cluster", "pg", "-n", "default", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = table.lines().next().unwrap();
+    for column in [
+        "INSTANCE",
+        "VOLUME",
+        "SIZE",
+        "USED%",
+        "TRIGGER",
+        "BUDGET",
+        "NEXT ACTION",
+        "STATE",
+        "LAST RESIZE",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("pg-1 ") && l.contains("data"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("192Mi") && row.contains(">80%") && row.contains("128Mi→192Mi"),
+        "{row}"
+    );
+    // An unknown cluster is a clear error, exit 1.
+    let missing = Command::new(binary())
+        .args([
+            "status",
+            "--cluster",
+            "nope",
+            "-n",
+            "default",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("default/nope"));
+}
+
+/// `cnpg-autoresize sandbox` serves the API, writes a kubeconfig, stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_command_serves_until_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc.yaml");
+    let mut child = Command::new(binary())
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+    // The kubeconfig works with the real kube client.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let version = client.apiserver_version().await.unwrap();
+    assert!(!version.git_version.is_empty(), "{version:?}");
+    let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::default_namespaced(client);
+    assert!(pvcs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -75,6 +75,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::io::Write;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -269,10 +270,13 @@ pub async fn serve_until_signal(
     if let Some(path) = &kubeconfig_out {
         sandbox.write_kubeconfig(path, ADMIN, "default")?;
     }
-    println!("kube-sandbox listening on {}", sandbox.url());
+    // A closed stdout (the reader went away) must not stop the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "kube-sandbox listening on {}", sandbox.url());
     if let Some(path) = &kubeconfig_out {
-        println!("kubeconfig written to {}", path.display());
+        let _ = writeln!(out, "kubeconfig written to {}", path.display());
     }
+    let _ = out.flush();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
