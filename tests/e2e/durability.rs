@@ -115,9 +115,10 @@ async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
         }
     })
     .await;
-    // Lease 3s + renew 1s: the follower's observation window.
+    // Lease 3s, plus up to one renew interval (1s) between the leader's last
+    // renewal and its death, plus 1s of slack for a loaded machine.
     assert!(
-        killed.elapsed() < Duration::from_secs(4) + Duration::from_millis(500),
+        killed.elapsed() < Duration::from_secs(5),
         "took {:?}",
         killed.elapsed()
     );
