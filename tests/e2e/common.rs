@@ -219,6 +219,13 @@ impl Env {
         .await;
     }
 
+    /// Waits until instance `n` reports its `volume_type` volume blocked for `reason`.
+    pub async fn wait_blocked(&self, n: usize, volume_type: &str, reason: &str, timeout: Duration) {
+        let labels = [("volume_type", volume_type), ("reason", reason)];
+        self.wait_metric(n, "cnpg_disk_resize_blocked", &labels, 1.0, timeout)
+            .await;
+    }
+
     pub fn logs(&self) -> String {
         self.managers
             .iter()
@@ -294,6 +301,19 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             });
             all.then(|| value.parse().ok()).flatten()
         })
+}
+
+/// Waits until the simulator has grown `volume`'s filesystem to `bytes`.
+pub async fn wait_grown(volume: &cnpg_testbed::Volume, bytes: u64) {
+    wait_until(
+        &format!("the filesystem grown to {bytes}"),
+        secs(10),
+        || async {
+            let total = volume.stats().map_err(|e| e.to_string())?.total_bytes;
+            (total >= bytes).then_some(()).ok_or(total.to_string())
+        },
+    )
+    .await;
 }
 
 pub fn secs(n: u64) -> Duration {

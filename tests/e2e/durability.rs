@@ -31,20 +31,9 @@ async fn the_budget_survives_restarting_every_manager() {
     let data = env.scenario.instances[0].data().volume.clone();
     data.fill_to_percent(85.0).unwrap();
     env.wait_request("pg-1", 192 * MIB, secs(30)).await;
-    wait_until("the volume grew", secs(10), || async {
-        let total = data.stats().map_err(|e| e.to_string())?.total_bytes;
-        (total >= 192 * MIB).then_some(()).ok_or(total.to_string())
-    })
-    .await;
+    wait_grown(&data, 192 * MIB).await;
     data.fill_to_percent(90.0).unwrap();
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "data"), ("reason", "rate_limit")],
-        1.0,
-        secs(20),
-    )
-    .await;
+    env.wait_blocked(0, "data", "rate_limit", secs(20)).await;
     env.wait_metric(
         0,
         "cnpg_disk_resize_budget_remaining",
@@ -71,14 +60,7 @@ async fn the_budget_survives_restarting_every_manager() {
         env.restart(n);
     }
     env.wait_leader(secs(15)).await;
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "data"), ("reason", "rate_limit")],
-        1.0,
-        secs(30),
-    )
-    .await;
+    env.wait_blocked(0, "data", "rate_limit", secs(30)).await;
     env.hold_request("pg-1", 192 * MIB, secs(3)).await;
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }
@@ -270,11 +252,7 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
     // After the restart the mirror is repaired: exactly one record, and the
     // budget (1/day) holds although the volume is still past its trigger.
     env.scenario.sandbox.faults().clear();
-    wait_until("the volume grew", secs(10), || async {
-        let total = data.stats().map_err(|e| e.to_string())?.total_bytes;
-        (total >= 192 * MIB).then_some(()).ok_or(total.to_string())
-    })
-    .await;
+    wait_grown(&data, 192 * MIB).await;
     data.fill_to_percent(90.0).unwrap();
     env.restart(0);
     wait_until("the repaired record", secs(20), || async {
@@ -284,14 +262,7 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
             .ok_or(format!("{events:?}"))
     })
     .await;
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "data"), ("reason", "rate_limit")],
-        1.0,
-        secs(20),
-    )
-    .await;
+    env.wait_blocked(0, "data", "rate_limit", secs(20)).await;
     env.hold_request("pg-1", 192 * MIB, secs(2)).await;
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }

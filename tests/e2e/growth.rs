@@ -101,13 +101,7 @@ async fn limit_is_respected() {
     data.fill_to_percent(85.0).unwrap();
     // 50% would be 192Mi: capped at the limit.
     env.wait_request("pg-1", 160 * MIB, secs(30)).await;
-    wait_until("the volume grew", secs(10), || async {
-        let s = data.stats().map_err(|e| e.to_string())?;
-        (s.total_bytes >= 160 * MIB)
-            .then_some(())
-            .ok_or(format!("{s:?}"))
-    })
-    .await;
+    wait_grown(data, 160 * MIB).await;
     data.fill_to_percent(90.0).unwrap();
     env.wait_metric(
         0,
@@ -117,14 +111,7 @@ async fn limit_is_respected() {
         secs(20),
     )
     .await;
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "data"), ("reason", "at_limit")],
-        1.0,
-        secs(10),
-    )
-    .await;
+    env.wait_blocked(0, "data", "at_limit", secs(10)).await;
     env.wait_kube_event("AutoResizeAtLimit", secs(10)).await;
     env.hold_request("pg-1", 160 * MIB, secs(2)).await;
 }

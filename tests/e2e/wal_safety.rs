@@ -62,14 +62,8 @@ async fn single_volume_without_acknowledgement_is_blocked() {
         .volume
         .fill_to_percent(85.0)
         .unwrap();
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "data"), ("reason", "single_volume_no_ack")],
-        1.0,
-        secs(30),
-    )
-    .await;
+    env.wait_blocked(0, "data", "single_volume_no_ack", secs(30))
+        .await;
     let (_, kind, note) = env.wait_kube_event("AutoResizeBlocked", secs(10)).await;
     assert_eq!(kind, "Warning");
     assert!(note.contains("single_volume_no_ack"), "{note}");
@@ -93,14 +87,8 @@ async fn failing_archiving_blocks_wal_growth_until_it_recovers() {
     env.wait_metric(0, "cnpg_wal_archive_healthy", &[], 0.0, secs(10))
         .await;
     wal_volume(&env).fill_to_percent(85.0).unwrap();
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "wal"), ("reason", "archive_unhealthy")],
-        1.0,
-        secs(30),
-    )
-    .await;
+    env.wait_blocked(0, "wal", "archive_unhealthy", secs(30))
+        .await;
     env.hold_request("pg-1-wal", 128 * MIB, secs(2)).await;
     let (_, _, note) = env.wait_kube_event("AutoResizeBlocked", secs(10)).await;
     assert!(note.contains("archive"), "{note}");
@@ -211,14 +199,8 @@ async fn ready_backlog_blocks() {
     })
     .await;
     wal_volume(&env).fill_to_percent(85.0).unwrap();
-    env.wait_metric(
-        0,
-        "cnpg_disk_resize_blocked",
-        &[("volume_type", "wal"), ("reason", "pending_wal_exceeded")],
-        1.0,
-        secs(30),
-    )
-    .await;
+    env.wait_blocked(0, "wal", "pending_wal_exceeded", secs(30))
+        .await;
     let pending = metric(&env.metrics(0).await, "cnpg_wal_pending_archive_files", &[]).unwrap();
     assert!(pending >= 2.0, "{pending}");
     env.hold_request("pg-1-wal", 128 * MIB, secs(1)).await;
