@@ -6,11 +6,13 @@ mod budget;
 mod inflight;
 pub mod journal;
 mod sizing;
+mod summary;
 mod volumes;
 
 pub use budget::{budget_for, Budget, BUDGET_WINDOW};
 pub use inflight::requested_bytes;
 pub use sizing::{new_size, round_up_to_mib, MIB};
+pub use summary::DecisionSummary;
 pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER};
 
 use crate::api::cluster::{Cluster, VolumeType};

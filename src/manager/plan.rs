@@ -3,9 +3,8 @@
 
 use super::input::{expect_cluster, read_document, typed, InputError};
 use crate::api::cluster::Cluster;
-use crate::api::quantity::format_bytes;
 use crate::api::report::InstanceReport;
-use crate::engine::{decide, Action, Decision, EngineSettings, PlanInput, Reason, WarningCode};
+use crate::engine::{decide, DecisionSummary, EngineSettings, PlanInput};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,42 +23,9 @@ pub struct Snapshot {
     pub instances: BTreeMap<String, InstanceReport>,
 }
 
-/// One line of `plan` output; field names and values are the public contract.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannedDecision {
-    pub instance: String,
-    pub pvc: String,
-    pub volume_type: &'static str,
-    pub tablespace: Option<String>,
-    pub action: Action,
-    pub reason: Option<Reason>,
-    pub warnings: Vec<WarningCode>,
-    pub current_size: Option<String>,
-    pub new_size: Option<String>,
-    pub budget_remaining: Option<u32>,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanOutput {
-    pub decisions: Vec<PlannedDecision>,
-}
-
-impl From<&Decision> for PlannedDecision {
-    fn from(d: &Decision) -> Self {
-        PlannedDecision {
-            instance: d.volume.instance.clone(),
-            pvc: d.volume.pvc.clone(),
-            volume_type: d.volume.volume_type.as_str(),
-            tablespace: d.volume.tablespace.clone(),
-            action: d.action,
-            reason: d.reason,
-            warnings: d.warnings.clone(),
-            current_size: d.current_size.map(format_bytes),
-            new_size: d.new_size.map(format_bytes),
-            budget_remaining: d.budget_remaining,
-        }
-    }
+    pub decisions: Vec<DecisionSummary>,
 }
 
 /// Loads a snapshot and decides. `now` is the snapshot's, else the caller's.
@@ -79,6 +45,6 @@ pub fn plan_file(path: Option<&Path>, now: jiff::Timestamp) -> Result<PlanOutput
         settings: EngineSettings::default(),
     };
     Ok(PlanOutput {
-        decisions: decide(&input).iter().map(PlannedDecision::from).collect(),
+        decisions: decide(&input).iter().map(DecisionSummary::from).collect(),
     })
 }

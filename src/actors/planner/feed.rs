@@ -1,9 +1,8 @@
 //! The decisions the leader publishes, per instance, so every pod can export
 //! decision metrics about its own volumes (served at `/v1/decisions`).
 
-use crate::api::cluster::{AutoResizeEvent, VolumeType};
-use crate::api::quantity::format_bytes;
-use crate::engine::{Action, Decision, Reason, WarningCode};
+use crate::api::cluster::AutoResizeEvent;
+use crate::engine::{Action, Decision, DecisionSummary, Reason};
 use crate::metrics::{DecisionMetrics, VolumeLabels};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,18 +24,12 @@ pub struct InstanceDecisions {
     pub events: Vec<AutoResizeEvent>,
 }
 
+/// A decision as published: the `plan` record plus what metrics and events need.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeDecision {
-    pub pvc: String,
-    pub volume_type: VolumeType,
-    pub tablespace: Option<String>,
-    pub action: Action,
-    pub reason: Option<Reason>,
-    pub warnings: Vec<WarningCode>,
-    pub current_size: Option<String>,
-    pub new_size: Option<String>,
-    pub budget_remaining: Option<u32>,
+    #[serde(flatten)]
+    pub summary: DecisionSummary,
     pub next_action_at: Option<jiff::Timestamp>,
     pub at_limit: bool,
     pub stuck: bool,
@@ -46,15 +39,7 @@ pub struct VolumeDecision {
 impl VolumeDecision {
     pub fn from_decision(d: &Decision) -> Self {
         VolumeDecision {
-            pvc: d.volume.pvc.clone(),
-            volume_type: d.volume.volume_type,
-            tablespace: d.volume.tablespace.clone(),
-            action: d.action,
-            reason: d.reason,
-            warnings: d.warnings.clone(),
-            current_size: d.current_size.map(format_bytes),
-            new_size: d.new_size.map(format_bytes),
-            budget_remaining: d.budget_remaining,
+            summary: DecisionSummary::from(d),
             next_action_at: d.next_action_at,
             at_limit: d.at_limit,
             stuck: d.stuck,
@@ -63,18 +48,19 @@ impl VolumeDecision {
     }
 
     pub fn labels(&self) -> VolumeLabels {
-        VolumeLabels::new(self.volume_type, self.tablespace.as_deref())
+        VolumeLabels::new(self.summary.volume_type, self.summary.tablespace.as_deref())
     }
 
     pub fn metrics(&self) -> DecisionMetrics {
-        let blocked = self.action == Action::Blocked || self.reason == Some(Reason::InvalidConfig);
+        let s = &self.summary;
+        let blocked = s.action == Action::Blocked || s.reason == Some(Reason::InvalidConfig);
         DecisionMetrics {
-            blocked_reason: self.reason.filter(|_| blocked),
+            blocked_reason: s.reason.filter(|_| blocked),
             at_limit: self.at_limit,
-            budget_remaining: self.budget_remaining,
+            budget_remaining: s.budget_remaining,
             next_action_at: self
                 .next_action_at
-                .filter(|_| self.budget_remaining == Some(0)),
+                .filter(|_| s.budget_remaining == Some(0)),
             stuck: self.stuck,
         }
     }
