@@ -726,7 +726,8 @@ async fn run_pass(
     );
     let mut extra = pvc_events.clone();
     extra.extend(recorded.iter().cloned());
-    let wrote_disk = std::sync::atomic::AtomicBool::new(false);
+    // Which parts the last attempted write carried (the builder may run again after a 409).
+    let wrote_disk = std::cell::Cell::new(false);
     let write = writer
         .write_status(|current| {
             let mut status = serde_json::Map::new();
@@ -737,18 +738,16 @@ async fn run_pass(
             }
             let old_disk = current.status.as_ref().and_then(|s| s.disk_status.as_ref());
             let disk_changed = disk_status::materially_different(old_disk, &new_disk);
-            if disk_changed && (may_write_disk_status || decided) {
+            let include_disk = disk_changed && (may_write_disk_status || decided);
+            wrote_disk.set(include_disk);
+            if include_disk {
                 status.insert("diskStatus".into(), json!(new_disk));
-                wrote_disk.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             (!status.is_empty()).then_some(serde_json::Value::Object(status))
         })
         .await;
     match write {
-        Ok(wrote) => {
-            result.wrote_disk_status =
-                wrote && wrote_disk.load(std::sync::atomic::Ordering::Relaxed)
-        }
+        Ok(wrote) => result.wrote_disk_status = wrote && wrote_disk.get(),
         Err(error) => {
             result.write_error = Some(error);
             result.retry_after.get_or_insert(Duration::from_secs(1));
