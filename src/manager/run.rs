@@ -210,6 +210,13 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
     };
     logging::init(config.args.log_format, &config.args.log_level);
+    // A panic ends only the actor's task; it must not go unnoticed. It is
+    // logged here, the actor stops beating, and /healthz turns red so the
+    // kubelet restarts the container. (Actors that stop are restarted by
+    // their Supervisor.)
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "a task panicked; /healthz reports the silent actor");
+    }));
     let system = actix::System::new();
     match system.block_on(manage(config)) {
         Ok(()) => ExitCode::SUCCESS,
