@@ -74,6 +74,8 @@ struct Sample {
     fill: Duration,
     /// t0 -> the leader's "resized" log line (its patch answered), when found.
     logged: Option<f64>,
+    /// Probes per second of the volume's own manager just before the fill.
+    probe_rate: Option<f64>,
 }
 
 enum Outcome {
@@ -247,6 +249,25 @@ impl Bed {
             .join("\n")
     }
 
+    /// How many probes `pod`'s manager has made (its probe-duration histogram).
+    async fn probe_count(&self, pod: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(self.manager(pod).url("/metrics"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("cnpg_autoresize_probe_duration_seconds_count "))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Waits until the leader decides `not_triggered` for `pvc` at its current size.
     async fn wait_quiet(&self, leader: &str, pod: &str, pvc: &str) -> Result<()> {
         let size = format_bytes(self.requests[pvc]);
@@ -311,7 +332,13 @@ impl Bed {
         volume.fill_to_percent(BASELINE_PERCENT)?;
         self.wait_quiet(&leader, &pod, &pvc).await?;
         let phase = self.interval * 2 + self.interval.mul_f64(rand::random::<f64>());
+        let probes_before = self.probe_count(&pod).await;
+        let slept = Instant::now();
         tokio::time::sleep(phase).await;
+        let probe_rate = match (probes_before, self.probe_count(&pod).await) {
+            (Some(a), Some(b)) => Some((b - a) / slept.elapsed().as_secs_f64()),
+            _ => None,
+        };
         while self.changes.try_recv().is_ok() {}
 
         let started = Instant::now();
@@ -350,6 +377,7 @@ impl Bed {
             reaction: t1 - t0,
             fill: t0 - started,
             logged: logged_offset(&self.manager(&leader).logs(), &pvc, wall0),
+            probe_rate,
         }))
     }
 }
@@ -421,11 +449,12 @@ async fn run_interval(text: &str, n: usize) -> Result<HashMap<Case, Vec<Sample>>
                 match bed.sample(case).await? {
                     Outcome::Sample(s) => {
                         eprintln!(
-                            "  {:<26} {:>7.1} ms (fill {:.1} ms, leader logged the patch at {})",
+                            "  {:<26} {:>7.1} ms (fill {:.1} ms, leader logged the patch at {}, probes/s before {})",
                             case.label(),
                             ms(s.reaction),
                             ms(s.fill),
                             s.logged.map_or("?".into(), |l| format!("{l:.1} ms")),
+                            s.probe_rate.map_or("?".into(), |r| format!("{r:.1}")),
                         );
                         samples.entry(case).or_default().push(s);
                         progressed = true;
@@ -464,8 +493,8 @@ fn main() -> Result<()> {
     println!();
     println!("reaction time: trigger crossed (fill returned) -> PVC patch seen by a watch; {n} samples per case");
     println!(
-        "{:<9} {:<26} {:>8} {:>8} {:>8} {:>8} {:>14} {:>10}",
-        "probe", "case", "min ms", "median", "p90", "max", "patch logged*", "fill ms"
+        "{:<9} {:<26} {:>8} {:>8} {:>8} {:>8} {:>14} {:>10} {:>10}",
+        "probe", "case", "min ms", "median", "p90", "max", "patch logged*", "fill ms", "probes/s**"
     );
     let mut medians: HashMap<(String, Case), f64> = HashMap::new();
     for (text, samples) in &results {
@@ -476,10 +505,11 @@ fn main() -> Result<()> {
             let reaction: Vec<f64> = list.iter().map(|s| ms(s.reaction)).collect();
             let fill: Vec<f64> = list.iter().map(|s| ms(s.fill)).collect();
             let logged: Vec<f64> = list.iter().filter_map(|s| s.logged).collect();
+            let rates: Vec<f64> = list.iter().filter_map(|s| s.probe_rate).collect();
             let r = summary(&reaction);
             medians.insert((text.clone(), case), r.median);
             println!(
-                "{:<9} {:<26} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>14} {:>10.1}",
+                "{:<9} {:<26} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>14} {:>10.1} {:>10}",
                 text,
                 case.label(),
                 r.min,
@@ -492,10 +522,16 @@ fn main() -> Result<()> {
                     format!("{:.1}", summary(&logged).median)
                 },
                 summary(&fill).median,
+                if rates.is_empty() {
+                    "?".to_string()
+                } else {
+                    format!("{:.1}", summary(&rates).median)
+                },
             );
         }
     }
     println!("* median of t0 -> the leader's \"resized\" log line (wall clock, ms resolution of the log)");
+    println!("** median probe rate of the volume's own manager in the seconds before the fill");
     for (text, _) in &results {
         if let (Some(own), Some(peer)) = (
             medians.get(&(text.clone(), Case::LeaderOwn)),

@@ -219,6 +219,17 @@ impl Env {
         .await;
     }
 
+    /// Waits until a pod other than `old` holds the lease.
+    pub async fn wait_new_leader(&self, old: &str, timeout: Duration) -> String {
+        wait_until("a new leader", timeout, || async {
+            match self.leader().await {
+                Some(l) if l != old => Ok(l),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
     /// Waits until instance `n` reports its `volume_type` volume blocked for `reason`.
     pub async fn wait_blocked(&self, n: usize, volume_type: &str, reason: &str, timeout: Duration) {
         let labels = [("volume_type", volume_type), ("reason", reason)];

@@ -90,13 +90,7 @@ async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     }
     env.stop(n, Signal::SIGKILL);
     let killed = Instant::now();
-    let successor = wait_until("a new leader", secs(10), || async {
-        match env.leader().await {
-            Some(l) if l != leader => Ok(l),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let successor = env.wait_new_leader(&leader, secs(10)).await;
     // Lease 3s, plus up to one renew interval (1s) between the leader's last
     // renewal and its death, plus 1s of slack for a loaded machine.
     assert!(
@@ -142,13 +136,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
         "took {:?}",
         started.elapsed()
     );
-    let successor = wait_until("the other pod leads", secs(3), || async {
-        match env.leader().await {
-            Some(l) if l != leader => Ok(l),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let successor = env.wait_new_leader(&leader, secs(3)).await;
     // Well under the 3s lease: it was released, not left to expire.
     assert!(
         started.elapsed() < Duration::from_millis(2500),

@@ -162,12 +162,19 @@ impl Writer {
     }
 
     /// Patches the Cluster status from `build` (given the freshly read
-    /// Cluster; None = nothing to write). Conditional on the resourceVersion
+    /// Cluster; None = nothing to write), unless `build` finds nothing to
+    /// write on the watched copy `cached`. Conditional on the resourceVersion
     /// read; a 409 means re-read and rebuild, never a blind retry.
     pub async fn write_status(
         &self,
+        cached: &Cluster,
         build: impl Fn(&Cluster) -> Option<Value>,
     ) -> Result<bool, String> {
+        // The watched copy says whether there is anything to write: a steady
+        // state costs no API call. A stale copy costs one read at most.
+        if build(cached).is_none() {
+            return Ok(false);
+        }
         let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
             // The main resource carries the status too; the Role grants no

@@ -635,6 +635,7 @@ async fn run_pass(
         may_write_disk_status,
         previous,
     } = snapshot;
+    let watched = cluster.clone();
     let (pvc_events, unreadable) = pvc_journal(&pvcs);
     let status_events = cluster.events().to_vec();
     let journal = journal::merged(&status_events, &pvc_events);
@@ -729,7 +730,7 @@ async fn run_pass(
     // Which parts the last attempted write carried (the builder may run again after a 409).
     let wrote_disk = std::cell::Cell::new(false);
     let write = writer
-        .write_status(|current| {
+        .write_status(&watched, |current| {
             let mut status = serde_json::Map::new();
             let present = current.events();
             let events = journal::pruned(&journal::merged(present, &extra), now, cap);
