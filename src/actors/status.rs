@@ -49,27 +49,33 @@ impl StatusPublisher {
         tablespaces: BTreeMap<String, VolumeStats>,
         taken: jiff::Timestamp,
     ) {
-        self.tx.send_modify(|s| {
+        // Receivers wake only when the version changes; the timestamp is
+        // updated regardless, for whoever reads next.
+        self.tx.send_if_modified(|s| {
             let changed =
                 s.report.data != data || s.report.wal != wal || s.report.tablespaces != tablespaces;
+            let bump = changed || !s.probed;
             s.report.data = data;
             s.report.wal = wal;
             s.report.tablespaces = tablespaces;
             s.report.last_updated = Some(taken);
-            if changed || !s.probed {
+            if bump {
                 s.version += 1;
             }
             s.probed = true;
+            bump
         });
     }
 
     pub fn set_wal_health(&self, health: Option<WalHealth>) {
-        self.tx.send_modify(|s| {
-            if s.report.wal_health != health || !s.wal_checked {
+        self.tx.send_if_modified(|s| {
+            let bump = s.report.wal_health != health || !s.wal_checked;
+            if bump {
                 s.version += 1;
             }
             s.report.wal_health = health;
             s.wal_checked = true;
+            bump
         });
     }
 }
