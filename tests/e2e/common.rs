@@ -63,6 +63,15 @@ impl Env {
         &self.scenario.instances[n].pod
     }
 
+    /// The index of instance `pod`.
+    pub fn index_of(&self, pod: &str) -> usize {
+        self.scenario
+            .instances
+            .iter()
+            .position(|i| i.pod == pod)
+            .expect("a scenario pod")
+    }
+
     pub fn manager(&self, n: usize) -> &ManagerProcess {
         self.managers[n].as_ref().expect("manager running")
     }

@@ -79,12 +79,7 @@ async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     )
     .await;
     let leader = env.wait_leader(secs(15)).await;
-    let n = env
-        .scenario
-        .instances
-        .iter()
-        .position(|i| i.pod == leader)
-        .unwrap();
+    let n = env.index_of(&leader);
     for i in &env.scenario.instances {
         i.data().volume.fill_to_percent(85.0).unwrap();
     }
@@ -122,12 +117,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     )
     .await;
     let leader = env.wait_leader(secs(15)).await;
-    let n = env
-        .scenario
-        .instances
-        .iter()
-        .position(|i| i.pod == leader)
-        .unwrap();
+    let n = env.index_of(&leader);
     let started = Instant::now();
     let status = env.stop(n, Signal::SIGTERM).expect("exits");
     assert!(status.success(), "{status:?}");

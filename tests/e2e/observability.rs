@@ -375,12 +375,7 @@ async fn a_steady_state_writes_no_status() {
     )
     .await;
     let leader = env.wait_leader(secs(15)).await;
-    let n = env
-        .scenario
-        .instances
-        .iter()
-        .position(|i| i.pod == leader)
-        .unwrap();
+    let n = env.index_of(&leader);
     let writes = |text: &str| {
         metric(
             text,
