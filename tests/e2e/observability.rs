@@ -256,103 +256,58 @@ async fn health_readiness_and_status_long_poll() {
 fn run_rejects_bad_flags_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let cases: &[(&[&str], &str)] = &[
-        (&["--cluster", "pg", "--data-path", data], "--pod-name"),
-        (&["--pod-name", "pg-1", "--data-path", data], "--cluster"),
+    // Each case: the flags (after the base of a valid identity and data path)
+    // and what the one error line must name.
+    let base = ["--cluster", "pg", "--pod-name", "pg-1", "--data-path", data];
+    let with_base = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            &[
+            vec![
+                "--cluster".into(),
+                "pg".into(),
+                "--data-path".into(),
+                data.into(),
+            ],
+            "--pod-name",
+        ),
+        (
+            vec![
+                "--pod-name".into(),
+                "pg-1".into(),
+                "--data-path".into(),
+                data.into(),
+            ],
+            "--cluster",
+        ),
+        (
+            [
                 "--cluster",
                 "pg",
                 "--pod-name",
                 "pg-1",
                 "--data-path",
                 "/nonexistent/data",
-            ],
+            ]
+            .map(String::from)
+            .to_vec(),
             "/nonexistent/data",
         ),
+        (with_base(&["--probe-interval", "fast"]), "fast"),
+        (with_base(&["--probe-interval", "0s"]), "positive"),
+        (with_base(&["--tablespace", "idx"]), "NAME=PATH"),
+        (with_base(&["--renew-interval", "20s"]), "--renew-interval"),
+        (with_base(&["--http-addr", "nowhere"]), "nowhere"),
         (
-            &[
-                "--cluster",
-                "pg",
-                "--pod-name",
-                "pg-1",
-                "--data-path",
-                data,
-                "--probe-interval",
-                "fast",
-            ],
-            "fast",
-        ),
-        (
-            &[
-                "--cluster",
-                "pg",
-                "--pod-name",
-                "pg-1",
-                "--data-path",
-                data,
-                "--probe-interval",
-                "0s",
-            ],
-            "positive",
-        ),
-        (
-            &[
-                "--cluster",
-                "pg",
-                "--pod-name",
-                "pg-1",
-                "--data-path",
-                data,
-                "--tablespace",
-                "idx",
-            ],
-            "NAME=PATH",
-        ),
-        (
-            &[
-                "--cluster",
-                "pg",
-                "--pod-name",
-                "pg-1",
-                "--data-path",
-                data,
-                "--renew-interval",
-                "20s",
-            ],
-            "--renew-interval",
-        ),
-        (
-            &[
-                "--cluster",
-                "pg",
-                "--pod-name",
-                "pg-1",
-                "--data-path",
-                data,
-                "--http-addr",
-                "nowhere",
-            ],
-            "nowhere",
-        ),
-        (
-            &[
-                "--cluster",
-                "pg",
-                "--pod-name",
-                "pg-1",
-                "--data-path",
-                data,
-                "--kubeconfig",
-                "/nonexistent/kc",
-            ],
+            with_base(&["--kubeconfig", "/nonexistent/kc"]),
             "/nonexistent/kc",
         ),
     ];
-    for (args, expected) in cases {
+    for (args, expected) in &cases {
         let out = Command::new(binary())
             .arg("run")
-            .args(*args)
+            .args(args)
             .env_remove("POD_NAME")
             .env_remove("CLUSTER_NAME")
             .env_remove("KUBECONFIG")
