@@ -23,6 +23,15 @@ import yaml
 # Kinds from CRDs: no upstream schema. They get structural checks here and
 # the PrometheusRule additionally goes through `promtool check rules`.
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "Policy"}
+# Kinds that exist only from this Kubernetes version on (validated against it).
+MIN_VERSION = {"MutatingAdmissionPolicy": "1.36.0", "MutatingAdmissionPolicyBinding": "1.36.0"}
+# The project's CRD (generated from the Rust types; section 10 of the spec).
+CRD_FILE = "crds/autoresize.cnpg.io_autoresizepolicies.yaml"
+CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION = "autoresize.cnpg.io", "AutoResizePolicy", "autoresizepolicies", "v1alpha1"
+# The injected container's fields that the end-to-end tests' kubelet stand-in
+# reads from tests/packaging/sidecar-container.yaml, and probes it must not have.
+SIDECAR_FIELDS = ("name", "restartPolicy", "ports", "livenessProbe")
+SIDECAR_FORBIDDEN = ("readinessProbe", "startupProbe")
 
 
 def die(msg: str) -> None:
@@ -88,6 +97,12 @@ def cmd_schema_reject(a) -> None:
         "negative retention": {
             "prometheusRule": {"alerts": {"inactiveReplicationSlots": {"minRetentionBytes": -1}}}
         },
+        "injection mode typo": {"injection": {"mode": "webhook"}},
+        "the old injection.kyverno.enabled switch": {"injection": {"kyverno": {"enabled": True}}},
+        "filling-fast threshold below a minute": {
+            "prometheusRule": {"alerts": {"volumeFillingFast": {"thresholdSeconds": 30}}}
+        },
+        "kyverno injection without clusters": {"injection": {"mode": "kyverno"}},
     }
     failed = []
     with helm.Chart.load(a.chart) as chart:
@@ -187,6 +202,10 @@ def _check_prometheusrule(doc: dict, where: str) -> list[str]:
     return errs
 
 
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
 def cmd_validate(a) -> None:
     versions = a.kube_versions.split(",")
     errors: list[str] = []
@@ -205,9 +224,13 @@ def cmd_validate(a) -> None:
         elif kind == "Policy":
             # Kyverno: validate each injected container as part of a real Pod.
             for rule in doc["spec"]["rules"]:
-                pod_spec = rule["mutate"]["patchStrategicMerge"]["spec"]
+                pod_spec = dict(rule["mutate"]["patchStrategicMerge"]["spec"])
+                pod_spec.setdefault("containers", [{"name": "postgres", "image": "postgres"}])
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"}, "spec": pod_spec}
                 errors += _validate_k8s(pod, versions, f"{where} rule {rule['name']} (as a Pod)")
+        elif kind in MIN_VERSION:
+            newer = [v for v in versions if _version_key(v) >= _version_key(MIN_VERSION[kind])]
+            errors += _validate_k8s(doc, newer or [MIN_VERSION[kind]], where)
         else:
             errors += _validate_k8s(doc, versions, where)
         if kind == "ConfigMap":
@@ -336,6 +359,195 @@ def cmd_write_role(a) -> None:
     print(f"  wrote {', '.join(d['kind'] for d in docs)} to {a.out}")
 
 
+# ---------------------------------------------------------------------- CRD
+
+
+def _structural_problems(schema: dict, path: str) -> list[str]:
+    """The parts of a structural schema an API server checks that are easy to
+    get wrong in a generator: every node typed (or an explicit escape hatch),
+    no $ref, no properties together with additionalProperties."""
+    out = []
+    if not isinstance(schema, dict):
+        return [f"{path}: not an object"]
+    if "$ref" in schema:
+        out.append(f"{path}: $ref is not allowed in a CRD schema")
+    escape = schema.get("x-kubernetes-int-or-string") or schema.get("x-kubernetes-preserve-unknown-fields")
+    if "type" not in schema and not escape and not any(k in schema for k in ("anyOf", "oneOf", "allOf", "not")):
+        out.append(f"{path}: no type")
+    if "properties" in schema and isinstance(schema.get("additionalProperties"), dict):
+        out.append(f"{path}: properties and additionalProperties together")
+    for k, sub in (schema.get("properties") or {}).items():
+        out += _structural_problems(sub, f"{path}.{k}")
+    if isinstance(schema.get("items"), dict):
+        out += _structural_problems(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        out += _structural_problems(schema["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+def _cel_rules(schema, path: str):
+    if isinstance(schema, dict):
+        for v in schema.get("x-kubernetes-validations") or []:
+            yield path, v
+        for k, sub in (schema.get("properties") or {}).items():
+            yield from _cel_rules(sub, f"{path}.{k}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(schema.get(key), dict):
+                yield from _cel_rules(schema[key], f"{path}[]" if key == "items" else f"{path}{{}}")
+
+
+def cmd_check_crd(a) -> None:
+    path = Path(a.chart) / CRD_FILE
+    if not path.exists():
+        die(f"{path} is missing: the AutoResizePolicy CRD is generated from the project's Rust types "
+            f"(cargo run --bin crdgen) and committed as charts/cnpg-autoresize/{CRD_FILE}")
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    except yaml.YAMLError as e:
+        die(f"{path}: not YAML: {e}")
+    if len(docs) != 1:
+        die(f"{path}: expected one document, found {len(docs)}")
+    crd = docs[0]
+    errs = []
+    if crd.get("apiVersion") != "apiextensions.k8s.io/v1" or crd.get("kind") != "CustomResourceDefinition":
+        errs.append(f"not an apiextensions.k8s.io/v1 CustomResourceDefinition ({crd.get('apiVersion')} {crd.get('kind')})")
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    want_name = f"{CRD_PLURAL}.{CRD_GROUP}"
+    if (crd.get("metadata") or {}).get("name") != want_name:
+        errs.append(f"metadata.name is {(crd.get('metadata') or {}).get('name')!r}, want {want_name!r}")
+    if spec.get("group") != CRD_GROUP:
+        errs.append(f"group {spec.get('group')!r}, want {CRD_GROUP!r}")
+    if names.get("kind") != CRD_KIND or names.get("plural") != CRD_PLURAL:
+        errs.append(f"names {names.get('kind')}/{names.get('plural')}, want {CRD_KIND}/{CRD_PLURAL}")
+    if spec.get("scope") != "Namespaced":
+        errs.append(f"scope {spec.get('scope')!r}, want Namespaced")
+    versions = {v.get("name"): v for v in spec.get("versions") or []}
+    v = versions.get(CRD_VERSION)
+    rules = optional = 0
+    if not v:
+        errs.append(f"no version {CRD_VERSION} (found {sorted(versions)})")
+    else:
+        if not (v.get("served") and v.get("storage")):
+            errs.append(f"{CRD_VERSION} must be served and the storage version")
+        if "status" not in (v.get("subresources") or {}):
+            errs.append(f"{CRD_VERSION} has no status subresource (the Role patches autoresizepolicies/status)")
+        schema = (v.get("schema") or {}).get("openAPIV3Schema")
+        if not schema:
+            errs.append(f"{CRD_VERSION} has no openAPIV3Schema")
+        else:
+            errs += _structural_problems(schema, "openAPIV3Schema")
+            for k in ("spec", "status"):
+                if k not in (schema.get("properties") or {}):
+                    errs.append(f"openAPIV3Schema has no {k}")
+            try:
+                import celpy
+                env = celpy.Environment()
+            except ImportError:
+                env = None
+                errs.append("cel-python is needed to parse the CRD's CEL rules (--install)")
+            for where, rule in _cel_rules(schema, "openAPIV3Schema"):
+                rules += 1
+                if not rule.get("rule"):
+                    errs.append(f"{where}: x-kubernetes-validations entry without a rule")
+                elif env is not None:
+                    # Parse only. cel-python has no optional types: `x.?f` and
+                    # `m[?k]` are parsed as `x.f` and `m[k]` (the rest of the
+                    # rule is still checked).
+                    text = rule["rule"]
+                    if ".?" in text or "[?" in text:
+                        optional += 1
+                        text = text.replace(".?", ".").replace("[?", "[")
+                    try:
+                        env.compile(text)
+                    except Exception as e:  # celpy.CELParseError
+                        errs.append(f"{where}: CEL rule does not parse: {rule['rule']!r}: {str(e).splitlines()[0]}")
+            if rules == 0:
+                errs.append("no x-kubernetes-validations: the spec's section 2.1 rules must be CEL rules in the CRD")
+    errs += _validate_k8s(crd, a.kube_versions.split(","), str(path.name))
+    if errs:
+        for e in errs:
+            print(f"  {e}", file=sys.stderr)
+        die(f"{path}")
+    print(f"  {path.name}: {CRD_KIND} {CRD_GROUP}/{CRD_VERSION}, namespaced, status subresource, "
+          f"{rules} CEL rule(s) that parse"
+          + (f" ({optional} with optional-field syntax, parsed as plain selections)" if optional else "")
+          + f", valid against Kubernetes {a.kube_versions}")
+    if a.role_dir:
+        roles = [d for _, d in docs_in(a.role_dir) if d.get("kind") == "Role"]
+        got = _triples(roles[0]["rules"], "rendered Role") if roles else set()
+        for res, verbs in ((CRD_PLURAL, ("get", "list", "watch")), (f"{CRD_PLURAL}/status", ("patch",))):
+            for verb in verbs:
+                if (CRD_GROUP, res, verb) not in got:
+                    die(f"the rendered Role does not grant {verb} {res}.{CRD_GROUP}")
+        print(f"  the Role grants get/list/watch {CRD_PLURAL} and patch {CRD_PLURAL}/status of this CRD")
+
+
+# ------------------------------------------------------------------ sidecar
+
+
+def _rendered_sidecar(chart: str) -> dict:
+    """The injected container, from the one template helper (as the Kyverno
+    policy renders it; hack/check-injection.py proves the
+    MutatingAdmissionPolicy injects the same container)."""
+    import helm_python as helm
+
+    values = {"injection": {"mode": "kyverno"}, "clusters": [{"name": "fixture"}]}
+    with helm.Chart.load(chart) as c:
+        out = c.render(values=values, name="cnpg-autoresize", namespace="default", is_install=True)
+    for template, text in out.items():
+        if template.endswith(".txt"):
+            continue
+        for d in yaml.safe_load_all(text):
+            if d and d.get("kind") == "Policy":
+                return d["spec"]["rules"][0]["mutate"]["patchStrategicMerge"]["spec"]["initContainers"][0]
+    die("no Kyverno Policy rendered: cannot extract the injected container")
+    return {}
+
+
+def _sidecar_view(container: dict, where: str) -> dict:
+    bad = [k for k in SIDECAR_FORBIDDEN if k in container]
+    if bad:
+        die(f"{where} has {', '.join(bad)}: the injected sidecar must have no readiness or startup probe "
+            "(its readiness gates PostgreSQL's Service endpoints; a native sidecar's startup probe delays PostgreSQL)")
+    missing = [k for k in SIDECAR_FIELDS if k not in container]
+    if missing:
+        die(f"{where} lacks {', '.join(missing)}")
+    return {k: container[k] for k in SIDECAR_FIELDS}
+
+
+def cmd_write_sidecar(a) -> None:
+    view = _sidecar_view(_rendered_sidecar(a.chart), "the rendered container")
+    header = (
+        "# The container the chart injects into CloudNativePG instance pods, as rendered\n"
+        "# for the kubelet stand-in of the end-to-end tests (probe settings). Kept in sync\n"
+        "# with the chart by hack/check-chart.sh; regenerate with\n"
+        "#   bash hack/check-chart.sh --render-sidecar tests/packaging/sidecar-container.yaml\n"
+        "# It has no readinessProbe and no startupProbe, on purpose (see the chart README).\n"
+    )
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(header + yaml.safe_dump(view, sort_keys=False), encoding="utf-8")
+    print(f"  wrote {', '.join(view)} of the injected container to {a.out}")
+
+
+def cmd_check_sidecar(a) -> None:
+    rendered = _sidecar_view(_rendered_sidecar(a.chart), "the rendered container")
+    if not Path(a.fixture).exists():
+        die(f"{a.fixture} is missing: bash hack/check-chart.sh --render-sidecar {a.fixture}")
+    fixture = yaml.safe_load(Path(a.fixture).read_text(encoding="utf-8")) or {}
+    extra = sorted(set(fixture) - set(SIDECAR_FIELDS))
+    if extra:
+        die(f"{a.fixture} has fields the check does not cover: {', '.join(extra)}")
+    fixture_view = _sidecar_view(fixture, a.fixture)
+    diffs = [k for k in SIDECAR_FIELDS if fixture_view[k] != rendered[k]]
+    if diffs:
+        for k in diffs:
+            print(f"  {k}: fixture {json.dumps(fixture_view[k])}\n  {' ' * len(k)}  chart   {json.dumps(rendered[k])}",
+                  file=sys.stderr)
+        die(f"{a.fixture} drifted from the chart: bash hack/check-chart.sh --render-sidecar {a.fixture}")
+    print(f"  {a.fixture} matches the chart ({', '.join(SIDECAR_FIELDS)}; no {' / '.join(SIDECAR_FORBIDDEN)})")
+
+
 # ------------------------------------------------------------------ metrics
 
 
@@ -392,8 +604,19 @@ def main() -> None:
     s.set_defaults(fn=cmd_render)
 
     s = sub.add_parser("validate"); s.add_argument("dir")
-    s.add_argument("--kube-versions", default="1.30.0,1.33.0")
+    s.add_argument("--kube-versions", default="1.30.0,1.33.0,1.36.0")
     s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("check-crd"); s.add_argument("--chart", required=True)
+    s.add_argument("--kube-versions", default="1.30.0,1.33.0,1.36.0")
+    s.add_argument("--role-dir", help="rendered manifests whose Role must grant the CRD's resources")
+    s.set_defaults(fn=cmd_check_crd)
+
+    s = sub.add_parser("write-sidecar"); s.add_argument("--chart", required=True); s.add_argument("out")
+    s.set_defaults(fn=cmd_write_sidecar)
+
+    s = sub.add_parser("check-sidecar"); s.add_argument("--chart", required=True); s.add_argument("fixture")
+    s.set_defaults(fn=cmd_check_sidecar)
 
     s = sub.add_parser("extract-rules"); s.add_argument("dir"); s.add_argument("out")
     s.add_argument("--expect-alerts")

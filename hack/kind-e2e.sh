@@ -145,7 +145,7 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
 helm upgrade --install cnpg-autoresize "$ROOT/charts/cnpg-autoresize" -n "$NS" --wait \
   --set image.repository="$IMAGE_REPO" --set image.tag="$IMAGE_TAG" --set image.pullPolicy=Never \
   --set "clusters[0].name=$PG" --set "clusters[0].walStorage=true" \
-  --set injection.kyverno.enabled=true \
+  --set injection.mode=kyverno \
   --set podMonitor.enabled=false --set prometheusRule.enabled=false --set grafanaDashboard.enabled=false \
   --set sidecar.logFormat=text
 kubectl -n "$NS" wait --for=condition=Ready "policy.kyverno.io/cnpg-autoresize-inject" --timeout=120s
@@ -200,8 +200,8 @@ spec:
 EOF
 kubectl -n "$NS" wait --for=condition=Ready "cluster.postgresql.cnpg.io/$PG" --timeout=600s
 for pod in "$PG-1" "$PG-2"; do
-  kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[*].name}' | grep -qw cnpg-autoresize \
-    || die "$pod has no cnpg-autoresize container: is the Kyverno policy working?"
+  kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}' | grep -qw cnpg-autoresize \
+    || die "$pod has no cnpg-autoresize (native sidecar) init container: is the Kyverno policy working?"
 done
 kubectl -n "$NS" wait --for=condition=Ready pod -l "cnpg.io/cluster=$PG" --timeout=300s
 wait_for "lease cnpg-autoresize-$PG" kubectl -n "$NS" get lease "cnpg-autoresize-$PG"

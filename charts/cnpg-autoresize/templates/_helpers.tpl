@@ -94,35 +94,97 @@ namespace="{{ .Release.Namespace }}"
 {{- end }}
 
 {{/*
-Kubernetes volume name CNPG gives a tablespace volume ("tbs-" + the name with
-"_" replaced by "-"; CloudNativePG >= 1.23).
+Kubernetes volume name CNPG gives a tablespace volume: "tbs-" + the name made
+a valid Kubernetes name the way CloudNativePG does it (pkg/specs/volumes.go:
+a leading "_" becomes "1", "$" and "_" become "-", lower case).
 */}}
 {{- define "cnpg-autoresize.tablespaceVolume" -}}
-{{- printf "tbs-%s" (. | replace "_" "-" | lower) }}
+{{- $n := . }}
+{{- if hasPrefix "_" $n }}{{ $n = printf "1%s" (trimPrefix "_" $n) }}{{ end }}
+{{- printf "tbs-%s" ($n | replace "$" "-" | replace "_" "-" | lower) }}
 {{- end }}
 
 {{/*
-The manager container for the instance pods of one cluster.
-Call with (dict "root" $ "cluster" $cluster). Used by the Kyverno policy and
-by NOTES.txt, so what is documented is what is injected.
+CloudNativePG's own paths inside the instance pod (pkg/specs/volumes.go). The
+injection policy reads the tablespace names from the postgres container's
+mounts below this directory.
+*/}}
+{{- define "cnpg-autoresize.cnpgTablespacesDir" -}}
+/var/lib/postgresql/tablespaces/
+{{- end }}
+{{- define "cnpg-autoresize.serviceAccountTokenPath" -}}
+/var/run/secrets/kubernetes.io/serviceaccount
+{{- end }}
+
+{{/*
+THE manager container, rendered once for every way it reaches a pod: the
+MutatingAdmissionPolicy, the Kyverno policy and the snippet in NOTES.txt, so
+they cannot drift apart (hack/check-injection.py checks that the policy and
+Kyverno inject the same container).
+
+Call with
+  (dict "root" $ "cluster" $cluster)   static: the cluster's entry in values
+                                       (walStorage, tablespaces, pgPasswordSecret)
+  (dict "root" $ "cel" $cel)           for the MutatingAdmissionPolicy: the parts
+                                       that depend on the pod are CEL
+                                       expressions ($cel.volumeArgs,
+                                       $cel.volumeMounts, $cel.secretName,
+                                       $cel.secretKey), marked for
+                                       "cnpg-autoresize.toCel" (a "__CEL__:"
+                                       string is an expression, a
+                                       "__CEL_SPLICE__:" list element a list
+                                       expression spliced into the list).
+
+It is a native sidecar (an init container with restartPolicy Always,
+Kubernetes >= 1.29): it starts before PostgreSQL and stops after it.
+
+Probes: a liveness probe on /healthz only. There is deliberately NO
+readinessProbe: every container's readiness gates the pod's readiness, so a
+failing readiness probe of this sidecar would take PostgreSQL out of its
+Services (cnpg's -rw/-ro/-r endpoints). /readyz only means "the first disk
+probe is done"; API server reachability is the metric cnpg_autoresize_api_up.
+And NO startupProbe: a native sidecar's startup probe gates the start of the
+next init container and of PostgreSQL itself.
 */}}
 {{- define "cnpg-autoresize.container" -}}
 {{- $root := .root }}
-{{- $c := .cluster }}
 {{- $s := $root.Values.sidecar }}
-{{- $secret := default (printf "%s-autoresize" $c.name) (($c.pgPasswordSecret | default dict).name) }}
+{{- $cel := .cel }}
+{{- $c := .cluster | default dict }}
+{{- $secretName := default (printf "%s-autoresize" (toString $c.name)) (($c.pgPasswordSecret | default dict).name) }}
 {{- $secretKey := default $s.postgres.passwordSecretKey (($c.pgPasswordSecret | default dict).key) }}
+{{- if $cel }}
+{{- $secretName = printf "__CEL__:%s" $cel.secretName }}
+{{- $secretKey = printf "__CEL__:%s" $cel.secretKey }}
+{{- end }}
+{{- /* Quantities as strings, whatever YAML made of them, so that every
+       variant carries the same value. */}}
+{{- $resources := dict }}
+{{- range $k, $v := $s.resources }}
+{{- if kindIs "map" $v }}
+{{- $q := dict }}
+{{- range $rk, $rv := $v }}{{ $_ := set $q $rk (toString $rv) }}{{ end }}
+{{- $_ := set $resources $k $q }}
+{{- else }}
+{{- $_ := set $resources $k $v }}
+{{- end }}
+{{- end }}
 name: {{ $s.containerName }}
 image: {{ include "cnpg-autoresize.image" $root }}
 imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+restartPolicy: Always
 args:
   - run
   - --data-path={{ $s.dataPath }}
+  {{- if $cel }}
+  - {{ printf "__CEL_SPLICE__:%s" $cel.volumeArgs | quote }}
+  {{- else }}
   {{- if $c.walStorage }}
   - --wal-path={{ $s.walPath }}
   {{- end }}
   {{- range $c.tablespaces }}
   - --tablespace={{ . }}={{ $s.tablespacesPath }}/{{ . }}
+  {{- end }}
   {{- end }}
   - --http-addr=0.0.0.0:{{ $s.port }}
   - --probe-interval={{ $s.probeInterval }}
@@ -155,11 +217,15 @@ env:
     value: {{ $s.postgres.database | quote }}
   - name: PGUSER
     value: {{ $s.postgres.user | quote }}
+  # optional: a missing Secret must not keep the pod (and PostgreSQL, which
+  # starts after this native sidecar) from starting; without a password the
+  # WAL health check fails and resizes fail open (wal_health_unavailable).
   - name: PGPASSWORD
     valueFrom:
       secretKeyRef:
-        name: {{ $secret }}
-        key: {{ $secretKey }}
+        name: {{ $secretName | quote }}
+        key: {{ $secretKey | quote }}
+        optional: true
   {{- with $s.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -172,14 +238,10 @@ livenessProbe:
     path: /healthz
     port: autoresize
   periodSeconds: 10
+  timeoutSeconds: 1
   failureThreshold: 3
-readinessProbe:
-  httpGet:
-    path: /readyz
-    port: autoresize
-  periodSeconds: 5
 resources:
-  {{- toYaml $s.resources | nindent 2 }}
+  {{- toYaml $resources | nindent 2 }}
 securityContext:
   {{- toYaml $s.securityContext | nindent 2 }}
 volumeMounts:
@@ -188,6 +250,9 @@ volumeMounts:
   - name: pgdata
     mountPath: {{ $s.dataPath }}
     readOnly: true
+  {{- if $cel }}
+  - {{ printf "__CEL_SPLICE__:%s" $cel.volumeMounts | quote }}
+  {{- else }}
   {{- if $c.walStorage }}
   - name: pg-wal
     mountPath: {{ $s.walPath }}
@@ -198,6 +263,83 @@ volumeMounts:
     mountPath: {{ $s.tablespacesPath }}/{{ . }}
     readOnly: true
   {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
+A value as a CEL expression for a MutatingAdmissionPolicy's JSONPatch, built
+with Kubernetes' typed object construction (Object.spec.initContainers{...},
+Object.spec.initContainers.env{...}, ...): the API server's CEL environment
+rejects mixed-type map and list literals, so a container cannot be written as
+a plain map. Call with (dict "v" VALUE "t" "Object.spec.initContainers").
+Maps are typed objects named after their field path, except resource
+quantity maps (resources.limits / requests), which are plain string maps.
+Strings "__CEL__:EXPR" are written as EXPR; a list element
+"__CEL_SPLICE__:EXPR" (EXPR a list) is spliced in with "+".
+*/}}
+{{- define "cnpg-autoresize.toCel" -}}
+{{- $v := .v }}
+{{- $t := .t }}
+{{- $in := repeat (int (default 0 .depth)) "  " }}
+{{- $in2 := printf "%s  " $in }}
+{{- $depth := add1 (int (default 0 .depth)) }}
+{{- if kindIs "map" $v }}
+{{- $parts := list }}
+{{- range $k, $x := $v }}
+{{- if not (kindIs "invalid" $x) }}
+{{- $childT := printf "%s.%s" $t $k }}
+{{- $plain := regexMatch "\\.resources\\.(limits|requests)$" $childT }}
+{{- $sub := include "cnpg-autoresize.toCel" (dict "v" $x "t" $childT "plain" $plain "depth" $depth) }}
+{{- if $.plain }}
+{{- $parts = append $parts (printf "%s: %s" (toJson $k) $sub) }}
+{{- else }}
+{{- if not (regexMatch "^[a-zA-Z_][a-zA-Z0-9_]*$" $k) }}{{ fail (printf "toCel: %q is not a CEL field name" $k) }}{{ end }}
+{{- $parts = append $parts (printf "%s: %s" $k $sub) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .plain }}
+{{- printf "{%s}" (join ", " $parts) }}
+{{- else if not $parts }}
+{{- printf "%s{}" $t }}
+{{- else }}
+{{- printf "%s{\n%s%s\n%s}" $t $in2 (join (printf ",\n%s" $in2) $parts) $in }}
+{{- end }}
+{{- else if kindIs "slice" $v }}
+{{- $segments := list }}
+{{- $run := list }}
+{{- $scalars := true }}
+{{- range $v }}{{ if kindIs "map" . }}{{ $scalars = false }}{{ end }}{{ end }}
+{{- range $v }}
+{{- if and (kindIs "string" .) (hasPrefix "__CEL_SPLICE__:" .) }}
+{{- if $run }}{{ $segments = append $segments $run }}{{ $run = list }}{{ end }}
+{{- $segments = append $segments (printf "(%s)" (trimPrefix "__CEL_SPLICE__:" .)) }}
+{{- else }}
+{{- $run = append $run (include "cnpg-autoresize.toCel" (dict "v" . "t" $t "plain" false "depth" $depth)) }}
+{{- end }}
+{{- end }}
+{{- if or $run (not $segments) }}{{ $segments = append $segments $run }}{{ end }}
+{{- $out := list }}
+{{- range $segments }}
+{{- if kindIs "string" . }}
+{{- $out = append $out . }}
+{{- else if or $scalars (not .) }}
+{{- $out = append $out (printf "[%s]" (join ", " .)) }}
+{{- else }}
+{{- $out = append $out (printf "[\n%s%s\n%s]" $in2 (join (printf ",\n%s" $in2) .) $in) }}
+{{- end }}
+{{- end }}
+{{- join " + " $out }}
+{{- else if kindIs "string" $v }}
+{{- if hasPrefix "__CEL__:" $v }}{{ trimPrefix "__CEL__:" $v }}{{ else }}{{ toJson $v }}{{ end }}
+{{- else if kindIs "bool" $v }}
+{{- ternary "true" "false" $v }}
+{{- else if or (kindIs "float64" $v) (kindIs "int" $v) (kindIs "int64" $v) }}
+{{- if ne (float64 (int64 $v)) (float64 $v) }}{{ fail (printf "toCel: %v at %s is not an integer" $v $t) }}{{ end }}
+{{- int64 $v }}
+{{- else }}
+{{- fail (printf "toCel: cannot convert %v (%s) at %s" $v (kindOf $v) $t) }}
+{{- end }}
 {{- end }}
 
 {{/*
