@@ -12,11 +12,82 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Marker file at a simulated volume's root: its capacity in decimal bytes.
+/// Marker file at a simulated volume's root, see [`SimulatedCapacity`].
 pub const SIMULATED_CAPACITY_FILE: &str = ".cnpg-simulated-capacity";
 
-/// Inode count reported for simulated volumes.
+/// Inode count reported for simulated volumes that do not declare one.
 pub const SIMULATED_INODES_TOTAL: u64 = 1_000_000;
+
+/// What a simulated volume declares in its [`SIMULATED_CAPACITY_FILE`].
+///
+/// Format: the first line is the filesystem's total in decimal bytes (the
+/// whole file in the original format, still accepted); optional further
+/// lines are `key=value`:
+///
+/// ```text
+/// 57380864
+/// inodes=16384
+/// ```
+///
+/// `inodes` is the inode count (`f_files`; [`SIMULATED_INODES_TOTAL`] when
+/// absent). Unknown keys and blank lines are ignored, so later additions stay
+/// readable by this version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimulatedCapacity {
+    /// Filesystem total (`f_blocks * f_frsize`), in bytes.
+    pub total_bytes: u64,
+    /// Inode count, when declared.
+    pub inodes_total: Option<u64>,
+}
+
+impl SimulatedCapacity {
+    /// A capacity of `total_bytes` with the default inode count.
+    pub fn bytes(total_bytes: u64) -> SimulatedCapacity {
+        SimulatedCapacity {
+            total_bytes,
+            inodes_total: None,
+        }
+    }
+
+    /// Parse the file's contents; `None` when malformed.
+    pub fn parse(text: &str) -> Option<SimulatedCapacity> {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let total_bytes = lines.next()?.parse().ok()?;
+        let mut inodes_total = None;
+        for line in lines {
+            let (key, value) = line.split_once('=')?;
+            if key.trim() == "inodes" {
+                inodes_total = Some(value.trim().parse().ok()?);
+            }
+        }
+        Some(SimulatedCapacity {
+            total_bytes,
+            inodes_total,
+        })
+    }
+
+    /// The file's contents. Without inodes this is the original format
+    /// (just the number), byte for byte.
+    pub fn render(&self) -> String {
+        match self.inodes_total {
+            None => format!("{}\n", self.total_bytes),
+            Some(inodes) => format!("{}\ninodes={inodes}\n", self.total_bytes),
+        }
+    }
+
+    /// Read the declaration at a simulated volume's `root`.
+    pub fn read(root: &Path) -> Option<SimulatedCapacity> {
+        SimulatedCapacity::parse(&std::fs::read_to_string(root.join(SIMULATED_CAPACITY_FILE)).ok()?)
+    }
+
+    /// Write the declaration at `root`, atomically (write, then rename), so a
+    /// concurrent reader never sees a partial file.
+    pub fn write(&self, root: &Path) -> io::Result<()> {
+        let tmp = root.join(format!("{SIMULATED_CAPACITY_FILE}.tmp"));
+        std::fs::write(&tmp, self.render())?;
+        std::fs::rename(&tmp, root.join(SIMULATED_CAPACITY_FILE))
+    }
+}
 
 /// Filesystem usage, with `df` semantics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,30 +139,32 @@ pub fn statvfs(path: &Path) -> io::Result<FsStats> {
 /// What `statvfs` would report for the simulated volume containing `path`
 /// (its root or anything below it), or `None` when `path` is in none.
 ///
-/// - `total_bytes` = the capacity in [`SIMULATED_CAPACITY_FILE`];
+/// - `total_bytes` = the total declared in [`SIMULATED_CAPACITY_FILE`];
 /// - `used_bytes` = allocated bytes (`st_blocks * 512`) of every entry below
 ///   the root (hard links once, symlinks not followed, other filesystems not
 ///   entered);
 /// - `available_bytes` = `total - used`, saturating at 0;
-/// - inodes: [`SIMULATED_INODES_TOTAL`] in total, one used per entry.
+/// - inodes: the declared count ([`SIMULATED_INODES_TOTAL`] by default),
+///   one used per entry plus the root, at most all of them.
 ///
 /// One `lstat` per entry: sub-millisecond for a fresh PostgreSQL data
 /// directory, so a 1 s probe can call it freely.
 pub fn simulated_stats(path: &Path) -> Option<FsStats> {
     let root = find_simulated_root(path)?;
-    let text = std::fs::read_to_string(root.join(SIMULATED_CAPACITY_FILE)).ok()?;
-    let total: u64 = text.trim().parse().ok()?;
+    let declared = SimulatedCapacity::read(&root)?;
+    let total = declared.total_bytes;
+    let inodes_total = declared.inodes_total.unwrap_or(SIMULATED_INODES_TOTAL);
     let root_meta = std::fs::symlink_metadata(&root).ok()?;
     let mut seen = HashSet::new();
     let (used, entries) = walk_usage(&root, root_meta.dev(), &mut seen);
-    let inodes_used = (entries + 1).min(SIMULATED_INODES_TOTAL);
+    let inodes_used = (entries + 1).min(inodes_total);
     Some(FsStats {
         total_bytes: total,
         used_bytes: used,
         available_bytes: total.saturating_sub(used),
-        inodes_total: SIMULATED_INODES_TOTAL,
+        inodes_total,
         inodes_used,
-        inodes_free: SIMULATED_INODES_TOTAL - inodes_used,
+        inodes_free: inodes_total - inodes_used,
     })
 }
 
@@ -172,5 +245,58 @@ mod tests {
         assert_eq!(s.available_bytes, s.total_bytes - s.used_bytes);
         assert!(s.percent_used() > 29.0);
         assert_eq!(s.inodes_used, 4, "root, marker, pgdata, big");
+        assert_eq!(s.inodes_total, SIMULATED_INODES_TOTAL);
+    }
+
+    #[test]
+    fn simulated_capacity_format_old_and_new() {
+        // The original format: just the number.
+        assert_eq!(
+            SimulatedCapacity::parse("1048576\n"),
+            Some(SimulatedCapacity::bytes(1 << 20))
+        );
+        assert_eq!(SimulatedCapacity::bytes(1 << 20).render(), "1048576\n");
+        let declared = SimulatedCapacity {
+            total_bytes: 57_380_864,
+            inodes_total: Some(16384),
+        };
+        assert_eq!(declared.render(), "57380864\ninodes=16384\n");
+        assert_eq!(SimulatedCapacity::parse(&declared.render()), Some(declared));
+        // Unknown keys are skipped; malformed files are not volumes.
+        assert_eq!(
+            SimulatedCapacity::parse("5\nfuture=1\n\ninodes=7\n"),
+            Some(SimulatedCapacity {
+                total_bytes: 5,
+                inodes_total: Some(7)
+            })
+        );
+        for bad in ["", "x", "5\ninodes=many", "5\nno-equals-sign"] {
+            assert_eq!(SimulatedCapacity::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn simulated_volume_reports_declared_inodes() {
+        let dir = tempfile::tempdir().unwrap();
+        SimulatedCapacity {
+            total_bytes: 1 << 20,
+            inodes_total: Some(5),
+        }
+        .write(dir.path())
+        .unwrap();
+        for i in 0..6 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"").unwrap();
+        }
+        let s = simulated_stats(dir.path()).unwrap();
+        assert_eq!(s.inodes_total, 5);
+        assert_eq!(
+            (s.inodes_used, s.inodes_free),
+            (5, 0),
+            "capped at the total"
+        );
+        assert!(!dir
+            .path()
+            .join(format!("{SIMULATED_CAPACITY_FILE}.tmp"))
+            .exists());
     }
 }

@@ -21,6 +21,7 @@
 //! that stand in for pod IPs, and free ports on them.
 
 pub mod cluster;
+pub mod fsmodel;
 pub mod net;
 pub mod postgres;
 pub mod scenario;
@@ -30,8 +31,10 @@ pub mod volume;
 pub use cluster::{InstanceVolume, PgCluster, PgClusterBuilder, PgInstance, VolumeRole};
 pub use net::{free_port, next_loopback_ip};
 pub use postgres::{PgBinaries, PgServer, PgServerBuilder, SlotsViewLock};
-pub use simulator::{ExpansionMode, SimulatorConfig, VolumeSimulator};
-pub use volume::{simulated_stats, Volume, VolumeBackend, VolumeStats};
+pub use simulator::{ExpansionMode, PhaseDelays, ResizeStatus, SimulatorConfig, VolumeSimulator};
+pub use volume::{
+    model_total_bytes, simulated_stats, FilesystemKind, Volume, VolumeBackend, VolumeStats,
+};
 
 use anyhow::{Context, Result};
 use nix::unistd::{Gid, Uid, User};

@@ -4,6 +4,7 @@
 //! and as an ordinary user (directory volumes, PostgreSQL as oneself).
 
 mod common;
+mod fsmodel;
 mod postgres;
 mod scenario;
 mod simulator;
