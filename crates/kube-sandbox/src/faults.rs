@@ -1,4 +1,4 @@
-//! Fault injection: latency, error rates per verb/resource, outage windows, dropped watches.
+//! Fault injection: latency (global and per verb/resource), error rates per verb/resource, outage windows, dropped watches.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,8 +18,17 @@ pub struct ErrorRate {
     pub code: u16,
 }
 
+/// Extra delay for requests matching a verb and a resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRule {
+    pub verb: String,
+    pub resource: String,
+    pub ms: u64,
+}
+
 struct State {
     latency: Duration,
+    latencies: Vec<LatencyRule>,
     rates: Vec<ErrorRate>,
     outage_until: Option<Instant>,
     rng: StdRng,
@@ -37,6 +46,7 @@ impl Faults {
         Self {
             state: Mutex::new(State {
                 latency: Duration::ZERO,
+                latencies: Vec::new(),
                 rates: Vec::new(),
                 outage_until: None,
                 rng: StdRng::seed_from_u64(seed),
@@ -52,6 +62,21 @@ impl Faults {
     /// Delay added before every API request is handled.
     pub fn set_latency(&self, d: Duration) {
         self.lock().latency = d;
+    }
+
+    /// Delay added to requests matching `verb` and `resource` (same matching as
+    /// [`Faults::set_error_rate`]), on top of the global latency; zero removes the rule.
+    pub fn set_latency_for(&self, verb: &str, resource: &str, d: Duration) {
+        let mut st = self.lock();
+        st.latencies
+            .retain(|r| !(r.verb == verb && r.resource == resource));
+        if !d.is_zero() {
+            st.latencies.push(LatencyRule {
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+                ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
     }
 
     /// Fails a fraction `rate` (0.0..=1.0) of requests matching `verb` and `resource` with HTTP `code`.
@@ -82,16 +107,26 @@ impl Faults {
         self.drops.send_modify(|g| *g += 1);
     }
 
-    /// Removes latency, error rates and any outage.
+    /// Removes latencies, error rates and any outage.
     pub fn clear(&self) {
         let mut st = self.lock();
         st.latency = Duration::ZERO;
+        st.latencies.clear();
         st.rates.clear();
         st.outage_until = None;
     }
 
     pub(crate) fn latency(&self) -> Duration {
         self.lock().latency
+    }
+
+    /// The delay of the first latency rule matching `verb` and `resource`.
+    pub(crate) fn latency_for(&self, verb: &str, resource: &str) -> Duration {
+        self.lock()
+            .latencies
+            .iter()
+            .find(|r| matches(&r.verb, verb) && matches(&r.resource, resource))
+            .map_or(Duration::ZERO, |r| Duration::from_millis(r.ms))
     }
 
     pub(crate) fn in_outage(&self) -> bool {
@@ -108,9 +143,7 @@ impl Faults {
         let rule = st
             .rates
             .iter()
-            .find(|r| {
-                (r.verb == "*" || r.verb == verb) && (r.resource == "*" || r.resource == resource)
-            })
+            .find(|r| matches(&r.verb, verb) && matches(&r.resource, resource))
             .cloned()?;
         let roll: f64 = st.rng.random();
         (roll < rule.rate).then(|| ApiError::injected(rule.code))
@@ -120,6 +153,7 @@ impl Faults {
         let st = self.lock();
         FaultsView {
             latency_ms: u64::try_from(st.latency.as_millis()).unwrap_or(u64::MAX),
+            latencies: st.latencies.clone(),
             error_rates: st.rates.clone(),
             outage_remaining_ms: st.outage_until.map(|t| {
                 u64::try_from(t.saturating_duration_since(Instant::now()).as_millis())
@@ -136,6 +170,9 @@ impl Faults {
         if let Some(ms) = req.latency_ms {
             self.set_latency(Duration::from_millis(ms));
         }
+        for r in &req.latencies {
+            self.set_latency_for(&r.verb, &r.resource, Duration::from_millis(r.ms));
+        }
         for r in &req.error_rates {
             self.set_error_rate(&r.verb, &r.resource, r.rate, r.code);
         }
@@ -148,6 +185,11 @@ impl Faults {
     }
 }
 
+/// A rule's verb or resource matches `actual` (`*` matches everything).
+fn matches(rule: &str, actual: &str) -> bool {
+    rule == "*" || rule == actual
+}
+
 /// Body of `POST /sandbox/v1/faults`; every field optional, applied in field order.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -155,6 +197,8 @@ pub(crate) struct FaultsRequest {
     #[serde(default)]
     pub clear: bool,
     pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub latencies: Vec<LatencyRule>,
     #[serde(default)]
     pub error_rates: Vec<ErrorRate>,
     pub outage_ms: Option<u64>,
@@ -167,6 +211,7 @@ pub(crate) struct FaultsRequest {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FaultsView {
     pub latency_ms: u64,
+    pub latencies: Vec<LatencyRule>,
     pub error_rates: Vec<ErrorRate>,
     pub outage_remaining_ms: Option<u64>,
 }

@@ -1,37 +1,52 @@
-//! HTTP front: routing, authentication, fault injection, authorization and the REST verbs.
+//! HTTP front: routing, authentication, fault injection, authorization, accounting and the REST verbs.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::{to_bytes, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rand::Rng;
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
-use crate::error::ApiError;
+use crate::accounting::{self, Accounting, Counters};
+use crate::error::{ApiError, FieldError};
 use crate::faults::{Faults, FaultsRequest};
 use crate::patch::{self, PatchKind};
 use crate::rbac::{self, Attributes, Rbac};
-use crate::resources::{self, ResourceDef, RESOURCES};
+use crate::resources::{Registry, ResourceDef, CRD};
 use crate::rules::{self, RuleOptions};
+use crate::schema::RuleEvaluator;
 use crate::selector::Selector;
 use crate::store::{EventType, Key, Store, Txn};
-use crate::{discovery, watch};
+use crate::{crd, discovery, watch};
 
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// State shared by all requests of one sandbox.
 pub(crate) struct Shared {
     pub store: Store,
+    pub registry: Registry,
     pub faults: Faults,
     pub rbac: Rbac,
     pub rules: RuleOptions,
+    pub accounting: Accounting,
+    pub evaluator: RwLock<Option<Arc<dyn RuleEvaluator>>>,
     pub bookmark_interval: Duration,
     pub server_address: String,
+}
+
+impl Shared {
+    fn evaluator(&self) -> Option<Arc<dyn RuleEvaluator>> {
+        self.evaluator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -53,6 +68,9 @@ type Params = HashMap<String, String>;
 #[derive(Debug)]
 pub(crate) struct ResourceRequest {
     pub res: usize,
+    pub def: Arc<ResourceDef>,
+    /// The version of the URL (objects are stored in the storage version).
+    pub version: String,
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub status: bool,
@@ -60,15 +78,40 @@ pub(crate) struct ResourceRequest {
 }
 
 impl ResourceRequest {
-    fn def(&self) -> &'static ResourceDef {
-        &RESOURCES[self.res]
-    }
     fn key(&self, name: &str) -> Key {
         (
             self.res,
             self.namespace.clone().unwrap_or_default(),
             name.to_string(),
         )
+    }
+
+    /// Resource with subresource, as RBAC, faults and accounting name it.
+    fn resource_name(&self) -> String {
+        if self.status {
+            format!("{}/status", self.def.plural)
+        } else {
+            self.def.plural.clone()
+        }
+    }
+
+    /// `apiVersion` answered to this request.
+    pub fn api_version(&self) -> String {
+        self.def.api_version(&self.version)
+    }
+
+    /// An object as this request's version shows it (the "None" conversion strategy).
+    pub fn present(&self, obj: &Value) -> Value {
+        let mut out = obj.clone();
+        self.present_in_place(&mut out);
+        out
+    }
+
+    pub fn present_in_place(&self, obj: &mut Value) {
+        let want = self.api_version();
+        if obj.get("apiVersion").and_then(Value::as_str) != Some(want.as_str()) {
+            obj["apiVersion"] = json!(want);
+        }
     }
 }
 
@@ -85,9 +128,10 @@ enum Route {
     Resource(ResourceRequest),
     Faults,
     Roles(String),
+    Requests,
 }
 
-fn parse_path(path: &str) -> Result<Route, ApiError> {
+fn parse_path(path: &str, registry: &Registry) -> Result<Route, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         [""] => return Ok(Route::Root),
@@ -97,6 +141,7 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
         ["apis"] => return Ok(Route::GroupList),
         ["apis", g] => return Ok(Route::Group((*g).to_string())),
         ["sandbox", "v1", "faults"] => return Ok(Route::Faults),
+        ["sandbox", "v1", "requests"] => return Ok(Route::Requests),
         ["sandbox", "v1", "roles", id] => return Ok(Route::Roles((*id).to_string())),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -126,11 +171,12 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
         [p, n, s] => (*p, Some((*n).to_string()), Some(*s)),
         _ => return Err(ApiError::no_route()),
     };
-    let res = resources::find(group, version, plural).ok_or_else(ApiError::no_route)?;
-    let def = &RESOURCES[res];
+    let (res, def) = registry
+        .find(group, version, plural)
+        .ok_or_else(ApiError::no_route)?;
     let status = match sub {
         None => false,
-        Some("status") if def.status => true,
+        Some("status") if def.has_status(version) => true,
         Some(_) => return Err(ApiError::no_route()),
     };
     if !def.namespaced && namespace.is_some() {
@@ -144,6 +190,8 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
     }
     Ok(Route::Resource(ResourceRequest {
         res,
+        def,
+        version: version.to_string(),
         namespace,
         name,
         status,
@@ -155,6 +203,96 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?.trim();
     (!token.is_empty()).then(|| token.to_string())
+}
+
+/// What accounting needs to know about a request.
+#[derive(Default)]
+struct RequestInfo {
+    /// An API request (not a sandbox control or health endpoint).
+    api: bool,
+    identity: String,
+    verb: String,
+    resource: String,
+    /// A watch waits for its accounting row before sending events.
+    watch_counters: Option<oneshot::Sender<Arc<Counters>>>,
+}
+
+/// Response warnings, recorded like apiserver's `WithWarningRecorder` filter: deduplicated,
+/// at most 4096 runes of text in all (then each warning is cut to 256 runes), one
+/// `Warning: 299 - "<text>"` header each.
+#[derive(Default)]
+pub(crate) struct Warnings {
+    recorded: HashSet<String>,
+    ordered: Vec<String>,
+    headers: Vec<String>,
+    written: usize,
+    truncating: bool,
+}
+
+const WARNING_TOTAL_RUNES: usize = 4 * 1024;
+const WARNING_ITEM_RUNES: usize = 256;
+
+/// `net.NewWarningHeader(299, "-", text)`: the text quoted, `\` and `"` escaped; control
+/// characters make it invalid.
+fn warning_header(text: &str) -> Option<String> {
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    Some(format!("299 - \"{escaped}\""))
+}
+
+fn truncate_runes(text: &str, n: usize) -> (String, usize) {
+    let len = text.chars().count();
+    if len > n {
+        (text.chars().take(n).collect(), n)
+    } else {
+        (text.to_string(), len)
+    }
+}
+
+impl Warnings {
+    pub fn add(&mut self, text: &str) {
+        if text.is_empty() || (self.written >= WARNING_TOTAL_RUNES && self.truncating) {
+            return;
+        }
+        if !self.recorded.insert(text.to_string()) {
+            return;
+        }
+        self.ordered.push(text.to_string());
+        let (text, runes) = if self.truncating {
+            truncate_runes(text, WARNING_ITEM_RUNES)
+        } else {
+            (text.to_string(), text.chars().count())
+        };
+        let Some(header) = warning_header(&text) else {
+            return;
+        };
+        if self.written + runes <= WARNING_TOTAL_RUNES || self.truncating {
+            self.written += runes;
+            self.headers.push(header);
+            return;
+        }
+        // Over the budget: start again with every warning cut short.
+        self.truncating = true;
+        self.written = 0;
+        self.headers.clear();
+        for w in &self.ordered {
+            let (t, runes) = truncate_runes(w, WARNING_ITEM_RUNES);
+            if let Some(h) = warning_header(&t) {
+                self.written += runes;
+                self.headers.push(h);
+            }
+        }
+    }
+
+    fn apply(&self, response: &mut Response) {
+        for h in &self.headers {
+            if let Ok(v) = HeaderValue::from_bytes(h.as_bytes()) {
+                response.headers_mut().append(header::WARNING, v);
+            }
+        }
+    }
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -169,7 +307,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let (path_identity, path) = split_identity_prefix(&path);
-    let response = match dispatch(
+    let mut info = RequestInfo::default();
+    let mut warnings = Warnings::default();
+    let mut response = match dispatch(
         &shared,
         &method,
         &path,
@@ -177,16 +317,477 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         &headers,
         path_identity.as_deref(),
         body,
+        &mut info,
+        &mut warnings,
     )
     .await
     {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    warnings.apply(&mut response);
+    if info.api {
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let counters = shared.accounting.record(accounting::Key {
+            identity: info.identity,
+            user_agent,
+            verb: info.verb,
+            resource: info.resource,
+            code: response.status().as_u16(),
+        });
+        if let Some(tx) = info.watch_counters.take() {
+            // The watch may be gone already; nothing to count then.
+            let _ = tx.send(counters);
+        }
+    }
     tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response
 }
 
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    path_identity: Option<&str>,
+    body: Bytes,
+    info: &mut RequestInfo,
+    warnings: &mut Warnings,
+) -> Result<Response, ApiError> {
+    if path.starts_with("/openapi") {
+        // Not served: kubectl with --validate=false does not need it.
+        return Ok((StatusCode::NOT_FOUND, "404 page not found\n").into_response());
+    }
+    let route = parse_path(path, &shared.registry);
+    // Sandbox controls and health are outside the API: no auth, no faults, not counted.
+    match &route {
+        Ok(Route::Health) => return Ok((StatusCode::OK, "ok").into_response()),
+        Ok(Route::Faults) => return faults_endpoint(shared, method, &body),
+        Ok(Route::Roles(identity)) => return roles_endpoint(shared, method, identity, &body),
+        Ok(Route::Requests) => return requests_endpoint(shared, method),
+        _ => {}
+    }
+    info.api = true;
+    // A bearer token wins over the path identity.
+    let identity = bearer(headers).or_else(|| path_identity.map(str::to_string));
+    info.identity = identity.clone().unwrap_or_default();
+    let verb = match &route {
+        Ok(Route::Resource(rr)) => {
+            info.resource = rr.resource_name();
+            verb_of(method, rr, params)
+        }
+        _ => {
+            info.resource = path.to_string();
+            Ok(method.as_str().to_lowercase())
+        }
+    };
+    info.verb = match &verb {
+        Ok(v) => v.clone(),
+        Err(_) => method.as_str().to_lowercase(),
+    };
+    if shared.faults.in_outage() {
+        return Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ));
+    }
+    let latency = shared.faults.latency() + shared.faults.latency_for(&info.verb, &info.resource);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let identity = identity.ok_or_else(ApiError::unauthorized)?;
+    let json = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    match route? {
+        Route::Root => json(json!({"paths": ["/api", "/api/v1", "/apis", "/version"]})),
+        Route::Version => json(discovery::version()),
+        Route::ApiVersions => json(discovery::api_versions(&shared.server_address)),
+        Route::GroupList => json(discovery::api_group_list(&shared.registry)),
+        Route::Group(g) => discovery::api_group(&shared.registry, &g)
+            .map_or_else(|| Err(ApiError::no_route()), json),
+        Route::ResourceList(g, v) => discovery::resource_list(&shared.registry, &g, &v)
+            .map_or_else(|| Err(ApiError::no_route()), json),
+        Route::Resource(rr) => {
+            let verb = verb?;
+            resource(
+                shared, &rr, &verb, params, headers, &body, &identity, info, warnings,
+            )
+        }
+        Route::Namespace(name) => namespace(shared, method, name.as_deref(), &identity),
+        Route::Health | Route::Faults | Route::Roles(_) | Route::Requests => {
+            Err(ApiError::no_route())
+        }
+    }
+}
+
+fn faults_endpoint(shared: &Shared, method: &Method, body: &[u8]) -> Result<Response, ApiError> {
+    if *method == Method::POST {
+        let req: FaultsRequest = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid faults request: {e}")))?;
+        shared.faults.apply_request(&req);
+    } else if *method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    let view = serde_json::to_value(shared.faults.snapshot())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// `GET` answers the counters, `DELETE` resets them (and answers them, zeroed).
+fn requests_endpoint(shared: &Shared, method: &Method) -> Result<Response, ApiError> {
+    if *method == Method::DELETE {
+        shared.accounting.reset();
+    } else if *method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    let rows = serde_json::to_value(shared.accounting.snapshot())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, &json!({"requests": rows})))
+}
+
+fn roles_endpoint(
+    shared: &Shared,
+    method: &Method,
+    identity: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if *method != Method::POST {
+        return Err(ApiError::method_not_allowed());
+    }
+    let yaml = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    shared
+        .rbac
+        .enforce(identity, yaml)
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"identity": identity, "enforced": true}),
+    ))
+}
+
+fn verb_of(method: &Method, rr: &ResourceRequest, params: &Params) -> Result<String, ApiError> {
+    let watch =
+        rr.watch_path || matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (method.as_str(), rr.name.is_some()) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    if rr.status && !matches!(verb, "get" | "update" | "patch") {
+        return Err(ApiError::method_not_allowed());
+    }
+    if rr.def.namespaced && rr.namespace.is_none() && !matches!(verb, "list" | "watch") {
+        return Err(ApiError::method_not_allowed());
+    }
+    Ok(verb.to_string())
+}
+
+/// `fieldValidation` of a write (Warn when absent, as on the real server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+/// Everything a write needs besides the store.
+pub(crate) struct WriteCtx<'a> {
+    shared: &'a Shared,
+    warnings: &'a mut Warnings,
+    field_validation: FieldValidation,
+    dry_run: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource(
+    shared: &Arc<Shared>,
+    rr: &ResourceRequest,
+    verb: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+    identity: &str,
+    info: &mut RequestInfo,
+    warnings: &mut Warnings,
+) -> Result<Response, ApiError> {
+    let def = &rr.def;
+    let rbac_resource = rr.resource_name();
+    if let Some(err) = shared.faults.injected_error(verb, &rbac_resource) {
+        return Err(err);
+    }
+    let selector = Selector::parse(
+        params.get("labelSelector").map(String::as_str),
+        params.get("fieldSelector").map(String::as_str),
+        &def.plural,
+    )?;
+    let name_for_rbac = rr.name.as_deref().or(selector.pinned_name());
+    let attrs = Attributes {
+        verb,
+        group: &def.group,
+        resource: &rbac_resource,
+        namespace: rr.namespace.as_deref(),
+        name: name_for_rbac,
+    };
+    if !shared.rbac.allows(identity, &attrs) {
+        return Err(ApiError::forbidden(
+            def,
+            rr.name.as_deref().unwrap_or(""),
+            &rbac::denial_reason(identity, &attrs),
+        ));
+    }
+    let mut ctx = WriteCtx {
+        shared,
+        warnings,
+        field_validation: match params.get("fieldValidation").map(String::as_str) {
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            _ => FieldValidation::Warn,
+        },
+        dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+    };
+    let name = rr.name.as_deref().unwrap_or("");
+    match verb {
+        "watch" => {
+            let (tx, rx) = oneshot::channel();
+            info.watch_counters = Some(tx);
+            watch::start(shared.clone(), rr, selector, params, rx)
+        }
+        "get" => {
+            let txn = shared.store.begin();
+            let obj = txn
+                .get(&rr.key(name))
+                .ok_or_else(|| ApiError::not_found(def, name))?;
+            Ok(json_response(StatusCode::OK, &rr.present(obj)))
+        }
+        "list" => {
+            let txn = shared.store.begin();
+            let items: Vec<Value> = txn
+                .list(rr.res, rr.namespace.as_deref())
+                .into_iter()
+                .filter(|o| selector.matches(o))
+                .map(|mut o| {
+                    rr.present_in_place(&mut o);
+                    o
+                })
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &list_doc(rr, txn.current_rv(), items),
+            ))
+        }
+        "create" => {
+            let obj = parse_object(body)?;
+            let mut txn = shared.store.begin();
+            let created = create(&mut txn, &mut ctx, rr, obj)?;
+            Ok(json_response(StatusCode::CREATED, &rr.present(&created)))
+        }
+        "update" => {
+            let obj = parse_object(body)?;
+            let mut txn = shared.store.begin();
+            update(&mut txn, &mut ctx, rr, name, obj)
+        }
+        "patch" => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = PatchKind::from_content_type(ct, def)?;
+            let mut txn = shared.store.begin();
+            patch(&mut txn, &mut ctx, rr, name, kind, body, params)
+        }
+        "delete" => {
+            let mut txn = shared.store.begin();
+            delete(&mut txn, &mut ctx, rr, name, body)
+        }
+        "deletecollection" => {
+            let mut txn = shared.store.begin();
+            let victims: Vec<Value> = txn
+                .list(rr.res, rr.namespace.as_deref())
+                .into_iter()
+                .filter(|o| selector.matches(o))
+                .collect();
+            let mut deleted = Vec::new();
+            for obj in victims {
+                let n = obj_name(&obj).to_string();
+                let gone = commit_delete(&mut txn, &ctx, rr, &n, obj);
+                deleted.push(rr.present(&gone));
+            }
+            let rv = txn.current_rv();
+            Ok(json_response(StatusCode::OK, &list_doc(rr, rv, deleted)))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn namespace_doc(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+}
+
+/// Read-only, implicit namespaces: `get` of any name succeeds; `list` shows those in use plus `default`.
+fn namespace(
+    shared: &Shared,
+    method: &Method,
+    name: Option<&str>,
+    identity: &str,
+) -> Result<Response, ApiError> {
+    if *method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    let verb = if name.is_some() { "get" } else { "list" };
+    let attrs = Attributes {
+        verb,
+        group: "",
+        resource: "namespaces",
+        namespace: None,
+        name,
+    };
+    if !shared.rbac.allows(identity, &attrs) {
+        let subject = match name {
+            Some(n) => format!("namespaces \"{n}\""),
+            None => "namespaces".to_string(),
+        };
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{subject} is forbidden: {}",
+                rbac::denial_reason(identity, &attrs)
+            ),
+        ));
+    }
+    if let Some(n) = name {
+        return Ok(json_response(StatusCode::OK, &namespace_doc(n)));
+    }
+    let namespaced: Vec<usize> = shared
+        .registry
+        .snapshot()
+        .into_iter()
+        .filter(|(_, d)| d.namespaced)
+        .map(|(i, _)| i)
+        .collect();
+    let txn = shared.store.begin();
+    let mut names: Vec<String> = vec!["default".into()];
+    for idx in namespaced {
+        for obj in txn.list(idx, None) {
+            if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+                names.push(ns.to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let items: Vec<Value> = names.iter().map(|n| namespace_doc(n)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": txn.current_rv().to_string()}, "items": items}),
+    ))
+}
+
+pub(crate) fn list_doc(rr: &ResourceRequest, rv: u64, items: Vec<Value>) -> Value {
+    json!({
+        "kind": rr.def.list_kind,
+        "apiVersion": rr.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    })
+}
+
+fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body).or_else(|_| {
+        // kubectl and other clients may send YAML; it is a superset of JSON.
+        patch::parse_apply_body(body)
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+fn obj_name(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn obj_rv(obj: &Value) -> &str {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn set_meta(obj: &mut Value, key: &str, value: Value) {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"][key] = value;
+}
+
+/// Checks the body's apiVersion/kind against the URL and fills them in when absent.
+fn check_type(rr: &ResourceRequest, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = rr.api_version();
+    let def = &rr.def;
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(av) if av != want_av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )))
+        }
+        _ => obj["apiVersion"] = json!(want_av),
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if k != def.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                def.kind
+            )))
+        }
+        _ => obj["kind"] = json!(def.kind),
+    }
+    Ok(())
+}
+
+/// Objects are kept in the storage version.
+fn to_storage_version(rr: &ResourceRequest, obj: &mut Value) {
+    obj["apiVersion"] = json!(rr.def.api_version(&rr.def.storage_version().name));
+}
+
+/// Checks the body's namespace against the URL and fills it in.
+fn check_namespace(rr: &ResourceRequest, obj: &mut Value) -> Result<(), ApiError> {
+    let body_ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    match (&rr.namespace, body_ns) {
+        (Some(url), Some(b)) if *url != b => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        (Some(url), _) => {
+            set_meta(obj, "namespace", json!(url));
+            Ok(())
+        }
+        (None, _) => {
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("namespace");
+            }
+            Ok(())
+        }
+    }
+}
 /// Prefix carrying the identity in the URL path, for clients (client-go/kubectl)
 /// that never send credentials over plain HTTP.
 pub(crate) const IDENTITY_PREFIX: &str = "/as/";
@@ -238,375 +839,68 @@ pub(crate) fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dispatch(
-    shared: &Arc<Shared>,
-    method: &Method,
-    path: &str,
-    params: &Params,
-    headers: &HeaderMap,
-    path_identity: Option<&str>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if path.starts_with("/openapi") {
-        // Not served: kubectl with --validate=false does not need it.
-        return Ok((StatusCode::NOT_FOUND, "404 page not found\n").into_response());
-    }
-    let route = parse_path(path);
-    // Sandbox controls and health are outside the API: no auth, no faults.
-    match &route {
-        Ok(Route::Health) => return Ok((StatusCode::OK, "ok").into_response()),
-        Ok(Route::Faults) => return faults_endpoint(shared, method, &body),
-        Ok(Route::Roles(identity)) => return roles_endpoint(shared, method, identity, &body),
-        _ => {}
-    }
-    if shared.faults.in_outage() {
-        return Err(ApiError::new(
-            503,
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-        ));
-    }
-    let latency = shared.faults.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    // A bearer token wins over the path identity; neither means 401.
-    let identity = bearer(headers)
-        .or_else(|| path_identity.map(str::to_string))
-        .ok_or_else(ApiError::unauthorized)?;
-    let json = |v: Value| Ok(json_response(StatusCode::OK, &v));
-    match route? {
-        Route::Root => json(json!({"paths": ["/api", "/api/v1", "/apis", "/version"]})),
-        Route::Version => json(discovery::version()),
-        Route::ApiVersions => json(discovery::api_versions(&shared.server_address)),
-        Route::GroupList => json(discovery::api_group_list()),
-        Route::Group(g) => discovery::api_group(&g).map_or_else(|| Err(ApiError::no_route()), json),
-        Route::ResourceList(g, v) => {
-            discovery::resource_list(&g, &v).map_or_else(|| Err(ApiError::no_route()), json)
-        }
-        Route::Resource(rr) => resource(shared, method, &rr, params, headers, &body, &identity),
-        Route::Namespace(name) => namespace(shared, method, name.as_deref(), &identity),
-        Route::Health | Route::Faults | Route::Roles(_) => Err(ApiError::no_route()),
-    }
-}
-
-fn faults_endpoint(shared: &Shared, method: &Method, body: &[u8]) -> Result<Response, ApiError> {
-    if *method == Method::POST {
-        let req: FaultsRequest = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid faults request: {e}")))?;
-        shared.faults.apply_request(&req);
-    } else if *method != Method::GET {
-        return Err(ApiError::method_not_allowed());
-    }
-    let view = serde_json::to_value(shared.faults.snapshot())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_response(StatusCode::OK, &view))
-}
-
-fn roles_endpoint(
-    shared: &Shared,
-    method: &Method,
-    identity: &str,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    if *method != Method::POST {
-        return Err(ApiError::method_not_allowed());
-    }
-    let yaml = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    shared
-        .rbac
-        .enforce(identity, yaml)
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"identity": identity, "enforced": true}),
-    ))
-}
-
-fn verb_of(
-    method: &Method,
+/// Decoding of a custom resource: the request version's schema prunes, drops non-nullable
+/// `null`s and defaults; each pruned field is a warning (or, with `fieldValidation=Strict`, a 400).
+fn decode_custom(
+    ctx: &mut WriteCtx<'_>,
     rr: &ResourceRequest,
-    params: &Params,
-) -> Result<&'static str, ApiError> {
-    let watch =
-        rr.watch_path || matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
-    let verb = match (method.as_str(), rr.name.is_some()) {
-        ("GET", _) if watch => "watch",
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", false) => "create",
-        ("PUT", true) => "update",
-        ("PATCH", true) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => return Err(ApiError::method_not_allowed()),
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    let Some(schema) = rr
+        .def
+        .served_version(&rr.version)
+        .and_then(|v| v.schema.clone())
+    else {
+        return Ok(());
     };
-    if rr.status && !matches!(verb, "get" | "update" | "patch") {
-        return Err(ApiError::method_not_allowed());
-    }
-    if rr.def().namespaced && rr.namespace.is_none() && !matches!(verb, "list" | "watch") {
-        return Err(ApiError::method_not_allowed());
-    }
-    Ok(verb)
-}
-
-fn resource(
-    shared: &Arc<Shared>,
-    method: &Method,
-    rr: &ResourceRequest,
-    params: &Params,
-    headers: &HeaderMap,
-    body: &[u8],
-    identity: &str,
-) -> Result<Response, ApiError> {
-    let def = rr.def();
-    let verb = verb_of(method, rr, params)?;
-    let rbac_resource = if rr.status {
-        format!("{}/status", def.plural)
-    } else {
-        def.plural.to_string()
-    };
-    if let Some(err) = shared.faults.injected_error(verb, &rbac_resource) {
-        return Err(err);
-    }
-    let selector = Selector::parse(
-        params.get("labelSelector").map(String::as_str),
-        params.get("fieldSelector").map(String::as_str),
-        def.plural,
-    )?;
-    let name_for_rbac = rr.name.as_deref().or(selector.pinned_name());
-    let attrs = Attributes {
-        verb,
-        group: def.group,
-        resource: &rbac_resource,
-        namespace: rr.namespace.as_deref(),
-        name: name_for_rbac,
-    };
-    if !shared.rbac.allows(identity, &attrs) {
-        return Err(ApiError::forbidden(
-            def,
-            rr.name.as_deref().unwrap_or(""),
-            &rbac::denial_reason(identity, &attrs),
-        ));
-    }
-    let dry_run = params.get("dryRun").is_some_and(|v| v == "All");
-    let name = rr.name.as_deref().unwrap_or("");
-    match verb {
-        "watch" => watch::start(shared.clone(), rr, selector, params),
-        "get" => {
-            let txn = shared.store.begin();
-            let obj = txn
-                .get(&rr.key(name))
-                .ok_or_else(|| ApiError::not_found(def, name))?;
-            Ok(json_response(StatusCode::OK, obj))
-        }
-        "list" => {
-            let txn = shared.store.begin();
-            let items: Vec<Value> = txn
-                .list(rr.res, rr.namespace.as_deref())
-                .into_iter()
-                .filter(|o| selector.matches(o))
+    let pruned = schema.coerce(obj);
+    match ctx.field_validation {
+        FieldValidation::Ignore => {}
+        FieldValidation::Strict if !pruned.is_empty() => {
+            // runtime.StrictDecodingError.
+            let list: Vec<String> = pruned
+                .iter()
+                .map(|p| format!("unknown field \"{p}\""))
                 .collect();
-            Ok(json_response(
-                StatusCode::OK,
-                &list_doc(def, txn.current_rv(), items),
-            ))
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
         }
-        "create" => {
-            let obj = parse_object(body)?;
-            let mut txn = shared.store.begin();
-            let created = create(&mut txn, rr, obj, dry_run)?;
-            Ok(json_response(StatusCode::CREATED, &created))
-        }
-        "update" => {
-            let obj = parse_object(body)?;
-            let mut txn = shared.store.begin();
-            update(&mut txn, shared.rules, rr, name, obj, dry_run)
-        }
-        "patch" => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind = PatchKind::from_content_type(ct, def)?;
-            let mut txn = shared.store.begin();
-            patch(
-                &mut txn,
-                shared.rules,
-                rr,
-                name,
-                kind,
-                body,
-                params,
-                dry_run,
-            )
-        }
-        "delete" => {
-            let mut txn = shared.store.begin();
-            delete(&mut txn, rr, name, body, dry_run)
-        }
-        "deletecollection" => {
-            let mut txn = shared.store.begin();
-            let victims: Vec<Value> = txn
-                .list(rr.res, rr.namespace.as_deref())
-                .into_iter()
-                .filter(|o| selector.matches(o))
-                .collect();
-            let mut deleted = Vec::new();
-            for obj in victims {
-                let n = obj_name(&obj).to_string();
-                deleted.push(commit_delete(&mut txn, rr, &n, obj, dry_run));
-            }
-            let rv = txn.current_rv();
-            Ok(json_response(StatusCode::OK, &list_doc(def, rv, deleted)))
-        }
-        _ => Err(ApiError::method_not_allowed()),
-    }
-}
-
-fn namespace_doc(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
-}
-
-/// Read-only, implicit namespaces: `get` of any name succeeds; `list` shows those in use plus `default`.
-fn namespace(
-    shared: &Shared,
-    method: &Method,
-    name: Option<&str>,
-    identity: &str,
-) -> Result<Response, ApiError> {
-    if *method != Method::GET {
-        return Err(ApiError::method_not_allowed());
-    }
-    let verb = if name.is_some() { "get" } else { "list" };
-    let attrs = Attributes {
-        verb,
-        group: "",
-        resource: "namespaces",
-        namespace: None,
-        name,
-    };
-    if !shared.rbac.allows(identity, &attrs) {
-        let subject = match name {
-            Some(n) => format!("namespaces \"{n}\""),
-            None => "namespaces".to_string(),
-        };
-        return Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!(
-                "{subject} is forbidden: {}",
-                rbac::denial_reason(identity, &attrs)
-            ),
-        ));
-    }
-    if let Some(n) = name {
-        return Ok(json_response(StatusCode::OK, &namespace_doc(n)));
-    }
-    let txn = shared.store.begin();
-    let mut names: Vec<String> = vec!["default".into()];
-    for idx in (0..RESOURCES.len()).filter(|i| RESOURCES[*i].namespaced) {
-        for obj in txn.list(idx, None) {
-            if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
-                names.push(ns.to_string());
+        _ => {
+            for p in &pruned {
+                // schemaCoercingDecoder: fmt.Errorf(`unknown field "%s"`, path).
+                ctx.warnings.add(&format!("unknown field \"{p}\""));
             }
         }
-    }
-    names.sort();
-    names.dedup();
-    let items: Vec<Value> = names.iter().map(|n| namespace_doc(n)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": txn.current_rv().to_string()}, "items": items}),
-    ))
-}
-
-pub(crate) fn list_doc(def: &ResourceDef, rv: u64, items: Vec<Value>) -> Value {
-    json!({
-        "kind": format!("{}List", def.kind),
-        "apiVersion": def.api_version(),
-        "metadata": {"resourceVersion": rv.to_string()},
-        "items": items,
-    })
-}
-
-fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body).or_else(|_| {
-        // kubectl and other clients may send YAML; it is a superset of JSON.
-        patch::parse_apply_body(body)
-    })?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
-    Ok(v)
-}
-
-fn obj_name(obj: &Value) -> &str {
-    obj.pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn obj_rv(obj: &Value) -> &str {
-    obj.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn set_meta(obj: &mut Value, key: &str, value: Value) {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = json!({});
-    }
-    obj["metadata"][key] = value;
-}
-
-/// Checks the body's apiVersion/kind against the URL and fills them in when absent.
-fn check_type(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
-    let want_av = def.api_version();
-    match obj.get("apiVersion").and_then(Value::as_str) {
-        Some(av) if av != want_av => {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({want_av})"
-            )))
-        }
-        _ => obj["apiVersion"] = json!(want_av),
-    }
-    match obj.get("kind").and_then(Value::as_str) {
-        Some(k) if k != def.kind => {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({k}) does not match the expected kind ({})",
-                def.kind
-            )))
-        }
-        _ => obj["kind"] = json!(def.kind),
     }
     Ok(())
 }
 
-/// Checks the body's namespace against the URL and fills it in.
-fn check_namespace(rr: &ResourceRequest, obj: &mut Value) -> Result<(), ApiError> {
-    let body_ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
-    match (&rr.namespace, body_ns) {
-        (Some(url), Some(b)) if *url != b => Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        )),
-        (Some(url), _) => {
-            set_meta(obj, "namespace", json!(url));
-            Ok(())
-        }
-        (None, _) => {
-            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("namespace");
-            }
-            Ok(())
-        }
+/// Validation of a custom resource write: the schema (ratcheting against `old`), then the
+/// `x-kubernetes-validations` evaluator if one is plugged in; all errors in one 422.
+fn validate_custom(
+    ctx: &WriteCtx<'_>,
+    rr: &ResourceRequest,
+    name: &str,
+    new: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(schema) = rr
+        .def
+        .served_version(&rr.version)
+        .and_then(|v| v.schema.clone())
+    else {
+        return Ok(());
+    };
+    let mut errs: Vec<FieldError> = schema.validate_object(new, old);
+    if let Some(evaluator) = ctx.shared.evaluator() {
+        errs.extend(schema.evaluate_rules(evaluator.as_ref(), new, old));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&rr.def, name, &errs))
     }
 }
 
@@ -641,13 +935,14 @@ pub(crate) fn now_rfc3339() -> String {
 
 fn create(
     txn: &mut Txn<'_>,
+    ctx: &mut WriteCtx<'_>,
     rr: &ResourceRequest,
     mut obj: Value,
-    dry_run: bool,
 ) -> Result<Value, ApiError> {
-    let def = rr.def();
-    check_type(def, &mut obj)?;
+    let def = &rr.def;
+    check_type(rr, &mut obj)?;
     check_namespace(rr, &mut obj)?;
+    decode_custom(ctx, rr, &mut obj)?;
     let mut name = obj_name(&obj).to_string();
     if name.is_empty() {
         if let Some(prefix) = obj
@@ -669,20 +964,73 @@ fn create(
     if txn.get(&rr.key(&name)).is_some() {
         return Err(ApiError::already_exists(def, &name));
     }
-    rules::prepare_create(rr.res, &mut obj, txn)?;
+    rules::prepare_create(rr.res, def, &rr.version, &mut obj, txn)?;
+    validate_custom(ctx, rr, &name, &obj, None)?;
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
     }
+    let crd_def = if rr.res == CRD {
+        let d = crd::resource_of(&ctx.shared.registry, &obj)?;
+        crd::prepare(&mut obj, &d, &now_rfc3339());
+        Some(d)
+    } else {
+        None
+    };
     set_meta(&mut obj, "uid", json!(new_uid()));
     set_meta(&mut obj, "creationTimestamp", json!(now_rfc3339()));
-    if dry_run {
+    to_storage_version(rr, &mut obj);
+    if ctx.dry_run {
         return Ok(obj);
     }
     let rv = txn.next_rv();
     set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
     txn.commit(rr.key(&name), rv, EventType::Added, obj.clone());
+    if let Some(d) = crd_def {
+        register(ctx.shared, txn, d);
+    }
     Ok(obj)
+}
+
+/// Serves the resource of a (new or changed) CRD and brings its stored objects to the new
+/// storage schema, as reading them back from etcd would (no new resourceVersion, no event).
+fn register(shared: &Shared, txn: &mut Txn<'_>, def: ResourceDef) {
+    let schema = def.storage_version().schema.clone();
+    let idx = shared.registry.upsert(def);
+    if let Some(schema) = schema {
+        txn.rewrite_all(idx, |obj| {
+            schema.coerce(obj);
+        });
+    }
+}
+
+/// Stops serving a deleted CRD's resource; its objects are deleted (with DELETED events).
+fn unregister(shared: &Shared, txn: &mut Txn<'_>, crd_obj: &Value) {
+    let group = crd_obj
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd_obj
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(idx) = shared.registry.index_of(group, plural) else {
+        return;
+    };
+    for mut obj in txn.list(idx, None) {
+        let key: Key = (
+            idx,
+            obj.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            obj_name(&obj).to_string(),
+        );
+        let rv = txn.next_rv();
+        set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
+        txn.commit(key, rv, EventType::Deleted, obj);
+    }
+    shared.registry.remove(group, plural);
 }
 
 /// Objects equal apart from resourceVersion/managedFields: the write is a no-op.
@@ -698,45 +1046,78 @@ fn same_content(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-/// Shared tail of update and patch: status separation, rules, no-op detection, commit.
+/// Shared tail of update and patch: status separation, rules, validation, no-op detection, commit.
 fn write_existing(
     txn: &mut Txn<'_>,
-    opts: RuleOptions,
+    ctx: &mut WriteCtx<'_>,
     rr: &ResourceRequest,
     name: &str,
     old: &Value,
     mut new: Value,
-    dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let def = rr.def();
+    let def = &rr.def;
     if rr.status {
-        rules::prepare_status_update(old, &mut new);
+        rules::prepare_status_update(rr.res, def, old, &mut new)?;
     } else {
-        rules::prepare_update(rr.res, old, &mut new, txn, opts)?;
+        rules::prepare_update(
+            rr.res,
+            def,
+            &rr.version,
+            old,
+            &mut new,
+            txn,
+            ctx.shared.rules,
+        )?;
     }
+    check_type(rr, &mut new)?;
+    to_storage_version(rr, &mut new);
+    validate_custom(ctx, rr, name, &new, Some(old))?;
+    let crd_def = if rr.res == CRD && !rr.status {
+        let d = crd::resource_of(&ctx.shared.registry, &new)?;
+        let old_group = old
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if d.group != old_group {
+            let reg = ctx.shared.registry.get(CRD);
+            let errs = [FieldError::invalid_value(
+                "spec.group",
+                &json!(d.group),
+                "field is immutable",
+            )];
+            return Err(match reg {
+                Some(r) => ApiError::invalid(&r, name, &errs),
+                None => ApiError::new(422, "Invalid", "spec.group: field is immutable"),
+            });
+        }
+        Some(d)
+    } else {
+        None
+    };
     if same_content(old, &new) {
-        return Ok(json_response(StatusCode::OK, old));
+        return Ok(json_response(StatusCode::OK, &rr.present(old)));
     }
-    check_type(def, &mut new)?;
-    if dry_run {
-        return Ok(json_response(StatusCode::OK, &new));
+    if ctx.dry_run {
+        return Ok(json_response(StatusCode::OK, &rr.present(&new)));
     }
     let rv = txn.next_rv();
     set_meta(&mut new, "resourceVersion", json!(rv.to_string()));
     txn.commit(rr.key(name), rv, EventType::Modified, new.clone());
-    Ok(json_response(StatusCode::OK, &new))
+    if let Some(d) = crd_def {
+        register(ctx.shared, txn, d);
+    }
+    Ok(json_response(StatusCode::OK, &rr.present(&new)))
 }
 
 fn update(
     txn: &mut Txn<'_>,
-    opts: RuleOptions,
+    ctx: &mut WriteCtx<'_>,
     rr: &ResourceRequest,
     name: &str,
     mut obj: Value,
-    dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let def = rr.def();
-    check_type(def, &mut obj)?;
+    let def = &rr.def;
+    check_type(rr, &mut obj)?;
     check_namespace(rr, &mut obj)?;
     match obj_name(&obj) {
         "" => set_meta(&mut obj, "name", json!(name)),
@@ -750,8 +1131,8 @@ fn update(
     let Some(old) = txn.get(&rr.key(name)).cloned() else {
         // Leases allow create-on-update, like the real LeaseStrategy.
         if def.plural == "leases" && !rr.status {
-            let created = create(txn, rr, obj, dry_run)?;
-            return Ok(json_response(StatusCode::CREATED, &created));
+            let created = create(txn, ctx, rr, obj)?;
+            return Ok(json_response(StatusCode::CREATED, &rr.present(&created)));
         }
         return Err(ApiError::not_found(def, name));
     };
@@ -759,21 +1140,20 @@ fn update(
     if !want.is_empty() && want != obj_rv(&old) {
         return Err(ApiError::conflict(def, name));
     }
-    write_existing(txn, opts, rr, name, &old, obj, dry_run)
+    decode_custom(ctx, rr, &mut obj)?;
+    write_existing(txn, ctx, rr, name, &old, obj)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn patch(
     txn: &mut Txn<'_>,
-    opts: RuleOptions,
+    ctx: &mut WriteCtx<'_>,
     rr: &ResourceRequest,
     name: &str,
     kind: PatchKind,
     body: &[u8],
     params: &Params,
-    dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let def = rr.def();
+    let def = &rr.def;
     if kind == PatchKind::Apply && params.get("fieldManager").is_none_or(|f| f.is_empty()) {
         return Err(ApiError::new(
             422,
@@ -788,12 +1168,13 @@ fn patch(
                 return Err(ApiError::bad_request("the request body must be an object"));
             }
             set_meta(&mut obj, "name", json!(name));
-            let created = create(txn, rr, obj, dry_run)?;
-            return Ok(json_response(StatusCode::CREATED, &created));
+            let created = create(txn, ctx, rr, obj)?;
+            return Ok(json_response(StatusCode::CREATED, &rr.present(&created)));
         }
         return Err(ApiError::not_found(def, name));
     };
-    let new = patch::apply(kind, &old, body)?;
+    // Patches apply to the object as the request's version shows it.
+    let mut new = patch::apply(kind, &rr.present(&old), body)?;
     if !new.is_object() {
         return Err(ApiError::new(
             422,
@@ -806,33 +1187,37 @@ fn patch(
     if !want.is_empty() && want != obj_rv(&old) {
         return Err(ApiError::conflict(def, name));
     }
-    write_existing(txn, opts, rr, name, &old, new, dry_run)
+    decode_custom(ctx, rr, &mut new)?;
+    write_existing(txn, ctx, rr, name, &old, new)
 }
 
 fn commit_delete(
     txn: &mut Txn<'_>,
+    ctx: &WriteCtx<'_>,
     rr: &ResourceRequest,
     name: &str,
     mut obj: Value,
-    dry_run: bool,
 ) -> Value {
-    if dry_run {
+    if ctx.dry_run {
         return obj;
     }
     let rv = txn.next_rv();
     set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
     txn.commit(rr.key(name), rv, EventType::Deleted, obj.clone());
+    if rr.res == CRD {
+        unregister(ctx.shared, txn, &obj);
+    }
     obj
 }
 
 fn delete(
     txn: &mut Txn<'_>,
+    ctx: &mut WriteCtx<'_>,
     rr: &ResourceRequest,
     name: &str,
     body: &[u8],
-    dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let def = rr.def();
+    let def = &rr.def;
     let old = txn
         .get(&rr.key(name))
         .cloned()
@@ -870,7 +1255,7 @@ fn delete(
             ));
         }
     }
-    let deleted = commit_delete(txn, rr, name, old, dry_run);
+    let deleted = commit_delete(txn, ctx, rr, name, old);
     if def.strategic {
         // Built-in types answer an immediate deletion with a Success Status.
         Ok(json_response(
@@ -884,7 +1269,42 @@ fn delete(
             }),
         ))
     } else {
-        Ok(json_response(StatusCode::OK, &deleted))
+        Ok(json_response(StatusCode::OK, &rr.present(&deleted)))
+    }
+}
+
+/// Creates or replaces a CustomResourceDefinition object (as `kubectl apply` would), serving
+/// its resource. Used for [`crate::SandboxConfig::crds`] and [`crate::Sandbox::register_crd`].
+pub(crate) fn apply_crd(shared: &Shared, mut obj: Value) -> Result<(), ApiError> {
+    let def = shared
+        .registry
+        .get(CRD)
+        .ok_or_else(|| ApiError::internal("the CustomResourceDefinition resource is not served"))?;
+    let name = obj_name(&obj).to_string();
+    let rr = ResourceRequest {
+        res: CRD,
+        def,
+        version: "v1".into(),
+        namespace: None,
+        name: Some(name.clone()),
+        status: false,
+        watch_path: false,
+    };
+    let mut warnings = Warnings::default();
+    let mut ctx = WriteCtx {
+        shared,
+        warnings: &mut warnings,
+        field_validation: FieldValidation::Warn,
+        dry_run: false,
+    };
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    let mut txn = shared.store.begin();
+    if txn.get(&rr.key(&name)).is_some() {
+        update(&mut txn, &mut ctx, &rr, &name, obj).map(|_| ())
+    } else {
+        create(&mut txn, &mut ctx, &rr, obj).map(|_| ())
     }
 }
 
@@ -894,9 +1314,11 @@ mod tests {
 
     #[test]
     fn paths() {
-        let Ok(Route::Resource(r)) =
-            parse_path("/api/v1/namespaces/ns/persistentvolumeclaims/a/status")
-        else {
+        let reg = Registry::new();
+        let Ok(Route::Resource(r)) = parse_path(
+            "/api/v1/namespaces/ns/persistentvolumeclaims/a/status",
+            &reg,
+        ) else {
             panic!("no resource route");
         };
         assert_eq!(
@@ -904,18 +1326,18 @@ mod tests {
             (Some("ns"), Some("a"), true)
         );
         assert!(matches!(
-            parse_path("/api/v1/persistentvolumeclaims"),
+            parse_path("/api/v1/persistentvolumeclaims", &reg),
             Ok(Route::Resource(_))
         ));
         assert!(matches!(
-            parse_path("/apis/storage.k8s.io/v1/storageclasses/x"),
+            parse_path("/apis/storage.k8s.io/v1/storageclasses/x", &reg),
             Ok(Route::Resource(_))
         ));
-        assert!(parse_path("/api/v1/namespaces/ns/secrets").is_err());
-        assert!(parse_path("/api/v1/namespaces/ns/pods/a/log").is_err());
-        assert!(parse_path("/apis/storage.k8s.io/v1/namespaces/ns/storageclasses").is_err());
+        assert!(parse_path("/api/v1/namespaces/ns/secrets", &reg).is_err());
+        assert!(parse_path("/api/v1/namespaces/ns/pods/a/log", &reg).is_err());
+        assert!(parse_path("/apis/storage.k8s.io/v1/namespaces/ns/storageclasses", &reg).is_err());
         assert!(matches!(
-            parse_path("/apis/postgresql.cnpg.io/v1"),
+            parse_path("/apis/postgresql.cnpg.io/v1", &reg),
             Ok(Route::ResourceList(..))
         ));
     }
@@ -929,5 +1351,27 @@ mod tests {
             (Some(id.to_string()), "/api/v1".to_string())
         );
         assert_eq!(split_identity_prefix("/api"), (None, "/api".to_string()));
+    }
+
+    #[test]
+    fn warnings_are_deduplicated_quoted_and_truncated() {
+        let mut w = Warnings::default();
+        w.add(r#"unknown field "spec.a""#);
+        w.add(r#"unknown field "spec.a""#);
+        w.add("back\\slash");
+        assert_eq!(
+            w.headers,
+            [
+                r#"299 - "unknown field \"spec.a\"""#,
+                r#"299 - "back\\slash""#
+            ]
+        );
+        let mut w = Warnings::default();
+        for i in 0..40 {
+            w.add(&format!("{i:03}{}", "x".repeat(297)));
+        }
+        // 4096 runes hold 13 warnings of 300; then all are cut to 256 runes and the rest dropped.
+        assert_eq!(w.headers.len(), 16);
+        assert!(w.headers.iter().all(|h| h.len() == 256 + 8));
     }
 }

@@ -12,14 +12,24 @@
 //! | `events.k8s.io/v1`       | `events`                 | namespaced |              |
 //! | `coordination.k8s.io/v1` | `leases`                 | namespaced |              |
 //! | `storage.k8s.io/v1`      | `storageclasses`         | cluster    |              |
+//! | `apiextensions.k8s.io/v1`| `customresourcedefinitions` | cluster | `status`     |
 //! | `postgresql.cnpg.io/v1`  | `clusters` (kind Cluster)| namespaced | `status`     |
+//! | any CRD registered       | from its manifest        | from it    | from it      |
+//!
+//! Custom resources are data: [`SandboxConfig::crds`], [`Sandbox::register_crd`] or a
+//! `customresourcedefinitions` create (e.g. `kubectl apply -f crd.yaml`) serve a resource
+//! with the CRD's names, versions, scope and status subresource, and every write is pruned,
+//! defaulted and validated against the served version's structural schema like the
+//! apiextensions-apiserver does (unknown fields answered with `Warning: 299` headers).
+//! Without a Cluster CRD, `clusters.postgresql.cnpg.io` is served schema-less (everything kept).
 //!
 //! Rules enforced like a real API server: one global resourceVersion; 409 on a
 //! stale update or a patch whose `metadata.resourceVersion` no longer matches;
 //! 422 when a JSON patch fails (including `test`); 415 for unknown patch types
 //! (strategic merge only on built-in types); status subresource separation;
-//! PVC spec immutability, no shrinking (422) and growth only with an
-//! expandable StorageClass (403); watches with replay from a bounded history,
+//! PVC spec immutability (only Bound claims change their request), no lowering
+//! to or below `status.capacity` (422), growth only with an expandable
+//! StorageClass (403), `allocatedResourceStatuses` values; watches with replay from a bounded history,
 //! `410 Gone` ERROR events, bookmarks, label and field selectors; RBAC from a
 //! Role manifest; every error is a `meta/v1 Status`. See `README.md` for the
 //! differences from a real server.
@@ -43,6 +53,11 @@
 //!   this order: `{"clear": true, "latencyMs": 200, "errorRates": [{"verb":
 //!   "patch", "resource": "persistentvolumeclaims", "rate": 1.0, "code": 500}],
 //!   "outageMs": 3000, "dropWatches": true}`. A rate of 0 removes that rule.
+//!   `"latencies": [{"verb": "update", "resource": "leases", "ms": 1500}]` adds a delay to
+//!   matching requests (after `latencyMs`, which delays every request).
+//! * `GET /sandbox/v1/requests` — request accounting: `{"requests": [{"identity", "userAgent",
+//!   "verb", "resource", "code", "count", "watchEvents", "watchBookmarks"}]}`;
+//!   `DELETE` resets it. Same as [`Sandbox::requests`] / [`Sandbox::reset_requests`].
 //! * `POST /sandbox/v1/roles/<identity>` — body: Role/ClusterRole YAML; same as
 //!   [`Sandbox::enforce_role`].
 //! * `GET /healthz`, `/livez`, `/readyz` — `ok`.
@@ -57,6 +72,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod accounting;
+mod crd;
 mod discovery;
 mod error;
 mod faults;
@@ -65,6 +82,7 @@ mod patch;
 mod rbac;
 mod resources;
 mod rules;
+mod schema;
 mod selector;
 mod store;
 mod watch;
@@ -79,9 +97,11 @@ use std::io::Write;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use error::ApiError;
-pub use faults::{ErrorRate, Faults};
+pub use accounting::RequestCount;
+pub use error::{go_value, ApiError, FieldError, FieldErrorKind};
+pub use faults::{ErrorRate, Faults, LatencyRule};
 pub use rbac::ADMIN;
+pub use schema::{RuleContext, RuleEvaluator};
 
 /// Settings of one sandbox.
 #[derive(Debug, Clone)]
@@ -94,10 +114,15 @@ pub struct SandboxConfig {
     pub bookmark_interval: Duration,
     /// Seed of the fault-injection RNG (error rates), for reproducible runs.
     pub fault_seed: u64,
-    /// Emulates the `RecoverVolumeExpansionFailure` feature gate (on by default since
-    /// Kubernetes 1.32): a PVC request may then be lowered while it stays above
-    /// `status.capacity`. Off by default: every decrease is rejected.
+    /// The `RecoverVolumeExpansionFailure` behaviour (GA since Kubernetes 1.34, on by default):
+    /// a PVC request may be lowered while it stays above `status.capacity`. Off: every
+    /// decrease is rejected (`field can not be less than previous value`, Kubernetes < 1.32).
     pub recover_volume_expansion_failure: bool,
+    /// CustomResourceDefinition manifests (YAML, several documents allowed, or JSON) served
+    /// from the start. One for `clusters.postgresql.cnpg.io` replaces the schema-less default.
+    pub crds: Vec<String>,
+    /// Evaluator of `x-kubernetes-validations` (CEL) rules; without one they are not checked.
+    pub rule_evaluator: Option<Arc<dyn RuleEvaluator>>,
 }
 
 impl Default for SandboxConfig {
@@ -107,7 +132,9 @@ impl Default for SandboxConfig {
             watch_history: 1000,
             bookmark_interval: Duration::from_secs(2),
             fault_seed: 0x5eed,
-            recover_volume_expansion_failure: false,
+            recover_volume_expansion_failure: true,
+            crds: Vec::new(),
+            rule_evaluator: None,
         }
     }
 }
@@ -129,14 +156,21 @@ impl Sandbox {
         let addr = listener.local_addr().context("reading the bound address")?;
         let shared = Arc::new(http::Shared {
             store: store::Store::new(config.watch_history),
+            registry: resources::Registry::new(),
             faults: Faults::new(config.fault_seed),
             rbac: rbac::Rbac::default(),
             rules: rules::RuleOptions {
                 recover_volume_expansion_failure: config.recover_volume_expansion_failure,
             },
+            accounting: accounting::Accounting::default(),
+            evaluator: std::sync::RwLock::new(config.rule_evaluator.clone()),
             bookmark_interval: config.bookmark_interval,
             server_address: addr.to_string(),
         });
+        for (i, manifest) in config.crds.iter().enumerate() {
+            register_manifest(&shared, manifest)
+                .with_context(|| format!("registering SandboxConfig::crds[{i}]"))?;
+        }
         let app = http::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -230,6 +264,32 @@ impl Sandbox {
         &self.shared.faults
     }
 
+    /// Creates or replaces the CustomResourceDefinition(s) in `manifest` (YAML or JSON text),
+    /// as `kubectl apply -f` would: the resource is served from now on.
+    pub fn register_crd(&self, manifest: &str) -> anyhow::Result<()> {
+        register_manifest(&self.shared, manifest)
+    }
+
+    /// Plugs in (or removes) the evaluator of `x-kubernetes-validations` rules.
+    pub fn set_rule_evaluator(&self, evaluator: Option<Arc<dyn RuleEvaluator>>) {
+        *self
+            .shared
+            .evaluator
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = evaluator;
+    }
+
+    /// Requests counted since the start (or the last [`Sandbox::reset_requests`]): one row per
+    /// identity, User-Agent, verb, resource (with subresource) and response code.
+    pub fn requests(&self) -> Vec<RequestCount> {
+        self.shared.accounting.snapshot()
+    }
+
+    /// Zeroes the request accounting.
+    pub fn reset_requests(&self) {
+        self.shared.accounting.reset();
+    }
+
     /// Closes open watches and stops serving.
     pub async fn shutdown(mut self) {
         self.stop_now();
@@ -255,6 +315,59 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+fn register_manifest(shared: &http::Shared, manifest: &str) -> anyhow::Result<()> {
+    for obj in crd::parse_manifests(manifest)? {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        http::apply_crd(shared, obj)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("registering CustomResourceDefinition {name:?}"))?;
+    }
+    Ok(())
+}
+
+/// Where the fork's Cluster CRD is, for tests that serve the real one (read it in place):
+/// `$CNPG_CLUSTER_CRD` if set, else `<workspace>/../shared/cnpg/postgresql.cnpg.io_clusters.yaml`,
+/// else `/work/shared/cnpg/postgresql.cnpg.io_clusters.yaml`. An error says where it looked.
+pub fn fork_cluster_crd_path() -> anyhow::Result<PathBuf> {
+    const FILE: &str = "shared/cnpg/postgresql.cnpg.io_clusters.yaml";
+    if let Some(p) = std::env::var_os("CNPG_CLUSTER_CRD") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        anyhow::bail!(
+            "CNPG_CLUSTER_CRD is set to {} but no such file exists",
+            p.display()
+        );
+    }
+    // This crate lives in <workspace>/crates/kube-sandbox.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let candidates = [
+        workspace.join("..").join(FILE),
+        Path::new("/work").join(FILE),
+    ];
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    anyhow::bail!(
+        "the fork's Cluster CRD was not found (looked at $CNPG_CLUSTER_CRD, {} and {}); set CNPG_CLUSTER_CRD to its path",
+        candidates[0].display(),
+        candidates[1].display()
+    )
+}
+
+/// The text of the fork's Cluster CRD (see [`fork_cluster_crd_path`]).
+pub fn fork_cluster_crd() -> anyhow::Result<String> {
+    let path = fork_cluster_crd_path()?;
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// For the CLI: serves until SIGINT/SIGTERM, printing the address; writes an admin kubeconfig.

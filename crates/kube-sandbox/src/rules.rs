@@ -5,15 +5,26 @@ use k8s_quantity::Quantity;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, FieldError};
-use crate::resources::{Generation, ResourceDef, PVC, RESOURCES, STORAGE_CLASS};
+use crate::resources::{Generation, ResourceDef, PVC, STORAGE_CLASS};
 use crate::store::Txn;
 
 /// Behaviour switches that differ between Kubernetes versions / feature gates.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RuleOptions {
-    /// `RecoverVolumeExpansionFailure`: allow lowering a request while it stays above `status.capacity`.
+    /// `RecoverVolumeExpansionFailure` (GA in 1.34): allow lowering a request while it stays
+    /// above `status.capacity`.
     pub recover_volume_expansion_failure: bool,
 }
+
+/// Values `status.allocatedResourceStatuses` accepts (`resizeStatusSet` of
+/// pkg/apis/core/validation/validation.go), in `sets.List` (sorted) order.
+const RESIZE_STATUSES: [&str; 5] = [
+    "ControllerResizeInProgress",
+    "ControllerResizeInfeasible",
+    "NodeResizeInProgress",
+    "NodeResizeInfeasible",
+    "NodeResizePending",
+];
 
 fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
@@ -92,19 +103,25 @@ fn require_object_spec(res: &ResourceDef, name: &str, obj: &Value) -> Result<(),
 }
 
 /// Resource-specific defaulting and validation on create (status of status-subresource types is reset).
-pub fn prepare_create(res_idx: usize, obj: &mut Value, txn: &Txn<'_>) -> Result<(), ApiError> {
-    let res = &RESOURCES[res_idx];
+pub fn prepare_create(
+    res_idx: usize,
+    res: &ResourceDef,
+    version: &str,
+    obj: &mut Value,
+    txn: &Txn<'_>,
+) -> Result<(), ApiError> {
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if res.status {
+    if res.has_status(version) {
         // The real strategies drop client-set status on create.
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }
-        if matches!(res.plural, "persistentvolumeclaims" | "pods") && res.group.is_empty() {
+        if matches!(res.plural.as_str(), "persistentvolumeclaims" | "pods") && res.group.is_empty()
+        {
             obj["status"] = json!({"phase": "Pending"});
         }
     }
@@ -187,14 +204,15 @@ fn without(obj: &Value, keys: &[&str]) -> Value {
 /// Prepares a write to the main resource: keeps the old status, bumps generation, validates.
 pub fn prepare_update(
     res_idx: usize,
+    res: &ResourceDef,
+    version: &str,
     old: &Value,
     new: &mut Value,
     txn: &Txn<'_>,
     opts: RuleOptions,
 ) -> Result<(), ApiError> {
-    let res = &RESOURCES[res_idx];
     carry_system_metadata(old, new);
-    if res.status {
+    if res.has_status(version) {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -205,7 +223,7 @@ pub fn prepare_update(
         }
     }
     if res_idx == PVC {
-        validate_pvc_update(old, new, txn, opts)?;
+        validate_pvc_update(res, old, new, txn, opts)?;
     }
     let changed = match res.generation {
         Generation::Fixed => false,
@@ -226,8 +244,16 @@ pub fn prepare_update(
     Ok(())
 }
 
-/// A write to `/status`: only `status` changes.
-pub fn prepare_status_update(old: &Value, new: &mut Value) {
+/// A write to `/status`: only `status` changes; PVC status values are validated.
+pub fn prepare_status_update(
+    res_idx: usize,
+    res: &ResourceDef,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    if res_idx == PVC {
+        validate_pvc_status(res, old, new)?;
+    }
     let status = new.get("status").cloned();
     let mut out = old.clone();
     match status {
@@ -239,15 +265,53 @@ pub fn prepare_status_update(old: &Value, new: &mut Value) {
         }
     }
     *new = out;
+    Ok(())
+}
+
+/// The `allocatedResourceStatuses` part of `ValidatePersistentVolumeClaimStatusUpdate`: keys are
+/// resource names (native ones must be `storage`), values one of [`RESIZE_STATUSES`]. Upstream
+/// reports a bad value under the path `status.allocatedResourceStatus` with the *key* as value.
+fn validate_pvc_status(res: &ResourceDef, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let Some(statuses) = new
+        .pointer("/status/allocatedResourceStatuses")
+        .and_then(Value::as_object)
+    else {
+        return Ok(());
+    };
+    let path = "status.allocatedResourceStatus";
+    let mut errs = Vec::new();
+    for (k, v) in statuses {
+        // validatePersistentVolumeClaimResourceKey: a native (unprefixed or kubernetes.io) name must be storage.
+        let native = !k.contains('/') || k.contains("kubernetes.io/");
+        if native && k != "storage" {
+            errs.push(FieldError::not_supported(
+                path,
+                &json!(k),
+                &["storage".to_string()],
+            ));
+        }
+        if !v.as_str().is_some_and(|s| RESIZE_STATUSES.contains(&s)) {
+            let supported: Vec<String> = RESIZE_STATUSES.iter().map(|s| s.to_string()).collect();
+            errs.push(FieldError::not_supported(path, &json!(k), &supported));
+        }
+    }
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = old
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Err(ApiError::invalid(res, name, &errs))
 }
 
 fn validate_pvc_update(
+    res: &ResourceDef,
     old: &Value,
     new: &mut Value,
     txn: &Txn<'_>,
     opts: RuleOptions,
 ) -> Result<(), ApiError> {
-    let res = &RESOURCES[PVC];
     let name = old
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -306,10 +370,12 @@ fn validate_pvc_update(
                 "field can not be less than previous value",
             ));
         } else {
+            // A missing capacity compares as zero, as the Go quantity does.
             let cap = old
                 .pointer("/status/capacity/storage")
                 .and_then(Value::as_str)
-                .and_then(parse_quantity);
+                .and_then(parse_quantity)
+                .or_else(|| parse_quantity("0"));
             if cap.is_none_or(|c| new_size <= c) {
                 errs.push(FieldError::forbidden(
                     "spec.resources.requests.storage",
@@ -322,15 +388,9 @@ fn validate_pvc_update(
         return Err(ApiError::invalid(res, &name, &errs));
     }
 
-    // PersistentVolumeClaimResize admission: growth needs an expandable StorageClass.
+    // PersistentVolumeClaimResize admission (after validation, so an unbound claim already got
+    // its 422 above): growth needs an expandable StorageClass.
     if new_size > old_size {
-        if !bound {
-            return Err(ApiError::forbidden(
-                res,
-                &name,
-                "Only bound persistent volume claims can be expanded",
-            ));
-        }
         let class = new["spec"]["storageClassName"].as_str().unwrap_or("");
         let expandable = !class.is_empty()
             && txn
@@ -355,7 +415,9 @@ mod tests {
 
     #[test]
     fn storage_quantities_are_exact_and_reported_like_the_api_server() {
-        let res = &RESOURCES[PVC];
+        let reg = crate::resources::Registry::new();
+        let res = reg.get(PVC).unwrap();
+        let res = &*res;
         let field = "spec.resources.requests[storage]";
         let parse = |q| parse_storage(res, "a", field, q);
         assert_eq!(parse(" 1Gi ").unwrap(), parse("1073741824").unwrap());

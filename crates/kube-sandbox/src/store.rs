@@ -108,6 +108,20 @@ impl Txn<'_> {
             .collect()
     }
 
+    /// Rewrites every stored object of `resource` in place, without a new resourceVersion or an
+    /// event (what a changed CRD schema does to objects read back from etcd).
+    pub fn rewrite_all(&mut self, resource: usize, mut f: impl FnMut(&mut Value)) {
+        let start = (resource, String::new(), String::new());
+        for (_, v) in self
+            .inner
+            .objects
+            .range_mut(start..)
+            .take_while(|((r, _, _), _)| *r == resource)
+        {
+            f(v);
+        }
+    }
+
     /// Assigns the next resourceVersion.
     pub fn next_rv(&mut self) -> u64 {
         self.inner.rv += 1;

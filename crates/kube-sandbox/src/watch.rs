@@ -12,10 +12,11 @@ use futures::channel::mpsc;
 use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::oneshot;
 
+use crate::accounting::Counters;
 use crate::error::ApiError;
 use crate::http::{ResourceRequest, Shared};
-use crate::resources::{ResourceDef, RESOURCES};
 use crate::selector::Selector;
 use crate::store::{Event, EventType};
 
@@ -26,6 +27,8 @@ struct Filter {
     res: usize,
     namespace: Option<String>,
     selector: Selector,
+    /// The watch's apiVersion when it differs from the storage version.
+    api_version: Option<String>,
 }
 
 impl Filter {
@@ -36,8 +39,22 @@ impl Filter {
         ns_ok && self.selector.matches(obj)
     }
 
+    /// The object as this watch's version shows it.
+    fn present(&self, obj: &Value) -> Value {
+        let mut out = obj.clone();
+        if let Some(av) = &self.api_version {
+            out["apiVersion"] = json!(av);
+        }
+        out
+    }
+
     /// The event this watcher sees, if any: selector transitions become ADDED/DELETED like on the real server.
     fn translate(&self, ev: &Event) -> Option<(EventType, Value)> {
+        let (kind, obj) = self.translate_raw(ev)?;
+        Some((kind, self.present(&obj)))
+    }
+
+    fn translate_raw(&self, ev: &Event) -> Option<(EventType, Value)> {
         if ev.resource != self.res {
             return None;
         }
@@ -56,20 +73,23 @@ impl Filter {
     }
 }
 
-fn line(kind: &str, object: &Value) -> Bytes {
+/// One event line and whether it is a BOOKMARK (for accounting).
+type Line = (Bytes, bool);
+
+fn line(kind: &str, object: &Value) -> Line {
     let mut s = json!({"type": kind, "object": object}).to_string();
     s.push('\n');
-    Bytes::from(s)
+    (Bytes::from(s), kind == "BOOKMARK")
 }
 
-fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
+fn bookmark(kind: &str, api_version: &str, rv: u64, initial_end: bool) -> Line {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     line(
         "BOOKMARK",
-        &json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta}),
+        &json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
     )
 }
 
@@ -87,8 +107,10 @@ pub(crate) fn start(
     rr: &ResourceRequest,
     selector: Selector,
     params: &HashMap<String, String>,
+    counters: oneshot::Receiver<Arc<Counters>>,
 ) -> Result<Response, ApiError> {
-    let def = &RESOURCES[rr.res];
+    let kind = rr.def.kind.clone();
+    let api_version = rr.api_version();
     let bookmarks = params
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true" || v == "1");
@@ -116,13 +138,15 @@ pub(crate) fn start(
             ));
         }
     }
+    let storage_av = rr.def.api_version(&rr.def.storage_version().name);
     let filter = Filter {
         res: rr.res,
         namespace: rr.namespace.clone(),
         selector,
+        api_version: (storage_av != api_version).then(|| api_version.clone()),
     };
 
-    let mut initial: Vec<Bytes> = Vec::new();
+    let mut initial: Vec<Line> = Vec::new();
     let (mut rx, start_rv, gone) = {
         let txn = shared.store.begin();
         let rx = txn.subscribe();
@@ -132,11 +156,11 @@ pub(crate) fn start(
         if synthetic {
             for obj in txn.list(rr.res, rr.namespace.as_deref()) {
                 if filter.visible(&obj) {
-                    initial.push(line("ADDED", &obj));
+                    initial.push(line("ADDED", &filter.present(&obj)));
                 }
             }
             if send_initial == Some("true") {
-                initial.push(bookmark(def, current, true));
+                initial.push(bookmark(&kind, &api_version, current, true));
             }
             (rx, current, false)
         } else {
@@ -167,7 +191,16 @@ pub(crate) fn start(
     let mut drops = shared.faults.drop_signal();
     drops.borrow_and_update();
     tokio::spawn(async move {
-        for chunk in initial {
+        // The accounting row arrives once the request is counted (dropped sender: not counted).
+        let counters = counters.await.ok();
+        let count = |bookmark: bool| {
+            if let Some(c) = &counters {
+                c.watch_event(bookmark);
+            }
+        };
+        // Counted before sending, so a client that saw an event sees it counted.
+        for (chunk, is_bookmark) in initial {
+            count(is_bookmark);
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
             }
@@ -182,7 +215,7 @@ pub(crate) fn start(
         ticker.tick().await;
         let mut last_rv = start_rv;
         loop {
-            let mut out: Vec<Bytes> = Vec::new();
+            let mut out: Vec<Line> = Vec::new();
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = drops.changed() => return,
@@ -210,7 +243,7 @@ pub(crate) fn start(
                         }
                     }
                     last_rv = last_rv.max(rv);
-                    out.push(bookmark(def, last_rv, false));
+                    out.push(bookmark(&kind, &api_version, last_rv, false));
                 }
                 ev = rx.recv() => match ev {
                     Ok(ev) if ev.rv > last_rv => {
@@ -224,7 +257,8 @@ pub(crate) fn start(
                     Err(RecvError::Lagged(_) | RecvError::Closed) => return,
                 },
             }
-            for chunk in out {
+            for (chunk, is_bookmark) in out {
+                count(is_bookmark);
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;
                 }

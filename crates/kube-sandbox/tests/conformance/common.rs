@@ -170,3 +170,101 @@ pub async fn raw(
         .expect("valid request");
     client.request_text(req).await
 }
+
+/// The fork's real Cluster CRD, read in place; a missing file fails the test.
+pub fn fork_crd() -> String {
+    kube_sandbox::fork_cluster_crd()
+        .unwrap_or_else(|e| panic!("the conformance tests need the fork's Cluster CRD: {e:#}"))
+}
+
+/// A sandbox serving the fork's Cluster CRD.
+pub async fn fork_sandbox() -> Sandbox {
+    sandbox_with(SandboxConfig {
+        bookmark_interval: Duration::from_millis(200),
+        crds: vec![fork_crd()],
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
+/// A plain HTTP/1.1 exchange over TCP, to see the exact status line and headers.
+pub struct RawResponse {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// Values of every header named `name` (case-insensitive), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("JSON body")
+    }
+}
+
+pub async fn raw_http(
+    sb: &Sandbox,
+    method: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(sb.addr())
+        .await
+        .expect("connect to the sandbox");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        sb.addr(),
+        body.len()
+    );
+    for (k, v) in extra_headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("send request");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read answer");
+    let text = String::from_utf8(buf).expect("UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let code = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    RawResponse {
+        code,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A fork Cluster manifest (`spec.instances` and `spec.storage.size` set).
+pub fn fork_cluster(name: &str) -> Value {
+    json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"instances": 3, "storage": {"size": "1Gi"}}
+    })
+}

@@ -246,7 +246,7 @@ async fn discovery_documents() {
     let sb = sandbox().await;
     let c = admin(&sb).await;
     let v = c.apiserver_version().await.unwrap();
-    assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "33"));
+    assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "36"));
     let discovery = kube::Discovery::new(c.clone()).run().await.unwrap();
     let (ar, caps) = discovery
         .resolve_gvk(&kube::api::GroupVersionKind::gvk(

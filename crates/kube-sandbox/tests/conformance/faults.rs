@@ -192,3 +192,72 @@ async fn faults_over_http() {
     .await;
     assert_status(&api_error(bad), 400, "BadRequest");
 }
+
+#[tokio::test]
+async fn latency_per_verb_and_resource_delays_only_matching_requests() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let sb = sandbox().await;
+    let c = admin(&sb).await;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(c.clone(), NS);
+    let lease: Lease =
+        from_json(json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}}));
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    sb.faults()
+        .set_latency_for("update", "leases", Duration::from_millis(1500));
+    let current = leases.get("l").await.unwrap();
+    let started = Instant::now();
+    let slow = tokio::spawn({
+        let leases = leases.clone();
+        async move { leases.replace("l", &PostParams::default(), &current).await }
+    });
+    // Requests that do not match are not delayed: they finish while the update waits.
+    leases.get("l").await.unwrap();
+    pvcs(&c).list(&ListParams::default()).await.unwrap();
+    assert!(
+        !slow.is_finished(),
+        "the update is held by its latency rule"
+    );
+    slow.await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+
+    // The same over HTTP; 0 ms removes a rule and the view shows the rules.
+    let body =
+        json!({"latencies": [{"verb": "get", "resource": "persistentvolumeclaims", "ms": 250}]});
+    let view = raw(
+        &c,
+        "POST",
+        "/sandbox/v1/faults",
+        "application/json",
+        &body.to_string(),
+    )
+    .await
+    .unwrap();
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(
+        view["latencies"],
+        json!([{"verb": "update", "resource": "leases", "ms": 1500}, {"verb": "get", "resource": "persistentvolumeclaims", "ms": 250}])
+    );
+    let body = json!({"latencies": [{"verb": "update", "resource": "leases", "ms": 0}]});
+    let view = raw(
+        &c,
+        "POST",
+        "/sandbox/v1/faults",
+        "application/json",
+        &body.to_string(),
+    )
+    .await
+    .unwrap();
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(
+        view["latencies"],
+        json!([{"verb": "get", "resource": "persistentvolumeclaims", "ms": 250}])
+    );
+    sb.faults().clear();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(
+            &raw(&c, "GET", "/sandbox/v1/faults", "", "").await.unwrap()
+        )
+        .unwrap()["latencies"],
+        json!([])
+    );
+}

@@ -244,7 +244,7 @@ async fn kubectl_sees_real_server_errors() {
     // kubectl words 422 answers as "The <Kind> "<name>" is invalid".
     k.fails(
         &["patch", "pvc", "fixed-pvc", "--type", "merge", "-p", shrink],
-        "The PersistentVolumeClaim \"fixed-pvc\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than previous value",
+        "The PersistentVolumeClaim \"fixed-pvc\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than status.capacity",
     )
     .await;
     k.fails(
@@ -318,4 +318,178 @@ async fn kubectl_watch_sees_a_change() {
     .await;
     let _ = child.kill().await;
     assert_eq!(seen, Ok(true), "kubectl get -w printed the MODIFIED event");
+}
+
+fn grow_patch(size: &str) -> String {
+    json!({"spec": {"resources": {"requests": {"storage": size}}}}).to_string()
+}
+
+#[tokio::test]
+async fn kubectl_sees_the_pvc_resize_rules() {
+    let sb = sandbox().await;
+    let c = admin(&sb).await;
+    storage_class(&c, "fast", Some(true)).await;
+    bound_pvc(&c, "bound", "1Gi", "fast").await;
+    let k = Kubectl::new(&sb, "admin");
+    let file = k.file(
+        "pending.json",
+        &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "pending"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}}),
+    );
+    k.ok(&["create", "-f", &file, "--validate=false"]).await;
+    k.fails(
+        &["patch", "pvc", "pending", "--type", "merge", "-p", &grow_patch("2Gi")],
+        "The PersistentVolumeClaim \"pending\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+    )
+    .await;
+    k.ok(&[
+        "patch",
+        "pvc",
+        "bound",
+        "--type",
+        "merge",
+        "-p",
+        &grow_patch("4Gi"),
+    ])
+    .await;
+    // Back to a value still above status.capacity (1Gi): accepted.
+    k.ok(&[
+        "patch",
+        "pvc",
+        "bound",
+        "--type",
+        "merge",
+        "-p",
+        &grow_patch("2Gi"),
+    ])
+    .await;
+    let got = k.json(&["get", "pvc", "bound"]).await;
+    assert_eq!(got["spec"]["resources"]["requests"]["storage"], "2Gi");
+    k.fails(
+        &["patch", "pvc", "bound", "--type", "merge", "-p", &grow_patch("1Gi")],
+        "The PersistentVolumeClaim \"bound\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than status.capacity",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kubectl_with_the_fork_cluster_crd() {
+    let sb = fork_sandbox().await;
+    let k = Kubectl::new(&sb, "admin");
+    let mut manifest = fork_cluster("pg");
+    manifest["spec"]["madeUp"] = json!(true);
+    let file = k.file("pg.json", &manifest);
+    // `--validate=false` is fieldValidation=Ignore for kubectl >= 1.25 (no warning then) and
+    // no parameter (Warn) for older ones: only the pruning is the same for both.
+    k.ok(&["create", "-f", &file, "--validate=false"]).await;
+    let got = k.json(&["get", "cluster", "pg"]).await;
+    assert!(got["spec"].get("madeUp").is_none(), "{got}");
+    // kubectl patch sends no fieldValidation: the server warns, kubectl prints each Warning header.
+    let out = k
+        .run(&[
+            "patch",
+            "cluster",
+            "pg",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"madeUp":true},"status":{"notInCrd":1}}"#,
+        ])
+        .await;
+    assert!(out.ok, "kubectl patch failed: {}", out.stderr);
+    for field in ["spec.madeUp", "status.notInCrd"] {
+        let line = format!("Warning: unknown field \"{field}\"");
+        assert!(
+            out.stderr.contains(&line),
+            "expected {line:?} in: {}",
+            out.stderr
+        );
+    }
+    let got = k.json(&["get", "cluster", "pg"]).await;
+    assert!(got["spec"].get("madeUp").is_none(), "{got}");
+    assert_eq!(
+        got["spec"]["replicationSlots"]["highAvailability"]["slotPrefix"],
+        "_cnpg_"
+    );
+    k.fails(
+        &["patch", "cluster", "pg", "--type", "merge", "-p", r#"{"spec":{"storage":{"resize":{"strategy":{"mode":"Recommend"}}}}}"#],
+        r#"spec.storage.resize.strategy.mode: Unsupported value: "Recommend": supported values: "Standard""#,
+    )
+    .await;
+    k.fails(
+        &["patch", "cluster", "pg", "--type", "merge", "-p", r#"{"spec":{"instances":"three"}}"#],
+        r#"The Cluster "pg" is invalid: spec.instances: Invalid value: "string": spec.instances in body must be of type integer: "string""#,
+    )
+    .await;
+    k.ok(&[
+        "patch",
+        "cluster",
+        "pg",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"storage":{"resize":{}}}}"#,
+    ])
+    .await;
+    let got = k.json(&["get", "cluster", "pg"]).await;
+    assert_eq!(got["spec"]["storage"]["resize"]["enabled"], false);
+}
+
+#[tokio::test]
+async fn kubectl_apply_registers_a_crd_then_creates_its_objects() {
+    let sb = sandbox().await;
+    let k = Kubectl::new(&sb, "admin");
+    let crd = k.file("crd.json", &crate::crd_schema::widget_crd());
+    let out = k.ok(&["apply", "-f", &crd, "--validate=false"]).await;
+    assert!(out.contains("created"), "{out}");
+    let crds = k.ok(&["get", "crd"]).await;
+    assert!(crds.contains("widgets.example.com"), "{crds}");
+    let widget = k.file(
+        "widget.json",
+        &json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"color": "blue", "extra": 1}}),
+    );
+    k.ok(&["create", "-f", &widget, "--validate=false"]).await;
+    let out = k
+        .run(&[
+            "patch",
+            "widget",
+            "w",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"extra":2}}"#,
+        ])
+        .await;
+    assert!(out.ok, "kubectl patch widget failed: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(r#"Warning: unknown field "spec.extra""#),
+        "{}",
+        out.stderr
+    );
+    let got = k.json(&["get", "widget", "w"]).await;
+    assert_eq!(got["spec"], json!({"color": "blue", "size": 3}));
+    k.fails(
+        &[
+            "patch",
+            "widget",
+            "w",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"color":"green"}}"#,
+        ],
+        r#"spec.color: Unsupported value: "green": supported values: "red", "blue""#,
+    )
+    .await;
+    k.ok(&["delete", "crd", "widgets.example.com"]).await;
+    let list = raw_http(
+        &sb,
+        "GET",
+        "/apis/example.com/v1/namespaces/ns/widgets",
+        &[("Authorization", "Bearer admin")],
+        "",
+    )
+    .await;
+    assert_eq!(list.code, 404, "{}", list.body);
 }

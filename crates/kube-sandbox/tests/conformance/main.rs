@@ -1,7 +1,9 @@
 //! Conformance tests: the sandbox driven by the real `kube` client and `kubectl`,
 //! proving each API-server rule it claims to enforce, failure answers included.
 
+mod accounting;
 mod common;
+mod crd_schema;
 mod crud;
 mod errors;
 mod faults;
