@@ -1,5 +1,6 @@
 //! HTTP front: routing, authentication, fault injection, authorization, accounting and the REST verbs.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -100,11 +101,16 @@ impl ResourceRequest {
         self.def.api_version(&self.version)
     }
 
-    /// An object as this request's version shows it (the "None" conversion strategy).
-    pub fn present(&self, obj: &Value) -> Value {
+    /// An object as this request's version shows it (the "None" conversion strategy);
+    /// borrowed when it is already in that version, which is the common case.
+    pub fn present<'v>(&self, obj: &'v Value) -> Cow<'v, Value> {
+        let want = self.api_version();
+        if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str()) {
+            return Cow::Borrowed(obj);
+        }
         let mut out = obj.clone();
-        self.present_in_place(&mut out);
-        out
+        out["apiVersion"] = json!(want);
+        Cow::Owned(out)
     }
 
     pub fn present_in_place(&self, obj: &mut Value) {
@@ -622,7 +628,7 @@ fn resource(
             for obj in victims {
                 let n = obj_name(&obj).to_string();
                 let gone = commit_delete(&mut txn, &ctx, rr, &n, obj);
-                deleted.push(rr.present(&gone));
+                deleted.push(rr.present(&gone).into_owned());
             }
             let rv = txn.current_rv();
             Ok(json_response(StatusCode::OK, &list_doc(rr, rv, deleted)))
@@ -1174,7 +1180,7 @@ fn patch(
         return Err(ApiError::not_found(def, name));
     };
     // Patches apply to the object as the request's version shows it.
-    let mut new = patch::apply(kind, &rr.present(&old), body)?;
+    let mut new = patch::apply(kind, rr.present(&old).as_ref(), body)?;
     if !new.is_object() {
         return Err(ApiError::new(
             422,

@@ -50,8 +50,11 @@ impl Filter {
 
     /// The event this watcher sees, if any: selector transitions become ADDED/DELETED like on the real server.
     fn translate(&self, ev: &Event) -> Option<(EventType, Value)> {
-        let (kind, obj) = self.translate_raw(ev)?;
-        Some((kind, self.present(&obj)))
+        let (kind, mut obj) = self.translate_raw(ev)?;
+        if let Some(av) = &self.api_version {
+            obj["apiVersion"] = json!(av);
+        }
+        Some((kind, obj))
     }
 
     fn translate_raw(&self, ev: &Event) -> Option<(EventType, Value)> {
