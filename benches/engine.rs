@@ -144,6 +144,7 @@ fn stats(total: u64, percent: u64) -> VolumeStats {
         inodes_total: 1_000_000,
         inodes_used: 20_000 + percent * 1000,
         inodes_free: 1_000_000 - 20_000 - percent * 1000,
+        growth_bytes_per_second: Some(1_000_000.0),
     }
 }
 
@@ -167,6 +168,7 @@ fn reports(instances: usize) -> BTreeMap<String, InstanceReport> {
                 data: Some(stats(100 * GIB, if hot { 85 } else { 62 })),
                 wal: Some(stats(20 * GIB, if hot { 91 } else { 40 })),
                 tablespaces,
+                age_seconds: Some(0.5),
                 wal_health: Some(WalHealth {
                     archive_healthy: true,
                     archiving_configured: true,
@@ -192,7 +194,7 @@ fn bench_decide(c: &mut Criterion) {
         let pvcs = pvcs(instances);
         let reports = reports(instances);
         let input = PlanInput {
-            cluster: &cluster,
+            source: cnpg_autoresize::api::source::Source::fork(&cluster),
             pvcs: &pvcs,
             instances: &reports,
             now: now(),

@@ -10,8 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A client from `--kubeconfig`, else the in-cluster service account.
-/// Returns the namespace the configuration names, if any.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
+/// Returns the namespace the configuration names, if any. `user_agent`
+/// names the pod in the API server's audit log and request accounting.
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    user_agent: Option<&str>,
+) -> anyhow::Result<(Client, String)> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -28,6 +32,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String
     // stall lease renewals and recovery.
     let mut config = config;
     config.default_retry = false;
+    if let Some(agent) = user_agent {
+        let value =
+            http::HeaderValue::from_str(agent).with_context(|| format!("user agent {agent:?}"))?;
+        config.headers.push((http::header::USER_AGENT, value));
+    }
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).context("building the Kubernetes client")?;
     Ok((client, namespace))

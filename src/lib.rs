@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod api;
 pub mod engine;
+pub mod http_client;
 pub mod kube_api;
 pub mod manager;
 pub mod metrics;

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 const VOLUME_LABELS: &[&str] = &["volume_type", "tablespace"];
+const NO_LABELS: &[&str] = &[];
 
 /// Labels of one volume: `volume_type`, and `tablespace` ("" unless tablespace).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +42,8 @@ pub struct DecisionMetrics {
     pub budget_remaining: Option<u32>,
     pub next_action_at: Option<jiff::Timestamp>,
     pub stuck: bool,
+    /// Recommend mode: the size a resize would have set.
+    pub recommended_bytes: Option<u64>,
 }
 
 pub struct Metrics {
@@ -58,9 +61,9 @@ pub struct Metrics {
     pub next_action_timestamp: GaugeVec,
     pub resizes_total: IntCounterVec,
     pub resize_stuck: IntGaugeVec,
-    pub archive_healthy: IntGauge,
-    pub pending_archive_files: IntGauge,
-    pub inactive_slots: IntGauge,
+    pub archive_healthy: IntGaugeVec,
+    pub pending_archive_files: IntGaugeVec,
+    pub inactive_slots: IntGaugeVec,
     pub slot_retention_bytes: IntGaugeVec,
     pub wal_health_up: IntGauge,
     pub is_leader: IntGauge,
@@ -68,7 +71,11 @@ pub struct Metrics {
     pub probe_duration: Histogram,
     pub wal_check_duration: Histogram,
     pub api_requests: IntCounterVec,
+    pub api_up: IntGauge,
+    pub watch_up: IntGaugeVec,
     pub actor_restarts: IntCounterVec,
+    pub growth: GaugeVec,
+    pub recommended: IntGaugeVec,
     known_slots: Mutex<BTreeSet<String>>,
 }
 
@@ -195,20 +202,24 @@ impl Metrics {
                 "1 when a resize has been in flight too long.",
                 v,
             )?,
-            archive_healthy: gauge(
+            // Label-less vectors: these disappear while WAL health is unknown.
+            archive_healthy: gauge_vec(
                 &r,
                 "cnpg_wal_archive_healthy",
-                "1 when WAL archiving is not failing.",
+                "1 when WAL archiving is not failing (absent while WAL health is unavailable).",
+                &[],
             )?,
-            pending_archive_files: gauge(
+            pending_archive_files: gauge_vec(
                 &r,
                 "cnpg_wal_pending_archive_files",
                 ".ready files waiting for archiving.",
+                &[],
             )?,
-            inactive_slots: gauge(
+            inactive_slots: gauge_vec(
                 &r,
                 "cnpg_wal_inactive_slots",
-                "Inactive physical replication slots.",
+                "Inactive physical replication slots, CloudNativePG's HA slots excepted.",
+                &[],
             )?,
             slot_retention_bytes: gauge_vec(
                 &r,
@@ -250,11 +261,34 @@ impl Metrics {
                 "Kubernetes API requests by verb, resource and HTTP code.",
                 &["verb", "resource", "code"],
             )?,
+            api_up: gauge(
+                &r,
+                "cnpg_autoresize_api_up",
+                "1 when the Kubernetes API server answered this pod's last request.",
+            )?,
+            watch_up: gauge_vec(
+                &r,
+                "cnpg_autoresize_watch_up",
+                "On the leader: 1 while the watch of a resource delivers, 0 while it keeps failing (RBAC, missing CRD).",
+                &["resource"],
+            )?,
             actor_restarts: counter_vec(
                 &r,
                 "cnpg_autoresize_actor_restarts_total",
-                "Actors restarted by their supervisor.",
+                "Actors restarted by their supervisor after a panic or a stop.",
                 &["actor"],
+            )?,
+            growth: float_gauge_vec(
+                &r,
+                "cnpg_disk_growth_bytes_per_second",
+                "Forecast growth of used bytes (least squares over 30 minutes); absent without a forecast.",
+                v,
+            )?,
+            recommended: gauge_vec(
+                &r,
+                "cnpg_disk_resize_recommended_bytes",
+                "Mode Recommend: the size a resize would set; absent otherwise.",
+                v,
             )?,
             known_slots: Mutex::new(BTreeSet::new()),
             registry: r,
@@ -297,6 +331,29 @@ impl Metrics {
             0.0
         };
         self.percent_used.with_label_values(&l).set(pct);
+        match stats.growth_bytes_per_second {
+            Some(rate) => self.growth.with_label_values(&l).set(rate),
+            None => {
+                let _ = self.growth.remove_label_values(&l);
+            }
+        }
+    }
+
+    /// A volume that cannot be read: its figures disappear rather than stay stale.
+    pub fn remove_volume(&self, labels: &VolumeLabels) {
+        let l = labels.values();
+        for g in [
+            &self.total_bytes,
+            &self.used_bytes,
+            &self.available_bytes,
+            &self.inodes_total,
+            &self.inodes_used,
+            &self.inodes_free,
+        ] {
+            let _ = g.remove_label_values(&l);
+        }
+        let _ = self.percent_used.remove_label_values(&l);
+        let _ = self.growth.remove_label_values(&l);
     }
 
     pub fn record_report(&self, report: &InstanceReport) {
@@ -311,35 +368,53 @@ impl Metrics {
         }
     }
 
-    /// WAL health gauges; `None` = unavailable (health_up 0, others kept).
-    pub fn record_wal_health(&self, health: Option<&WalHealth>) {
-        let Some(h) = health else {
-            self.wal_health_up.set(0);
-            return;
-        };
-        self.wal_health_up.set(1);
-        self.archive_healthy
-            .set(i64::from(h.archive_healthy || !h.archiving_configured));
-        self.pending_archive_files
-            .set(i64::try_from(h.pending_wal_files).unwrap_or(i64::MAX));
-        if !h.slots_known {
-            return;
-        }
-        self.inactive_slots.set(h.inactive_slots.len() as i64);
+    /// WAL health gauges; `None` = unavailable: health_up 0 and every other
+    /// WAL gauge removed (unknown is not "healthy" nor "no slots"). Slots
+    /// named with CloudNativePG's HA prefix are left out.
+    pub fn record_wal_health(&self, health: Option<&WalHealth>, ha_slot_prefix: &str) {
         let mut known = match self.known_slots.lock() {
             Ok(k) => k,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let current: BTreeSet<String> = h
+        let Some(h) = health else {
+            self.wal_health_up.set(0);
+            let _ = self.archive_healthy.remove_label_values(NO_LABELS);
+            let _ = self.pending_archive_files.remove_label_values(NO_LABELS);
+            let _ = self.inactive_slots.remove_label_values(NO_LABELS);
+            for gone in std::mem::take(&mut *known) {
+                let _ = self.slot_retention_bytes.remove_label_values(&[&gone]);
+            }
+            return;
+        };
+        self.wal_health_up.set(1);
+        self.archive_healthy
+            .with_label_values(NO_LABELS)
+            .set(i64::from(h.archive_healthy || !h.archiving_configured));
+        self.pending_archive_files
+            .with_label_values(NO_LABELS)
+            .set(i64::try_from(h.pending_wal_files).unwrap_or(i64::MAX));
+        if !h.slots_known {
+            // Unknown this round: drop the slot figures rather than keep old ones.
+            let _ = self.inactive_slots.remove_label_values(NO_LABELS);
+            for gone in std::mem::take(&mut *known) {
+                let _ = self.slot_retention_bytes.remove_label_values(&[&gone]);
+            }
+            return;
+        }
+        let slots: Vec<_> = h
             .inactive_slots
             .iter()
-            .map(|s| s.slot_name.clone())
+            .filter(|s| !crate::engine::is_ha_slot(&s.slot_name, ha_slot_prefix))
             .collect();
+        self.inactive_slots
+            .with_label_values(NO_LABELS)
+            .set(slots.len() as i64);
+        let current: BTreeSet<String> = slots.iter().map(|s| s.slot_name.clone()).collect();
         // Slots that became active or were dropped must disappear, not linger.
         for gone in known.difference(&current) {
             let _ = self.slot_retention_bytes.remove_label_values(&[gone]);
         }
-        for slot in &h.inactive_slots {
+        for slot in &slots {
             self.slot_retention_bytes
                 .with_label_values(&[&slot.slot_name])
                 .set(i64::try_from(slot.retention_bytes).unwrap_or(i64::MAX));
@@ -371,6 +446,35 @@ impl Metrics {
                 .with_label_values(&[l[0], l[1], reason.as_str()])
                 .set(i64::from(active));
         }
+        match d.recommended_bytes {
+            Some(bytes) => self
+                .recommended
+                .with_label_values(&l)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX)),
+            None => {
+                let _ = self.recommended.remove_label_values(&l);
+            }
+        }
+    }
+
+    /// A decision the leader no longer publishes (or no leader answers):
+    /// its gauges go, rather than stay at their last value.
+    pub fn remove_decision(&self, labels: &VolumeLabels) {
+        let l = labels.values();
+        for g in [
+            &self.at_limit,
+            &self.resize_stuck,
+            &self.budget_remaining,
+            &self.recommended,
+        ] {
+            let _ = g.remove_label_values(&l);
+        }
+        let _ = self.next_action_timestamp.remove_label_values(&l);
+        for reason in Reason::ALL {
+            let _ = self
+                .resize_blocked
+                .remove_label_values(&[l[0], l[1], reason.as_str()]);
+        }
     }
 
     pub fn count_resize(&self, labels: &VolumeLabels, success: bool) {
@@ -389,9 +493,12 @@ impl Metrics {
         }
     }
 
+    /// Counts one API request; code 0 = no answer. Any answer below 500
+    /// means the API server is reachable.
     pub fn count_api(&self, verb: &str, resource: &str, code: u16) {
         self.api_requests
             .with_label_values(&[verb, resource, &code.to_string()])
             .inc();
+        self.api_up.set(i64::from(code != 0 && code < 500));
     }
 }

@@ -1,10 +1,13 @@
-//! DiskProbe: measures each volume this instance mounts with `statvfs(2)`
-//! and publishes the figures to the status channel and the metrics.
+//! DiskProbe: measures each volume this instance mounts with `statvfs(2)`,
+//! keeps the growth forecast of each, and publishes the figures to the
+//! status channel and the metrics. A path that cannot be read makes that
+//! volume's report and gauges absent, never stale.
 
 use super::status::StatusPublisher;
-use super::supervision::Liveness;
+use super::supervision::{injected_panic, Lifeline, Liveness};
 use crate::api::cluster::VolumeType;
 use crate::api::report::VolumeStats;
+use crate::engine::forecast::GrowthWindow;
 use crate::metrics::{Metrics, VolumeLabels};
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +38,7 @@ pub struct ProbeSettings {
 
 /// Above this usage a volume is probed four times as often: a filling disk
 /// must reach the planner fast, an idle one costs nothing.
-const FAST_PROBE_PERCENT: f64 = 70.0;
+const FAST_PROBE_PERCENT: u64 = 70;
 
 pub struct DiskProbe {
     targets: Vec<ProbeTarget>,
@@ -43,8 +46,12 @@ pub struct DiskProbe {
     status: StatusPublisher,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
-    last_percent: HashMap<PathBuf, f64>,
+    /// The forecast's time origin (monotonic).
+    origin: Instant,
+    growth: HashMap<PathBuf, GrowthWindow>,
+    last_used: HashMap<PathBuf, u64>,
     failing: HashMap<PathBuf, String>,
+    _lifeline: Lifeline,
 }
 
 impl DiskProbe {
@@ -54,6 +61,7 @@ impl DiskProbe {
         status: StatusPublisher,
         metrics: Arc<Metrics>,
         liveness: Arc<Liveness>,
+        lifeline: Lifeline,
     ) -> Self {
         DiskProbe {
             targets,
@@ -61,8 +69,11 @@ impl DiskProbe {
             status,
             metrics,
             liveness,
-            last_percent: HashMap::new(),
+            origin: Instant::now(),
+            growth: HashMap::new(),
+            last_used: HashMap::new(),
             failing: HashMap::new(),
+            _lifeline: lifeline,
         }
     }
 
@@ -77,6 +88,7 @@ impl DiskProbe {
 
     /// Probes every volume once; returns the delay until the next probe.
     fn probe(&mut self) -> Duration {
+        injected_panic("disk_probe");
         let started = Instant::now();
         let mut data = None;
         let mut wal = None;
@@ -84,14 +96,17 @@ impl DiskProbe {
         let mut hurry = false;
         for target in self.targets.clone() {
             match self.measure(&target) {
-                Ok(stats) => {
+                Ok(mut stats) => {
                     if self.failing.remove(&target.path).is_some() {
                         tracing::info!(path = %target.path.display(), "volume readable again");
                     }
+                    let window = self.growth.entry(target.path.clone()).or_default();
+                    window.push(started.duration_since(self.origin), stats.used_bytes);
+                    stats.growth_bytes_per_second = window.rate();
                     self.metrics.record_volume(&target.labels(), &stats);
-                    let pct = stats.percent_used_rounded() as f64;
-                    let previous = self.last_percent.insert(target.path.clone(), pct);
-                    hurry |= pct >= FAST_PROBE_PERCENT || previous.is_some_and(|p| pct > p);
+                    let previous = self.last_used.insert(target.path.clone(), stats.used_bytes);
+                    hurry |= stats.percent_used_rounded() >= FAST_PROBE_PERCENT
+                        || previous.is_some_and(|p| stats.used_bytes > p);
                     match (&target.volume_type, &target.tablespace) {
                         (VolumeType::Data, _) => data = Some(stats),
                         (VolumeType::Wal, _) => wal = Some(stats),
@@ -102,8 +117,11 @@ impl DiskProbe {
                     }
                 }
                 Err(e) => {
-                    // Left out of the report: the planner then sees no status
-                    // for this volume rather than stale figures. Logged once.
+                    // Absent, not stale: the planner sees no status for this
+                    // volume, the gauges disappear, the forecast restarts.
+                    self.metrics.remove_volume(&target.labels());
+                    self.growth.remove(&target.path);
+                    self.last_used.remove(&target.path);
                     let message = e.to_string();
                     if self
                         .failing
@@ -116,8 +134,7 @@ impl DiskProbe {
                 }
             }
         }
-        self.status
-            .set_disks(data, wal, tablespaces, jiff::Timestamp::now());
+        self.status.set_disks(data, wal, tablespaces, started);
         self.metrics
             .probe_duration
             .observe(started.elapsed().as_secs_f64());
@@ -143,6 +160,7 @@ pub fn from_fs(s: cnpg_fsstat::FsStats) -> VolumeStats {
         inodes_total: s.inodes_total,
         inodes_used: s.inodes_used,
         inodes_free: s.inodes_free,
+        growth_bytes_per_second: None,
     }
 }
 
@@ -154,15 +172,5 @@ impl Actor for DiskProbe {
             self.metrics.init_resize_counters(&target.labels());
         }
         self.schedule(ctx);
-    }
-}
-
-impl Supervised for DiskProbe {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(actor = "disk_probe", "restarting");
-        self.metrics
-            .actor_restarts
-            .with_label_values(&["disk_probe"])
-            .inc();
     }
 }

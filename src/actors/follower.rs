@@ -1,17 +1,20 @@
 //! Every pod exports decision metrics about its own volumes. The decisions
 //! come from the leader: locally when this pod leads, otherwise from the
-//! leader's `/v1/decisions` long-poll.
+//! leader's `/v1/decisions` long-poll, whose answers also tell the Leader
+//! actor that the leader lives (so followers need not read the Lease).
 
-use super::leader::Leadership;
+use super::leader::{LeaderEvidence, Leadership};
 use super::planner::feed::{DecisionFeed, InstanceDecisions};
+use super::status::{LeaderHints, VolumeKey};
 use crate::api::cluster::{AutoResizeEvent, ResizeResult};
+use crate::http_client::{get_json, Backoff};
 use crate::kube_api::observed;
 use crate::metrics::{Metrics, VolumeLabels};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub struct Follower {
@@ -19,54 +22,89 @@ pub struct Follower {
     pub http_port: u16,
     pub pods: Api<Pod>,
     pub metrics: Arc<Metrics>,
+    pub hints: LeaderHints,
     pub leadership: watch::Receiver<Leadership>,
+    pub evidence: watch::Sender<LeaderEvidence>,
     pub local_feed: watch::Receiver<DecisionFeed>,
+    /// How long one long-poll waits (the renew interval: the leader's
+    /// answers double as proof of life).
+    pub poll_wait: Duration,
+    /// Without an answer for this long, decision gauges are removed
+    /// rather than exported stale (3 lease durations).
+    pub forget_after: Duration,
     /// Journal entries older than this are history, not news: counters
     /// count resizes observed while this process runs.
     pub started: jiff::Timestamp,
 }
 
-/// Applies decisions to the metrics, counting each journal entry once.
+/// Applies decisions to the metrics, counting each journal entry once, and
+/// removing the gauges of decisions no longer published.
 pub struct Applier {
     metrics: Arc<Metrics>,
+    hints: LeaderHints,
     started: jiff::Timestamp,
-    counted: HashSet<(String, String, String)>,
-    last: Option<InstanceDecisions>,
+    counted: HashSet<(String, jiff::Timestamp, String)>,
+    applied: BTreeSet<VolumeLabels>,
+    last: Option<(InstanceDecisions, String)>,
 }
 
 impl Applier {
-    pub fn new(metrics: Arc<Metrics>, started: jiff::Timestamp) -> Self {
+    pub fn new(metrics: Arc<Metrics>, hints: LeaderHints, started: jiff::Timestamp) -> Self {
         Applier {
             metrics,
+            hints,
             started,
             counted: HashSet::new(),
+            applied: BTreeSet::new(),
             last: None,
         }
     }
 
-    pub fn apply(&mut self, mine: &InstanceDecisions) {
-        if self.last.as_ref() == Some(mine) {
+    pub fn apply(&mut self, mine: &InstanceDecisions, ha_slot_prefix: &str) {
+        if self.last.as_ref() == Some(&(mine.clone(), ha_slot_prefix.to_string())) {
             return;
         }
+        let mut now_applied = BTreeSet::new();
+        let mut thresholds: HashMap<VolumeKey, _> = HashMap::new();
         for v in &mine.volumes {
-            self.metrics.record_decision(&v.labels(), &v.metrics());
+            let labels = v.labels();
+            self.metrics.record_decision(&labels, &v.metrics());
+            if let Some(t) = v.thresholds {
+                thresholds.insert((v.summary.volume_type, v.summary.tablespace.clone()), t);
+            }
+            now_applied.insert(labels);
         }
+        for gone in self.applied.difference(&now_applied) {
+            self.metrics.remove_decision(gone);
+        }
+        self.applied = now_applied;
+        self.hints.set(thresholds, ha_slot_prefix);
         for e in &mine.events {
             self.count(e);
         }
-        self.last = Some(mine.clone());
+        self.last = Some((mine.clone(), ha_slot_prefix.to_string()));
+    }
+
+    /// No leader has answered for too long: export nothing rather than stale.
+    pub fn forget(&mut self) {
+        if self.applied.is_empty() {
+            return;
+        }
+        tracing::warn!("no decisions from a leader for too long; decision metrics removed");
+        for labels in std::mem::take(&mut self.applied) {
+            self.metrics.remove_decision(&labels);
+        }
+        self.last = None;
     }
 
     fn count(&mut self, e: &AutoResizeEvent) {
-        let recent = e.timestamp.parse::<jiff::Timestamp>().is_ok_and(|t| {
-            t >= self
-                .started
-                .round(jiff::Unit::Second)
-                .unwrap_or(self.started)
-                - jiff::SignedDuration::from_secs(1)
-        });
-        let key = (e.pvc_name.clone(), e.timestamp.clone(), e.new_size.clone());
-        if recent && self.counted.insert(key) {
+        let since = self
+            .started
+            .round(jiff::Unit::Second)
+            .unwrap_or(self.started)
+            - jiff::SignedDuration::from_secs(1);
+        let key = (e.pvc_name.clone(), e.timestamp, e.new_size.clone());
+        if e.timestamp >= since && self.counted.insert(key) {
             let labels = VolumeLabels::new(e.volume_type, e.tablespace.as_deref());
             self.metrics
                 .count_resize(&labels, e.result == ResizeResult::Success);
@@ -74,19 +112,28 @@ impl Applier {
     }
 }
 
+/// Largest decision feed a follower accepts from a leader.
+const MAX_FEED_BYTES: usize = 4 << 20;
+
 impl Follower {
     pub async fn run(mut self) {
-        let mut applier = Applier::new(self.metrics.clone(), self.started);
+        let mut applier = Applier::new(self.metrics.clone(), self.hints.clone(), self.started);
         let http = reqwest::Client::new();
         let mut after = 0u64;
         let mut leader_url: Option<(String, String)> = None;
+        let mut backoff = Backoff::new(Duration::from_millis(250), self.forget_after / 3);
+        let mut last_answer = Instant::now();
         loop {
+            if last_answer.elapsed() > self.forget_after {
+                applier.forget();
+            }
             let leadership = self.leadership.borrow().clone();
             if leadership.is_leader {
                 let feed = self.local_feed.borrow_and_update().clone();
                 if let Some(mine) = feed.instances.get(&self.pod_name) {
-                    applier.apply(mine);
+                    applier.apply(mine, &feed.ha_slot_prefix);
                 }
+                last_answer = Instant::now();
                 tokio::select! {
                     _ = self.local_feed.changed() => {}
                     _ = self.leadership.changed() => {}
@@ -108,37 +155,49 @@ impl Follower {
                     }
                     None => {
                         let _ =
-                            tokio::time::timeout(Duration::from_secs(1), self.leadership.changed())
-                                .await;
+                            tokio::time::timeout(backoff.next_delay(), self.leadership.changed()).await;
                         continue;
                     }
                 },
             };
-            let request = http
-                .get(&url)
-                .query(&[
-                    ("instance", self.pod_name.as_str()),
-                    ("wait", "10"),
-                    ("after", &after.to_string()),
-                ])
-                .timeout(Duration::from_secs(12));
+            let wait = format!("{:.3}", self.poll_wait.as_secs_f64());
+            let after_text = after.to_string();
+            let query = [
+                ("instance", self.pod_name.as_str()),
+                ("wait", wait.as_str()),
+                ("after", after_text.as_str()),
+            ];
+            let request = get_json::<DecisionFeed>(
+                &http,
+                &url,
+                &query,
+                self.poll_wait + Duration::from_secs(2),
+                MAX_FEED_BYTES,
+            );
             let answer = tokio::select! {
-                r = request.send() => match r {
-                    Ok(resp) if resp.status().is_success() => resp.json::<DecisionFeed>().await.ok(),
-                    _ => None,
-                },
+                r = request => r,
                 _ = self.leadership.changed() => continue,
             };
             match answer {
-                Some(feed) => {
+                Ok(feed) if feed.leader == holder => {
+                    backoff.reset();
+                    last_answer = Instant::now();
+                    let _ = self.evidence.send(Some((holder.clone(), last_answer)));
                     after = feed.version;
-                    if let Some(mine) = feed.instances.get(&self.pod_name) {
-                        applier.apply(mine);
-                    }
+                    let mine = feed
+                        .instances
+                        .get(&self.pod_name)
+                        .cloned()
+                        .unwrap_or_default();
+                    applier.apply(&mine, &feed.ha_slot_prefix);
                 }
-                None => {
+                other => {
+                    if let Err(error) = &other {
+                        tracing::debug!(%error, leader = %holder, "leader did not answer");
+                    }
+                    // Look the leader up again, later: a new pod IP, or a new leader.
                     leader_url = None;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = tokio::time::timeout(backoff.next_delay(), self.leadership.changed()).await;
                 }
             }
         }

@@ -1,8 +1,15 @@
 //! Leader: holds the cluster's `coordination.k8s.io/v1` Lease so exactly one
 //! pod plans at a time. Expiry is judged by local observation (how long the
 //! record stayed unchanged), never by comparing clocks across pods.
+//!
+//! API cost: the leader renews with one `update` per renew interval (it
+//! keeps the Lease it last wrote). A follower reads the Lease only while the
+//! leader does not answer it over HTTP: the leader's `/v1/decisions`
+//! long-poll, which every follower keeps open anyway, is the evidence that
+//! the leader lives, so a healthy cluster of any size costs the API server
+//! the leader's renewals and nothing per follower.
 
-use super::supervision::{ApiReachability, Liveness};
+use super::supervision::{injected_panic, Lifeline, Liveness};
 use crate::kube_api::{is_status, observed};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -21,12 +28,24 @@ pub struct LeaderSettings {
     pub renew_interval: Duration,
 }
 
+impl LeaderSettings {
+    /// How long a follower trusts the leader's last HTTP answer before it
+    /// looks at the Lease itself: two renew intervals (the long-poll answers
+    /// at least every renew interval) and a second of slack.
+    pub fn evidence_grace(&self) -> Duration {
+        self.renew_interval * 2 + Duration::from_secs(1)
+    }
+}
+
 /// Who leads, as this pod last saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leadership {
     pub is_leader: bool,
     pub holder: Option<String>,
 }
+
+/// The leader named here answered this pod over HTTP at this instant.
+pub type LeaderEvidence = Option<(String, Instant)>;
 
 /// Margin kept before the lease's end: a write is only started while the
 /// lease stays valid for at least this long.
@@ -58,60 +77,103 @@ struct Observation {
     since: Instant,
 }
 
+/// What one attempt found.
+enum Outcome {
+    /// We hold the lease, as written in this object, until then.
+    Leading {
+        lease: Box<Lease>,
+        valid_until: Instant,
+    },
+    Following {
+        observation: Observation,
+    },
+    /// The leader answered a follower recently: the API was not asked.
+    Trusting {
+        holder: String,
+    },
+    /// The API did not answer (or refused): nothing learned.
+    Unknown,
+}
+
 pub struct LeaderActor {
     settings: LeaderSettings,
     api: Api<Lease>,
     fence: Arc<Fence>,
     leadership: watch::Sender<Leadership>,
+    evidence: watch::Receiver<LeaderEvidence>,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
-    api_reachable: Arc<ApiReachability>,
     observation: Option<Observation>,
+    /// The Lease as we last wrote it, while we lead.
+    held: Option<Lease>,
     busy: bool,
-    released: bool,
-}
-
-enum Outcome {
-    Leading { valid_until: Instant },
-    Following { observation: Observation },
-    Unknown,
+    /// Once released, nothing in this process acts as leader again.
+    released: Arc<std::sync::atomic::AtomicBool>,
+    _lifeline: Lifeline,
 }
 
 impl LeaderActor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: LeaderSettings,
         api: Api<Lease>,
         fence: Arc<Fence>,
         leadership: watch::Sender<Leadership>,
+        evidence: watch::Receiver<LeaderEvidence>,
         metrics: Arc<Metrics>,
         liveness: Arc<Liveness>,
-        api_reachable: Arc<ApiReachability>,
+        released: Arc<std::sync::atomic::AtomicBool>,
+        lifeline: Lifeline,
     ) -> Self {
         LeaderActor {
             settings,
             api,
             fence,
             leadership,
+            evidence,
             metrics,
             liveness,
-            api_reachable,
             observation: None,
+            held: None,
             busy: false,
-            released: false,
+            released,
+            _lifeline: lifeline,
         }
     }
 
+    fn is_released(&self) -> bool {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn attempt(&mut self, ctx: &mut Context<Self>) {
+        injected_panic("leader");
         self.liveness.beat("leader", self.settings.renew_interval);
-        if self.busy || self.released {
+        if self.busy || self.is_released() {
+            return;
+        }
+        // A follower that heard from the leader recently leaves the API alone.
+        let trusted = self.evidence.borrow().clone().filter(|(holder, at)| {
+            self.held.is_none()
+                && *holder != self.settings.identity
+                && at.elapsed() < self.settings.evidence_grace()
+        });
+        if let Some((holder, _)) = trusted {
+            let next = self.apply(Outcome::Trusting { holder });
+            ctx.run_later(next, |act, ctx| act.attempt(ctx));
             return;
         }
         self.busy = true;
         let api = self.api.clone();
         let settings = self.settings.clone();
         let observation = self.observation.clone();
+        let held = self.held.clone();
         let metrics = self.metrics.clone();
-        let fut = async move { try_acquire_or_renew(&api, &settings, observation, &metrics).await };
+        let fut = async move {
+            match held {
+                Some(lease) => renew(&api, &settings, lease, &metrics).await,
+                None => acquire_or_follow(&api, &settings, observation, &metrics).await,
+            }
+        };
         ctx.spawn(fut.into_actor(self).map(|outcome, act, ctx| {
             act.busy = false;
             let next = act.apply(outcome);
@@ -121,17 +183,25 @@ impl LeaderActor {
 
     /// Updates fence and leadership; returns when to try again.
     fn apply(&mut self, outcome: Outcome) -> Duration {
+        if self.is_released() {
+            // A renewal that was in flight when the lease was released must
+            // not re-arm the fence: a successor may already lead.
+            self.fence.set(None);
+            self.held = None;
+            return self.settings.renew_interval;
+        }
         let me = self.settings.identity.clone();
-        self.api_reachable.set(!matches!(outcome, Outcome::Unknown));
         match outcome {
-            Outcome::Leading { valid_until } => {
+            Outcome::Leading { lease, valid_until } => {
                 self.fence.set(Some(valid_until));
+                self.held = Some(*lease);
                 self.observation = None;
                 self.publish(true, Some(me));
                 self.settings.renew_interval
             }
             Outcome::Following { observation } => {
                 self.fence.set(None);
+                self.held = None;
                 let holder = observation.holder.clone();
                 // Poll faster than the holder renews, and wake exactly when
                 // the record would expire, so a crashed leader is replaced
@@ -143,13 +213,19 @@ impl LeaderActor {
                 self.publish(false, holder);
                 (self.settings.renew_interval / 2).min(until_expiry + Duration::from_millis(10))
             }
+            Outcome::Trusting { holder } => {
+                // Observing starts afresh once the evidence stops: expiry is
+                // then judged from a full lease duration of stillness.
+                self.observation = None;
+                self.publish(false, Some(holder));
+                self.settings.renew_interval / 2
+            }
             Outcome::Unknown => {
-                // The API is unreachable: keep leading only while the lease
-                // we hold is still valid.
-                let still = self.fence.holds();
-                if !still {
+                // Keep leading only while the lease we hold is still valid.
+                if !self.fence.holds() {
+                    self.held = None;
                     let holder = self.leadership.borrow().holder.clone();
-                    self.publish(false, holder);
+                    self.publish(false, holder.filter(|h| *h != me));
                 }
                 (self.settings.renew_interval / 2).max(Duration::from_millis(100))
             }
@@ -158,18 +234,19 @@ impl LeaderActor {
 
     fn publish(&self, is_leader: bool, holder: Option<String>) {
         let new = Leadership { is_leader, holder };
-        let changed = *self.leadership.borrow() != new;
-        if changed {
-            if new.is_leader != self.leadership.borrow().is_leader {
-                if new.is_leader {
-                    tracing::info!(lease = %self.settings.lease_name, "leadership gained");
-                } else {
-                    tracing::info!(lease = %self.settings.lease_name, holder = ?new.holder, "leadership lost");
-                }
-            }
-            self.metrics.is_leader.set(i64::from(new.is_leader));
-            let _ = self.leadership.send(new);
+        let old = self.leadership.borrow().clone();
+        if old == new {
+            return;
         }
+        if new.is_leader != old.is_leader {
+            if new.is_leader {
+                tracing::info!(lease = %self.settings.lease_name, "leadership gained");
+            } else {
+                tracing::info!(lease = %self.settings.lease_name, holder = ?new.holder, "leadership lost");
+            }
+        }
+        self.metrics.is_leader.set(i64::from(new.is_leader));
+        let _ = self.leadership.send(new);
     }
 }
 
@@ -179,16 +256,10 @@ impl Actor for LeaderActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.attempt(ctx);
     }
-}
 
-impl Supervised for LeaderActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(actor = "leader", "restarting");
-        self.busy = false;
-        self.metrics
-            .actor_restarts
-            .with_label_values(&["leader"])
-            .inc();
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // A new incarnation starts from the Lease itself.
+        self.fence.set(None);
     }
 }
 
@@ -201,17 +272,18 @@ impl Handler<Release> for LeaderActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Release, _ctx: &mut Context<Self>) -> Self::Result {
-        self.released = true;
-        let was_leader = self.leadership.borrow().is_leader;
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.fence.set(None);
         self.publish(false, None);
+        let held = self.held.take();
         let api = self.api.clone();
         let settings = self.settings.clone();
         let metrics = self.metrics.clone();
         Box::pin(
             async move {
-                if was_leader {
-                    release(&api, &settings, &metrics).await;
+                if let Some(lease) = held {
+                    release(&api, &settings, lease, &metrics).await;
                 }
             }
             .into_actor(self),
@@ -227,16 +299,49 @@ fn duration_secs(d: Duration) -> i32 {
     i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
 }
 
-async fn try_acquire_or_renew(
+/// Renews the lease we hold with one update carrying the resourceVersion we
+/// last wrote; a conflict means someone else wrote it: look again.
+async fn renew(
+    api: &Api<Lease>,
+    settings: &LeaderSettings,
+    mut lease: Lease,
+    metrics: &Metrics,
+) -> Outcome {
+    let started = Instant::now();
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.renew_time = Some(now_micro());
+        spec.lease_duration_seconds = Some(duration_secs(settings.lease_duration));
+    }
+    match observed(
+        metrics,
+        "update",
+        "leases",
+        api.replace(&settings.lease_name, &PostParams::default(), &lease),
+    )
+    .await
+    {
+        Ok(written) => Outcome::Leading {
+            lease: Box::new(written),
+            valid_until: started + settings.lease_duration,
+        },
+        Err(e) if is_status(&e, 409) || is_status(&e, 404) => {
+            acquire_or_follow(api, settings, None, metrics).await
+        }
+        Err(error) => {
+            tracing::debug!(%error, "cannot renew the lease");
+            Outcome::Unknown
+        }
+    }
+}
+
+async fn acquire_or_follow(
     api: &Api<Lease>,
     settings: &LeaderSettings,
     previous: Option<Observation>,
     metrics: &Metrics,
 ) -> Outcome {
     let started = Instant::now();
-    let leading = Outcome::Leading {
-        valid_until: started + settings.lease_duration,
-    };
+    let valid_until = started + settings.lease_duration;
     let current = match observed(metrics, "get", "leases", api.get_opt(&settings.lease_name)).await
     {
         Ok(lease) => lease,
@@ -268,7 +373,10 @@ async fn try_acquire_or_renew(
         )
         .await
         {
-            Ok(_) => leading,
+            Ok(written) => Outcome::Leading {
+                lease: Box::new(written),
+                valid_until,
+            },
             Err(e) if is_status(&e, 409) => Outcome::Unknown, // someone else created it first
             Err(error) => {
                 tracing::debug!(%error, "cannot create the lease");
@@ -313,39 +421,54 @@ async fn try_acquire_or_renew(
     )
     .await
     {
-        Ok(_) => leading,
+        Ok(written) => Outcome::Leading {
+            lease: Box::new(written),
+            valid_until,
+        },
         Err(e) if is_status(&e, 409) => Outcome::Following { observation },
         Err(error) => {
-            tracing::debug!(%error, "cannot renew the lease");
+            tracing::debug!(%error, "cannot take the lease");
             Outcome::Unknown
         }
     }
 }
 
-async fn release(api: &Api<Lease>, settings: &LeaderSettings, metrics: &Metrics) {
-    let Ok(Some(mut lease)) =
-        observed(metrics, "get", "leases", api.get_opt(&settings.lease_name)).await
-    else {
-        return;
-    };
-    let Some(spec) = lease.spec.as_mut() else {
-        return;
-    };
-    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
-        return;
-    }
-    spec.holder_identity = None;
-    spec.lease_duration_seconds = Some(1);
-    spec.renew_time = Some(now_micro());
-    match observed(
-        metrics,
-        "update",
-        "leases",
-        api.replace(&settings.lease_name, &PostParams::default(), &lease),
-    )
-    .await
-    {
-        Ok(_) => tracing::info!(lease = %settings.lease_name, "lease released"),
-        Err(error) => tracing::warn!(%error, "cannot release the lease; it expires on its own"),
+/// Clears the holder, conditional on the Lease we hold; after a conflict
+/// (a renewal landed first) it looks once more.
+async fn release(api: &Api<Lease>, settings: &LeaderSettings, held: Lease, metrics: &Metrics) {
+    let mut lease = held;
+    for _ in 0..2 {
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now_micro());
+        match observed(
+            metrics,
+            "update",
+            "leases",
+            api.replace(&settings.lease_name, &PostParams::default(), &lease),
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::info!(lease = %settings.lease_name, "lease released");
+                return;
+            }
+            Err(e) if is_status(&e, 409) => {
+                match observed(metrics, "get", "leases", api.get_opt(&settings.lease_name)).await {
+                    Ok(Some(fresh)) => lease = fresh,
+                    _ => return,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot release the lease; it expires on its own");
+                return;
+            }
+        }
     }
 }

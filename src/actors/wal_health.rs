@@ -1,10 +1,12 @@
 //! WalHealth: asks the local PostgreSQL about archiving and replication
 //! slots. Every query runs under a timeout (the slot query under its own),
-//! on a connection opened for the check, so a hung server never blocks the
-//! probe, the metrics or the planner. Works as a role with only `pg_monitor`.
+//! set server-side on the session as well, on one connection reused across
+//! checks and re-opened after an error, so a hung server never blocks the
+//! probe, the metrics or the planner, and never accumulates backends.
+//! Works as a role with only `pg_monitor`.
 
-use super::status::StatusPublisher;
-use super::supervision::Liveness;
+use super::status::{LeaderHints, StatusPublisher};
+use super::supervision::{injected_panic, Lifeline, Liveness};
 use crate::api::report::{InactiveSlot, WalHealth};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -48,8 +50,26 @@ pub struct WalHealthActor {
     status: StatusPublisher,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
+    hints: LeaderHints,
+    /// The session reused across checks; None after an error (reconnect).
+    session: Option<PgSession>,
     running: bool,
     last_error: Option<String>,
+    _lifeline: Lifeline,
+}
+
+/// One connection to the local PostgreSQL, kept across checks. Its queries
+/// are bounded server-side too (`statement_timeout`), so a query the client
+/// gave up on never lingers in PostgreSQL.
+pub struct PgSession {
+    client: Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
 }
 
 impl WalHealthActor {
@@ -58,31 +78,40 @@ impl WalHealthActor {
         status: StatusPublisher,
         metrics: Arc<Metrics>,
         liveness: Arc<Liveness>,
+        hints: LeaderHints,
+        lifeline: Lifeline,
     ) -> Self {
         WalHealthActor {
             settings,
             status,
             metrics,
             liveness,
+            hints,
+            session: None,
             running: false,
             last_error: None,
+            _lifeline: lifeline,
         }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        injected_panic("wal_health");
         self.liveness.beat("wal_health", self.settings.interval);
         if self.running {
             return; // the previous check is still inside its timeouts
         }
         self.running = true;
         let settings = self.settings.clone();
+        let session = self.session.take();
         let started = Instant::now();
-        let check = async move { check(&settings).await };
-        ctx.spawn(check.into_actor(self).map(move |result, act, _ctx| {
+        let check = async move { check(&settings, session).await };
+        ctx.spawn(check.into_actor(self).map(move |(result, session), act, _ctx| {
             act.running = false;
+            act.session = session;
             act.metrics
                 .wal_check_duration
                 .observe(started.elapsed().as_secs_f64());
+            let prefix = act.hints.ha_slot_prefix();
             match result {
                 Ok(health) => {
                     if act.last_error.take().is_some() {
@@ -96,7 +125,7 @@ impl WalHealthActor {
                         slots_known = health.slots_known,
                         "WAL health check complete"
                     );
-                    act.metrics.record_wal_health(Some(&health));
+                    act.metrics.record_wal_health(Some(&health), &prefix);
                     act.status.set_wal_health(Some(health));
                 }
                 Err(error) => {
@@ -104,7 +133,7 @@ impl WalHealthActor {
                         tracing::warn!(%error, "WAL health unavailable; resizes of WAL volumes fail open");
                     }
                     act.last_error = Some(error);
-                    act.metrics.record_wal_health(None);
+                    act.metrics.record_wal_health(None, &prefix);
                     act.status.set_wal_health(None);
                 }
             }
@@ -121,67 +150,102 @@ impl Actor for WalHealthActor {
     }
 }
 
-impl Supervised for WalHealthActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(actor = "wal_health", "restarting");
-        self.running = false;
-        self.metrics
-            .actor_restarts
-            .with_label_values(&["wal_health"])
-            .inc();
-    }
-}
+/// Client-side backstop beyond the server-side `statement_timeout`.
+const CLIENT_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs `query` under `limit`; on timeout the server-side query is cancelled.
+/// Runs `query` bounded by `limit` on the client too; a client timeout
+/// cancels the query and poisons the session (it is re-opened next time).
 async fn bounded<T>(
-    client: &Client,
+    session: &PgSession,
     what: &str,
     limit: Duration,
     query: impl Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, String> {
-    match timeout(limit, query).await {
-        Ok(result) => result.map_err(|e| format!("{what}: {e}")),
+) -> Result<T, Failure> {
+    match timeout(limit + CLIENT_GRACE, query).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+            Err(Failure::Query(format!(
+                "{what}: no answer within {}ms (cancelled by statement_timeout)",
+                limit.as_millis()
+            )))
+        }
+        Ok(Err(e)) if e.is_closed() => Err(Failure::Session(format!("{what}: {e}"))),
+        Ok(Err(e)) => Err(Failure::Query(format!("{what}: {e}"))),
         Err(_) => {
-            let cancel = client.cancel_token();
+            let cancel = session.client.cancel_token();
             tokio::spawn(async move {
                 let _ = cancel.cancel_query(NoTls).await;
             });
-            Err(format!("{what}: no answer within {}ms", limit.as_millis()))
+            Err(Failure::Session(format!(
+                "{what}: no answer within {}ms",
+                (limit + CLIENT_GRACE).as_millis()
+            )))
         }
     }
 }
 
-/// One health check on a fresh connection, dropped at the end.
-pub async fn check(settings: &WalHealthSettings) -> Result<WalHealth, String> {
-    let (client, connection) =
-        match timeout(settings.connect_timeout, settings.pg.connect(NoTls)).await {
-            Ok(result) => result.map_err(|e| format!("connect: {e}"))?,
-            Err(_) => {
-                return Err(format!(
-                    "connect: no answer within {}ms",
-                    settings.connect_timeout.as_millis()
-                ))
-            }
-        };
+/// Why a check failed: a query error leaves the session usable; anything
+/// else (a closed connection, a client-side timeout) means reconnect.
+enum Failure {
+    Query(String),
+    Session(String),
+}
+
+async fn connect(settings: &WalHealthSettings) -> Result<PgSession, String> {
+    let mut pg = settings.pg.clone();
+    // Server-side bound on every statement of the session.
+    pg.options(format!(
+        "-c statement_timeout={}",
+        settings.statement_timeout.as_millis()
+    ));
+    pg.application_name("cnpg-autoresize");
+    let (client, connection) = match timeout(settings.connect_timeout, pg.connect(NoTls)).await {
+        Ok(result) => result.map_err(|e| format!("connect: {e}"))?,
+        Err(_) => {
+            return Err(format!(
+                "connect: no answer within {}ms",
+                settings.connect_timeout.as_millis()
+            ))
+        }
+    };
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let result = check_on(&client, settings).await;
-    drop(client);
-    connection.abort();
-    result
+    Ok(PgSession { client, connection })
 }
 
-async fn check_on(client: &Client, settings: &WalHealthSettings) -> Result<WalHealth, String> {
+/// One health check, on `session` if it is still open (else a new one).
+/// Returns the session to keep, None when it must be re-opened.
+pub async fn check(
+    settings: &WalHealthSettings,
+    session: Option<PgSession>,
+) -> (Result<WalHealth, String>, Option<PgSession>) {
+    let session = match session.filter(|s| !s.client.is_closed()) {
+        Some(s) => s,
+        None => match connect(settings).await {
+            Ok(s) => s,
+            Err(e) => return (Err(e), None),
+        },
+    };
+    match check_on(&session, settings).await {
+        Ok(health) => (Ok(health), Some(session)),
+        Err(Failure::Query(e)) => (Err(e), Some(session)),
+        Err(Failure::Session(e)) => (Err(e), None),
+    }
+}
+
+async fn check_on(session: &PgSession, settings: &WalHealthSettings) -> Result<WalHealth, Failure> {
+    let client = &session.client;
     let limit = settings.statement_timeout;
     let row = bounded(
-        client,
+        session,
         "settings query",
         limit,
         client.query_one(SETTINGS_QUERY, &[]),
     )
     .await?;
-    let (in_recovery, mode, command, library, data_directory) = settings_of(&row)?;
+    let (in_recovery, mode, command, library, data_directory) =
+        settings_of(&row).map_err(Failure::Query)?;
     let configured = match mode.as_str() {
         "always" => true,
         "on" => !in_recovery, // archive_mode=on archives only on the primary
@@ -189,14 +253,14 @@ async fn check_on(client: &Client, settings: &WalHealthSettings) -> Result<WalHe
     } && (!library.is_empty() || !(command.is_empty() || command == "(disabled)"));
 
     let failing: bool = bounded(
-        client,
+        session,
         "pg_stat_archiver query",
         limit,
         client.query_one(ARCHIVER_QUERY, &[]),
     )
     .await?
     .try_get(0)
-    .map_err(|e| format!("pg_stat_archiver: {e}"))?;
+    .map_err(|e| Failure::Query(format!("pg_stat_archiver: {e}")))?;
 
     let status_dir = Path::new(&data_directory)
         .join("pg_wal")
@@ -207,33 +271,51 @@ async fn check_on(client: &Client, settings: &WalHealthSettings) -> Result<WalHe
         // fallback when this container cannot read the directory.
         Err(_) => {
             let n: i64 = bounded(
-                client,
+                session,
                 "archive status query",
                 limit,
                 client.query_one(READY_QUERY, &[]),
             )
             .await?
             .try_get(0)
-            .map_err(|e| format!("archive status: {e}"))?;
+            .map_err(|e| Failure::Query(format!("archive status: {e}")))?;
             n.max(0) as u64
         }
     };
 
-    // Unknown slots are never "no slots": a timeout is reported as such.
-    let (inactive_slots, slots_known) = match bounded(
-        client,
+    // The slot query has its own bound, server-side as well.
+    let slot_limit = settings.slot_query_timeout;
+    let set = |ms: u128| format!("SET statement_timeout = {ms}");
+    bounded(
+        session,
+        "setting the slot query timeout",
+        limit,
+        client.batch_execute(&set(slot_limit.as_millis())),
+    )
+    .await?;
+    let slots = bounded(
+        session,
         "slot query",
-        settings.slot_query_timeout,
+        slot_limit,
         client.query(SLOTS_QUERY, &[]),
     )
-    .await
-    {
-        Ok(rows) => (slots_of(&rows)?, true),
-        Err(error) => {
+    .await;
+    // Unknown slots are never "no slots": a timeout is reported as such.
+    let (inactive_slots, slots_known) = match slots {
+        Ok(rows) => (slots_of(&rows).map_err(Failure::Query)?, true),
+        Err(Failure::Query(error)) => {
             tracing::warn!(%error, "replication slot data unknown this round");
             (Vec::new(), false)
         }
+        Err(session_failure) => return Err(session_failure),
     };
+    bounded(
+        session,
+        "resetting the statement timeout",
+        limit,
+        client.batch_execute(&set(limit.as_millis())),
+    )
+    .await?;
 
     Ok(WalHealth {
         archive_healthy: !failing,

@@ -1,10 +1,15 @@
 //! The parts of the CloudNativePG `Cluster` resource (`postgresql.cnpg.io/v1`)
 //! that auto-resize reads and writes. Every struct keeps the fields it does not
-//! know in `extra`, so an object read and written back loses nothing.
+//! know in `extra`, so an object read and written back loses nothing, and what
+//! other programs write (status entries, the `resize` blocks) is read
+//! leniently ([`Lenient`]): one bad entry never makes the Cluster unreadable.
 
+use super::lenient::{self, Lenient};
 use super::resize::ResizeConfiguration;
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -34,8 +39,6 @@ pub struct Cluster {
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instances: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_storage: Option<StorageConfiguration>,
@@ -45,9 +48,33 @@ pub struct ClusterSpec {
     pub backup: Option<BackupConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<Vec<PluginConfiguration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_slots: Option<Lenient<ReplicationSlotsConfiguration>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+/// CNPG's replication slot settings; only the HA slot prefix matters here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSlotsConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_availability: Option<HighAvailabilitySlots>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HighAvailabilitySlots {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_prefix: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// CNPG's default prefix of its HA replication slots (`_cnpg_<instance>`).
+pub const DEFAULT_HA_SLOT_PREFIX: &str = "_cnpg_";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,7 +85,7 @@ pub struct StorageConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resize: Option<ResizeConfiguration>,
+    pub resize: Option<Lenient<ResizeConfiguration>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -101,16 +128,39 @@ pub struct PluginConfiguration {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub auto_resize_events: Vec<AutoResizeEvent>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_list"
+    )]
+    pub auto_resize_events: Vec<Lenient<AutoResizeEvent>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_status: Option<ClusterDiskStatus>,
+    pub disk_status: Option<Lenient<ClusterDiskStatus>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
+/// A list whose elements are read one by one; a value that is not a list at
+/// all becomes one unreadable element (so it is reported and replaced).
+pub fn lenient_list<'de, D, T>(deserializer: D) -> Result<Vec<Lenient<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(items) => items.into_iter().map(Lenient::read).collect(),
+        Value::Null => Vec::new(),
+        other => vec![Lenient::Unreadable {
+            value: other,
+            error: "expected a list".to_string(),
+        }],
+    })
+}
+
 /// Which kind of volume a PVC backs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeType {
     Data,
@@ -128,20 +178,25 @@ impl VolumeType {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeResult {
     Success,
     Failure,
 }
 
-/// One entry of `status.autoResizeEvents`: the audit log and the budget source.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One resize record: on its PVC (annotation) and mirrored in the owner's
+/// `status.autoResizeEvents` — the audit log and the budget source. An entry
+/// without a readable timestamp or with an unknown `result` does not read
+/// (see [`Lenient`]) and counts toward no budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoResizeEvent {
-    /// RFC 3339. Kept as text: an entry we cannot read must still count
-    /// toward the budget rather than make the whole status unreadable.
-    pub timestamp: String,
+    /// When the resize was decided (RFC 3339, whole seconds).
+    #[serde(with = "rfc3339_seconds")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub timestamp: Timestamp,
+    #[serde(default)]
     pub instance_name: String,
     pub pvc_name: String,
     pub volume_type: VolumeType,
@@ -150,16 +205,44 @@ pub struct AutoResizeEvent {
     pub previous_size: String,
     pub new_size: String,
     pub result: ResizeResult,
+    /// Which trigger fired (`usage`, `available`, `inodes`, `forecast`,
+    /// `parity`). Kept as text so a future trigger name still reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The filesystem total the decision saw: the resize is in flight until
+    /// the filesystem reports more (filesystems are smaller than devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem_bytes: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Kubernetes timestamps: RFC 3339 in, whole seconds in UTC out.
+pub mod rfc3339_seconds {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(t: &Timestamp) -> String {
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<Timestamp>()
+            .map_err(|e| serde::de::Error::custom(format!("timestamp {text:?}: {e}")))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterDiskStatus {
     #[serde(default)]
     pub instances: BTreeMap<String, InstanceDiskStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceDiskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,7 +257,7 @@ pub struct InstanceDiskStatus {
     pub last_updated: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeDiskStatus {
     pub total_bytes: u64,
@@ -187,9 +270,13 @@ pub struct VolumeDiskStatus {
     pub inodes_used: u64,
     #[serde(default)]
     pub inodes_free: u64,
+    /// The instance's growth forecast (bytes per second), when it has one.
+    /// Informational: the fork's CRD prunes it; the policy's keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_bytes_per_second: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WalHealthStatus {
     pub archive_healthy: bool,
@@ -200,7 +287,7 @@ pub struct WalHealthStatus {
     pub inactive_slots: Vec<SlotStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotStatus {
     pub slot_name: String,
@@ -212,11 +299,33 @@ impl Cluster {
         self.metadata.name.as_deref().unwrap_or("")
     }
 
-    pub fn events(&self) -> &[AutoResizeEvent] {
+    /// `status.autoResizeEvents` as stored, readable or not.
+    pub fn status_events(&self) -> &[Lenient<AutoResizeEvent>] {
         self.status
             .as_ref()
             .map(|s| s.auto_resize_events.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// The readable entries of `status.autoResizeEvents`.
+    pub fn events(&self) -> Vec<AutoResizeEvent> {
+        lenient::split(self.status_events()).0
+    }
+
+    /// `status.diskStatus`, when readable.
+    pub fn disk_status(&self) -> Option<&ClusterDiskStatus> {
+        self.status.as_ref()?.disk_status.as_ref()?.ok()
+    }
+
+    /// The prefix of CloudNativePG's HA replication slots (`spec.replicationSlots.highAvailability.slotPrefix`).
+    pub fn ha_slot_prefix(&self) -> String {
+        self.spec
+            .replication_slots
+            .as_ref()
+            .and_then(Lenient::ok)
+            .and_then(|r| r.high_availability.as_ref())
+            .and_then(|h| h.slot_prefix.clone())
+            .unwrap_or_else(|| DEFAULT_HA_SLOT_PREFIX.to_string())
     }
 
     /// CNPG archives WAL through barman or a plugin that declares itself the archiver.
@@ -233,42 +342,6 @@ impl Cluster {
             .flatten()
             .any(|p| p.is_wal_archiver == Some(true));
         barman || plugin
-    }
-
-    /// The storage configuration (and its manifest path) for a volume type.
-    pub fn storage_for(
-        &self,
-        volume_type: VolumeType,
-        tablespace: Option<&str>,
-    ) -> Option<(&StorageConfiguration, super::FieldPath)> {
-        let spec = super::FieldPath::new("spec");
-        match volume_type {
-            VolumeType::Data => self
-                .spec
-                .storage
-                .as_ref()
-                .map(|s| (s, spec.child("storage"))),
-            VolumeType::Wal => self
-                .spec
-                .wal_storage
-                .as_ref()
-                .map(|s| (s, spec.child("walStorage"))),
-            VolumeType::Tablespace => {
-                let name = tablespace?;
-                self.spec
-                    .tablespaces
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .find(|(_, t)| t.name == name)
-                    .map(|(i, t)| {
-                        (
-                            &t.storage,
-                            spec.child("tablespaces").index(i).child("storage"),
-                        )
-                    })
-            }
-        }
     }
 }
 

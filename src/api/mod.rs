@@ -1,14 +1,20 @@
-//! Kubernetes-facing types: quantities, the Cluster resource and its resize
-//! configuration, instance reports, and validation.
+//! Kubernetes-facing types: quantities and durations, the Cluster resource,
+//! the AutoResizePolicy resource, their resize configuration, instance
+//! reports, and validation.
 
 pub mod cluster;
+pub mod duration;
 pub mod field;
+pub mod lenient;
+pub mod policy;
 pub mod quantity;
 pub mod report;
 pub mod resize;
+pub mod source;
 pub mod validation;
 
 pub use field::{FieldIssue, FieldPath};
+pub use lenient::Lenient;
 
 #[cfg(test)]
 mod validation_tests;

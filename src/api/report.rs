@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -17,13 +17,18 @@ pub struct InstanceReport {
     /// error, timeout).
     #[serde(default)]
     pub wal_health: Option<WalHealth>,
-    /// When the report was taken (RFC 3339). Absent: taken "now".
+    /// How old the report is, in seconds, on the clock of the instance that
+    /// took it (its disk probe's last sample). Older than 3 probe intervals:
+    /// not trusted (`no_status`). Absent: see `last_updated`, else fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    /// When the report was taken (RFC 3339), for snapshots written by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<jiff::Timestamp>,
 }
 
-/// Filesystem figures as `df` prints them (statvfs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Filesystem figures as `df` prints them (statvfs), and the growth forecast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeStats {
     #[serde(default)]
@@ -38,6 +43,11 @@ pub struct VolumeStats {
     pub inodes_used: u64,
     #[serde(default)]
     pub inodes_free: u64,
+    /// Growth of used bytes (least squares over the last 30 minutes of the
+    /// instance's own samples); absent with under 5 minutes of samples or a
+    /// rate <= 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_bytes_per_second: Option<f64>,
 }
 
 impl VolumeStats {
@@ -65,6 +75,27 @@ impl VolumeStats {
         let used = self.used_bytes as u128;
         let denominator = used + self.available_bytes as u128;
         denominator > 0 && used * 100 > threshold as u128 * denominator
+    }
+
+    /// Exact test of `inodes used% > threshold`.
+    pub fn inodes_used_exceeds(&self, threshold: u32) -> bool {
+        self.inodes_total > 0
+            && self.inodes_used as u128 * 100 > threshold as u128 * self.inodes_total as u128
+    }
+
+    /// Inodes used, in whole percent (rounded).
+    pub fn inodes_percent_used_rounded(&self) -> u64 {
+        if self.inodes_total == 0 {
+            return 0;
+        }
+        let (used, total) = (self.inodes_used as u128, self.inodes_total as u128);
+        ((used * 200 + total) / (total * 2)) as u64
+    }
+
+    /// Seconds until full at the forecast rate, when there is a forecast.
+    pub fn seconds_to_full(&self) -> Option<f64> {
+        let rate = self.growth_bytes_per_second.filter(|r| *r > 0.0)?;
+        Some(self.available_bytes as f64 / rate)
     }
 }
 

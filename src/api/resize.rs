@@ -5,11 +5,14 @@
 //! its errors, and the decision engine refuses to act on a block that does not
 //! resolve (`invalid_config`) instead of falling back to a default.
 
+use super::duration::parse_go_duration;
 use super::field::{FieldIssue, FieldPath};
 use super::quantity::Quantity;
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
+use std::time::Duration;
 
 use super::cluster::Extra;
 
@@ -21,11 +24,15 @@ pub const DEFAULT_MAX_ACTIONS_PER_DAY: u32 = 3;
 pub const MAX_ACTIONS_PER_DAY_CEILING: u32 = 10;
 pub const DEFAULT_MAX_PENDING_WAL_FILES: u64 = 100;
 pub const STANDARD_MODE: &str = "Standard";
+pub const RECOMMEND_MODE: &str = "Recommend";
 
 pub const STEP_INTEGER_MESSAGE: &str = "integer step values are ambiguous; use a percentage string like '20%' or a quantity like '5Gi'";
 pub const STEP_ZERO_MESSAGE: &str = "step must be a positive quantity or percentage, not 0";
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// A `resize` block as written (SPEC §2). Values are checked by
+/// [`ResizeConfiguration::resolve`], never by deserialization, so a bad value
+/// is reported with its field path instead of making the object unreadable.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResizeConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,22 +43,32 @@ pub struct ResizeConfiguration {
     pub expansion: Option<ExpansionPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<ResizeStrategy>,
+    /// Fields this version does not know (validation warns about them).
     #[serde(flatten)]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResizeTriggers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_available: Option<IntOrString>,
+    /// Policy only: fires when inodes used% > value (strict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode_usage_threshold: Option<i64>,
+    /// Policy only: fires when the forecast says the volume fills within it (Go duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_full: Option<String>,
+    /// Fields this version does not know (validation warns about them).
     #[serde(flatten)]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpansionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,11 +79,16 @@ pub struct ExpansionPolicy {
     pub max_step: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<IntOrString>,
+    /// Policy only: the increment covers at least the forecast growth over it (Go duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<String>,
+    /// Fields this version does not know (validation warns about them).
     #[serde(flatten)]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResizeStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,11 +97,16 @@ pub struct ResizeStrategy {
     pub max_actions_per_day: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_safety_policy: Option<WalSafetyPolicy>,
+    /// Policy only: minimum time between two resizes of one PVC (Go duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+    /// Fields this version does not know (validation warns about them).
     #[serde(flatten)]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WalSafetyPolicy {
     #[serde(
@@ -100,7 +127,9 @@ pub struct WalSafetyPolicy {
     pub max_slot_retention_bytes: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_on_resize: Option<bool>,
+    /// Fields this version does not know (validation warns about them).
     #[serde(flatten)]
+    #[schemars(skip)]
     pub extra: Extra,
 }
 
@@ -154,6 +183,20 @@ impl<'de> Deserialize<'de> for IntOrString {
     }
 }
 
+/// Kubernetes' own shape for int-or-string fields.
+impl JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+        })
+    }
+}
+
 /// How much a resize adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -163,11 +206,24 @@ pub enum Step {
     Absolute(u64),
 }
 
+/// `Standard` resizes; `Recommend` decides and reports but never patches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Standard,
+    Recommend,
+}
+
 /// A resize block with defaults applied and every value checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResizePolicy {
     pub usage_threshold: u32,
     pub min_available: Option<u64>,
+    pub inode_usage_threshold: Option<u32>,
+    pub time_to_full: Option<Duration>,
+    pub horizon: Option<Duration>,
+    pub mode: Mode,
+    pub cooldown: Option<Duration>,
     pub step: Step,
     pub min_step: u64,
     pub max_step: u64,
@@ -243,6 +299,22 @@ impl ResizeConfiguration {
             &triggers_path.child("minAvailable"),
             &mut errors,
         );
+        let inode_usage_threshold = match triggers.and_then(|t| t.inode_usage_threshold) {
+            None => None,
+            Some(v) if (1..=99).contains(&v) => Some(v as u32),
+            Some(v) => {
+                errors.push(FieldIssue::new(
+                    &triggers_path.child("inodeUsageThreshold"),
+                    format!("must be between 1 and 99 (percent of inodes used), got {v}"),
+                ));
+                None
+            }
+        };
+        let time_to_full = optional_duration(
+            triggers.and_then(|t| t.time_to_full.as_deref()),
+            &triggers_path.child("timeToFull"),
+            &mut errors,
+        );
 
         let expansion = self.expansion.as_ref();
         let step = resolve_step(
@@ -269,6 +341,11 @@ impl ResizeConfiguration {
             &expansion_path.child("limit"),
             &mut errors,
         );
+        let horizon = optional_duration(
+            expansion.and_then(|e| e.horizon.as_deref()),
+            &expansion_path.child("horizon"),
+            &mut errors,
+        );
         let min_step_set = min_step.is_some();
         let max_step_set = max_step.is_some();
         let min_step = min_step.unwrap_or(DEFAULT_MIN_STEP);
@@ -285,13 +362,24 @@ impl ResizeConfiguration {
         }
 
         let strategy = self.strategy.as_ref();
-        match strategy.and_then(|s| s.mode.as_deref()) {
-            None | Some("") | Some(STANDARD_MODE) => {}
-            Some(other) => errors.push(FieldIssue::new(
-                &strategy_path.child("mode"),
-                format!("unsupported mode {other:?}; the only mode is \"{STANDARD_MODE}\""),
-            )),
-        }
+        let mode = match strategy.and_then(|s| s.mode.as_deref()) {
+            None | Some("") | Some(STANDARD_MODE) => Mode::Standard,
+            Some(RECOMMEND_MODE) => Mode::Recommend,
+            Some(other) => {
+                errors.push(FieldIssue::new(
+                    &strategy_path.child("mode"),
+                    format!(
+                        "unsupported mode {other:?}; use \"{STANDARD_MODE}\" or \"{RECOMMEND_MODE}\""
+                    ),
+                ));
+                Mode::Standard
+            }
+        };
+        let cooldown = optional_duration(
+            strategy.and_then(|s| s.cooldown.as_deref()),
+            &strategy_path.child("cooldown"),
+            &mut errors,
+        );
         let max_actions_per_day = match strategy.and_then(|s| s.max_actions_per_day) {
             None => DEFAULT_MAX_ACTIONS_PER_DAY,
             Some(v) if (0..=MAX_ACTIONS_PER_DAY_CEILING as i64).contains(&v) => v as u32,
@@ -331,6 +419,11 @@ impl ResizeConfiguration {
         Ok(ResizePolicy {
             usage_threshold,
             min_available,
+            inode_usage_threshold,
+            time_to_full,
+            horizon,
+            mode,
+            cooldown,
             step,
             min_step,
             max_step,
@@ -356,6 +449,29 @@ fn optional_bytes(
     };
     match parse_non_negative_bytes(&text) {
         Ok(bytes) => Some(bytes),
+        Err(message) => {
+            errors.push(FieldIssue::new(path, message));
+            None
+        }
+    }
+}
+
+/// Parses a positive Go duration; "" means absent.
+fn optional_duration(
+    value: Option<&str>,
+    path: &FieldPath,
+    errors: &mut Vec<FieldIssue>,
+) -> Option<Duration> {
+    let text = value.filter(|t| !t.is_empty())?;
+    match parse_go_duration(text) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            errors.push(FieldIssue::new(
+                path,
+                format!("must be a positive duration, got {text:?}"),
+            ));
+            None
+        }
         Err(message) => {
             errors.push(FieldIssue::new(path, message));
             None
@@ -430,4 +546,33 @@ pub fn parse_step(text: &str) -> Result<Step, String> {
         .to_bytes()
         .map(Step::Absolute)
         .map_err(|e| e.to_string())
+}
+
+impl super::lenient::Lenient<ResizeConfiguration> {
+    /// `enabled: true`; an unreadable block counts as enabled unless it says
+    /// `enabled: false`, so its problem is reported rather than ignored.
+    pub fn is_enabled(&self) -> bool {
+        match self {
+            super::lenient::Lenient::Ok(r) => r.is_enabled(),
+            super::lenient::Lenient::Unreadable { value, .. } => {
+                value.get("enabled") != Some(&serde_json::Value::Bool(false))
+            }
+        }
+    }
+
+    /// [`ResizeConfiguration::resolve`]; an unreadable block is one error at `path`.
+    pub fn resolve(&self, path: &FieldPath) -> Result<ResizePolicy, Vec<FieldIssue>> {
+        match self {
+            super::lenient::Lenient::Ok(r) => r.resolve(path),
+            super::lenient::Lenient::Unreadable { error, .. } => Err(vec![FieldIssue::new(
+                path,
+                format!("cannot be read: {error}"),
+            )]),
+        }
+    }
+
+    pub fn acknowledges_wal_risk(&self) -> bool {
+        self.ok()
+            .is_some_and(ResizeConfiguration::acknowledges_wal_risk)
+    }
 }

@@ -1,15 +1,25 @@
-//! Is a resize of this PVC already under way (SPEC §3 step 2)?
+//! What the PVC itself says about a resize (SPEC §3 rules 3 and 4): refused
+//! by the storage, or still under way.
 
-use crate::api::cluster::{AutoResizeEvent, ResizeResult};
+use crate::api::cluster::AutoResizeEvent;
 use crate::api::report::VolumeStats;
 use crate::api::resize::parse_non_negative_bytes;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
+/// `allocatedResourceStatuses.storage` values meaning the storage refused
+/// the expansion (Kubernetes >= 1.34, and the names older servers used).
+const REFUSED: [&str; 4] = [
+    "ControllerResizeInfeasible",
+    "NodeResizeInfeasible",
+    "ControllerResizeFailed",
+    "NodeResizeFailed",
+];
+
 pub struct InFlight {
     /// What showed it, for the message.
     pub evidence: String,
-    /// Since when, when a durable record says (for stuck detection).
+    /// Since when, when a durable record or a condition says (stuck detection).
     pub since: Option<Timestamp>,
 }
 
@@ -27,31 +37,47 @@ pub fn requested_bytes(pvc: &PersistentVolumeClaim) -> Result<u64, String> {
         .map_err(|e| format!("PVC {name} spec.resources.requests.storage: {e}"))
 }
 
-/// The latest successful auto-resize of `pvc` (by timestamp).
-pub fn latest_success<'e>(
-    events: &'e [AutoResizeEvent],
-    pvc: &str,
-) -> Option<(&'e AutoResizeEvent, Option<Timestamp>)> {
-    events
-        .iter()
-        .filter(|e| e.result == ResizeResult::Success && e.pvc_name == pvc)
-        .map(|e| (e, e.timestamp.parse::<Timestamp>().ok()))
-        .max_by_key(|(_, t)| *t)
+pub fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
-pub fn in_flight(
-    pvc: &PersistentVolumeClaim,
-    events: &[AutoResizeEvent],
-    pvc_name: &str,
-    requested: u64,
-    stats: &VolumeStats,
-) -> Option<InFlight> {
-    let latest = latest_success(events, pvc_name);
-    let event_since = latest
-        .filter(|(e, _)| parse_non_negative_bytes(&e.new_size).ok() == Some(requested))
-        .and_then(|(_, t)| t);
-    let status = pvc.status.as_ref();
+fn allocated_state(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.status
+        .as_ref()?
+        .allocated_resource_statuses
+        .as_ref()?
+        .get("storage")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+}
 
+/// The storage refused the expansion: the state and the PVC's own words.
+pub fn refusal(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let state = allocated_state(pvc).filter(|s| REFUSED.contains(s))?;
+    // The resizer and the kubelet explain in a *ResizeError condition.
+    let said = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.status != "False")
+        .find(|c| c.type_.ends_with("ResizeError") || c.message.is_some())
+        .and_then(|c| c.message.clone())
+        .unwrap_or_else(|| "no message on the PVC".to_string());
+    Some(format!("{state}: {said}"))
+}
+
+/// Rule 4, from the PVC alone (no filesystem figures needed).
+pub fn pvc_in_flight(
+    pvc: &PersistentVolumeClaim,
+    requested: u64,
+    latest: Option<&AutoResizeEvent>,
+) -> Option<InFlight> {
+    let record_since = latest
+        .filter(|e| parse_non_negative_bytes(&e.new_size).ok() == Some(requested))
+        .map(|e| e.timestamp);
+    let status = pvc.status.as_ref();
     let capacity = status
         .and_then(|s| s.capacity.as_ref())
         .and_then(|c| c.get("storage"))
@@ -59,10 +85,9 @@ pub fn in_flight(
     if let Some(capacity) = capacity.filter(|c| requested > *c) {
         return Some(InFlight {
             evidence: format!("requested {requested} bytes > capacity {capacity} bytes"),
-            since: event_since,
+            since: record_since,
         });
     }
-
     let condition = status
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
@@ -74,43 +99,37 @@ pub fn in_flight(
     if let Some(condition) = condition {
         return Some(InFlight {
             evidence: format!("PVC condition {}", condition.type_),
-            since: condition
-                .last_transition_time
-                .as_ref()
-                .map(|t| t.0)
-                .or(event_since),
+            since: record_since.or(condition.last_transition_time.as_ref().map(|t| t.0)),
         });
     }
-
-    let allocated = status
-        .and_then(|s| s.allocated_resource_statuses.as_ref())
-        .and_then(|a| a.get("storage"))
-        .filter(|s| !s.is_empty());
-    if let Some(state) = allocated {
+    // Any other state than the refusals (rule 3) means a resize is pending.
+    if let Some(state) = allocated_state(pvc).filter(|s| !REFUSED.contains(s)) {
         return Some(InFlight {
             evidence: format!("allocatedResourceStatuses.storage is {state}"),
-            since: event_since,
+            since: record_since,
         });
     }
-
-    // Filesystems report less than the device, so compare with the size the
-    // volume had before our resize, never with the request itself.
-    if let Some((event, when)) = latest {
-        let new = parse_non_negative_bytes(&event.new_size).ok();
-        let previous = parse_non_negative_bytes(&event.previous_size).ok();
-        if let (Some(new), Some(previous)) = (new, previous) {
-            if new == requested && stats.size_bytes() <= previous {
-                return Some(InFlight {
-                    evidence: format!(
-                        "the filesystem ({} bytes) has not grown past {} since the resize to {}",
-                        stats.size_bytes(),
-                        event.previous_size,
-                        event.new_size
-                    ),
-                    since: when,
-                });
-            }
-        }
-    }
     None
+}
+
+/// Rule 4 with the filesystem: our latest resize set the request, but the
+/// filesystem is not yet larger than it was when that resize was decided.
+/// A filesystem total is never compared with a PVC size (ext4 keeps
+/// 1.5-5 % for itself); records without `filesystemBytes` do not count.
+pub fn filesystem_in_flight(
+    requested: u64,
+    latest: Option<&AutoResizeEvent>,
+    stats: &VolumeStats,
+) -> Option<InFlight> {
+    let latest = latest?;
+    let seen = latest.filesystem_bytes?;
+    let new = parse_non_negative_bytes(&latest.new_size).ok()?;
+    (new == requested && stats.size_bytes() <= seen).then(|| InFlight {
+        evidence: format!(
+            "the filesystem ({} bytes) has not grown past the {seen} bytes it had when the resize to {} was decided",
+            stats.size_bytes(),
+            latest.new_size
+        ),
+        since: Some(latest.timestamp),
+    })
 }

@@ -1,70 +1,147 @@
-//! The resize journal: `status.autoResizeEvents` mirrored from the records
-//! each resize writes atomically on its PVC. Pure functions over event lists.
+//! The resize journal: the records each resize writes atomically on its PVC,
+//! mirrored in the owner's `status.autoResizeEvents`. Pure functions over
+//! record lists.
 
 use super::budget::BUDGET_WINDOW;
 use crate::api::cluster::{AutoResizeEvent, ResizeResult};
+use crate::api::lenient;
+use crate::api::source::Source;
 use jiff::{SignedDuration, Timestamp};
-use std::collections::HashSet;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use std::collections::{BTreeMap, HashMap};
 
-/// PVC annotation holding the PVC's recent successful resizes, written in the
-/// same patch that changes the size, so the record cannot be lost.
+/// PVC annotation holding the PVC's recent resizes, written in the same
+/// patch that changes the size, so the record cannot be lost.
 pub const PVC_EVENTS_ANNOTATION: &str = "autoresize.cnpg.io/events";
 
-/// Entries older than this may be pruned (they no longer count).
+/// Entries older than this may be pruned (they no longer count), except the
+/// latest success of each PVC, which cooldowns and in-flight checks need.
 pub const RETENTION: SignedDuration = SignedDuration::from_hours(25);
 
-/// Identity of an event: the same resize is recorded once, wherever it was read.
-fn key(e: &AutoResizeEvent) -> (String, String, String, String, bool) {
+/// Identity of a record: the same resize, wherever it was read. The result
+/// is not part of it (a success later marked failed is the same resize), nor
+/// are the fields a CRD may have pruned from the mirror.
+type Key = (String, Timestamp, String, String);
+
+fn key(e: &AutoResizeEvent) -> Key {
     (
         e.pvc_name.clone(),
-        e.timestamp.clone(),
+        e.timestamp,
         e.previous_size.clone(),
         e.new_size.clone(),
-        e.result == ResizeResult::Success,
     )
 }
 
-/// Events in `extra` that `status` lacks, in order.
-pub fn missing_from<'a>(
-    status: &[AutoResizeEvent],
-    extra: &'a [AutoResizeEvent],
-) -> Vec<&'a AutoResizeEvent> {
-    let known: HashSet<_> = status.iter().map(key).collect();
-    let mut seen = HashSet::new();
-    extra
-        .iter()
-        .filter(|e| !known.contains(&key(e)) && seen.insert(key(e)))
-        .collect()
+/// Of two copies of one record: a failure wins (a refused expansion is
+/// marked after the fact), then the copy that kept more fields.
+fn better(a: &AutoResizeEvent, b: &AutoResizeEvent) -> bool {
+    let richness = |e: &AutoResizeEvent| {
+        (
+            e.result == ResizeResult::Failure,
+            e.trigger.is_some() as u8 + e.filesystem_bytes.is_some() as u8,
+        )
+    };
+    richness(b) > richness(a)
 }
 
-/// `status` plus what `extra` adds, sorted by time (unreadable times first).
-pub fn merged(status: &[AutoResizeEvent], extra: &[AutoResizeEvent]) -> Vec<AutoResizeEvent> {
-    let mut all: Vec<AutoResizeEvent> = status.to_vec();
-    all.extend(missing_from(status, extra).into_iter().cloned());
-    all.sort_by_key(|e| e.timestamp.parse::<Timestamp>().ok());
+/// The union of record lists, one copy per resize, sorted by time.
+pub fn merged(lists: &[&[AutoResizeEvent]]) -> Vec<AutoResizeEvent> {
+    let mut by_key: BTreeMap<Key, AutoResizeEvent> = BTreeMap::new();
+    for e in lists.iter().flat_map(|l| l.iter()) {
+        match by_key.get_mut(&key(e)) {
+            Some(kept) if better(kept, e) => *kept = e.clone(),
+            Some(_) => {}
+            None => {
+                by_key.insert(key(e), e.clone());
+            }
+        }
+    }
+    let mut all: Vec<AutoResizeEvent> = by_key.into_values().collect();
+    all.sort_by(|a, b| {
+        a.timestamp
+            .cmp(&b.timestamp)
+            .then(a.pvc_name.cmp(&b.pvc_name))
+    });
     all
 }
 
-/// Prunes to entries younger than 25 h, then to `cap` entries, dropping old
-/// failures first. A success that still counts toward a budget (younger
-/// than 24 h) is never dropped, even past the cap, so the cap is sized from
-/// the volumes' budgets by the caller, not fixed.
+/// Whether two lists hold the same records with the same results, ignoring
+/// fields a CRD may have pruned from one of them.
+pub fn same_records(a: &[AutoResizeEvent], b: &[AutoResizeEvent]) -> bool {
+    let ids = |l: &[AutoResizeEvent]| l.iter().map(|e| (key(e), e.result)).collect::<Vec<_>>();
+    ids(a) == ids(b)
+}
+
+/// The whole journal of a cluster: the owner's readable status entries and
+/// every PVC's annotation records, and the PVCs whose annotation cannot be
+/// read (their budget is unknown: no resize for them).
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    pub events: Vec<AutoResizeEvent>,
+    pub unreadable: HashMap<String, String>,
+}
+
+impl Journal {
+    pub fn of(source: &Source<'_>, pvcs: &[PersistentVolumeClaim]) -> Journal {
+        let (status, _) = lenient::split(source.status_events());
+        let mut recorded = Vec::new();
+        let mut unreadable = HashMap::new();
+        for pvc in pvcs {
+            let Some(text) = pvc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PVC_EVENTS_ANNOTATION))
+            else {
+                continue;
+            };
+            match parse_annotation(text) {
+                Ok(list) => recorded.extend(list),
+                Err(e) => {
+                    unreadable.insert(pvc.metadata.name.clone().unwrap_or_default(), e);
+                }
+            }
+        }
+        Journal {
+            events: merged(&[&status, &recorded]),
+            unreadable,
+        }
+    }
+
+    /// The records of one PVC, oldest first.
+    pub fn of_pvc(&self, pvc: &str) -> impl Iterator<Item = &AutoResizeEvent> + '_ {
+        let pvc = pvc.to_string();
+        self.events.iter().filter(move |e| e.pvc_name == pvc)
+    }
+
+    /// The latest successful resize of `pvc`.
+    pub fn latest_success(&self, pvc: &str) -> Option<&AutoResizeEvent> {
+        self.of_pvc(pvc)
+            .filter(|e| e.result == ResizeResult::Success)
+            .max_by_key(|e| e.timestamp)
+    }
+}
+
+/// Prunes to entries younger than 25 h (keeping each PVC's latest success),
+/// then to `cap` entries, dropping old failures first. A success that still
+/// counts toward a budget (younger than 24 h) is never dropped, even past the
+/// cap, so the cap is sized from the volumes' budgets by the caller.
 pub fn pruned(events: &[AutoResizeEvent], now: Timestamp, cap: usize) -> Vec<AutoResizeEvent> {
-    let time = |e: &AutoResizeEvent| e.timestamp.parse::<Timestamp>().ok();
-    // Unreadable timestamps are kept: they count toward the budget.
+    let latest = latest_successes(events);
     let mut kept: Vec<AutoResizeEvent> = events
         .iter()
-        .filter(|e| time(e).is_none_or(|t| t > now - RETENTION))
+        .filter(|e| e.timestamp > now - RETENTION || latest.get(&e.pvc_name) == Some(&key(e)))
         .cloned()
         .collect();
-    let counts = |e: &AutoResizeEvent| {
-        e.result == ResizeResult::Success && time(e).is_none_or(|t| t > now - BUDGET_WINDOW)
+    let protected = |e: &AutoResizeEvent| {
+        e.result == ResizeResult::Success
+            && (e.timestamp > now - BUDGET_WINDOW || latest.get(&e.pvc_name) == Some(&key(e)))
     };
     while kept.len() > cap {
         let victim = kept
             .iter()
             .position(|e| e.result == ResizeResult::Failure)
-            .or_else(|| kept.iter().position(|e| !counts(e)));
+            .or_else(|| kept.iter().position(|e| !protected(e)));
         match victim {
             Some(i) => {
                 kept.remove(i);
@@ -73,6 +150,17 @@ pub fn pruned(events: &[AutoResizeEvent], now: Timestamp, cap: usize) -> Vec<Aut
         }
     }
     kept
+}
+
+fn latest_successes(events: &[AutoResizeEvent]) -> HashMap<String, Key> {
+    let mut latest: HashMap<String, &AutoResizeEvent> = HashMap::new();
+    for e in events.iter().filter(|e| e.result == ResizeResult::Success) {
+        let slot = latest.entry(e.pvc_name.clone()).or_insert(e);
+        if e.timestamp > slot.timestamp {
+            *slot = e;
+        }
+    }
+    latest.into_iter().map(|(pvc, e)| (pvc, key(e))).collect()
 }
 
 /// The cap for `status.autoResizeEvents`: every PVC's full budget, plus room
@@ -89,27 +177,34 @@ pub fn capacity(budgets: impl IntoIterator<Item = u32>) -> usize {
 /// empty history (that would reset the budget).
 pub fn parse_annotation(value: &str) -> Result<Vec<AutoResizeEvent>, String> {
     serde_json::from_str(value).map_err(|e| {
-        format!("annotation {PVC_EVENTS_ANNOTATION} is not a list of resize events: {e}")
+        format!("annotation {PVC_EVENTS_ANNOTATION} is not a list of resize records: {e}")
     })
 }
 
-/// The annotation after recording `event`: the PVC's successes of the last 25 h.
+/// The annotation after recording `event`: the PVC's records of the last
+/// 25 h plus its latest success, then `event`.
 pub fn annotation_with(
     existing: &[AutoResizeEvent],
     event: &AutoResizeEvent,
     now: Timestamp,
 ) -> String {
-    let mut list: Vec<AutoResizeEvent> = existing
-        .iter()
-        .filter(|e| {
-            e.timestamp
-                .parse::<Timestamp>()
-                .ok()
-                .is_none_or(|t| t > now - RETENTION)
-        })
-        .cloned()
-        .collect();
+    let mut list = pruned(existing, now, usize::MAX);
     list.push(event.clone());
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The annotation with `record` turned into a failure (the storage refused it).
+pub fn annotation_marking_failed(existing: &[AutoResizeEvent], record: &AutoResizeEvent) -> String {
+    let list: Vec<AutoResizeEvent> = existing
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if key(&e) == key(record) {
+                e.result = ResizeResult::Failure;
+            }
+            e
+        })
+        .collect();
     serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_string())
 }
 
@@ -120,7 +215,7 @@ mod tests {
 
     fn ev(ts: &str, pvc: &str, result: ResizeResult) -> AutoResizeEvent {
         AutoResizeEvent {
-            timestamp: ts.to_string(),
+            timestamp: ts.parse().unwrap(),
             instance_name: "pg-1".into(),
             pvc_name: pvc.into(),
             volume_type: VolumeType::Data,
@@ -128,6 +223,8 @@ mod tests {
             previous_size: "1Gi".into(),
             new_size: "2Gi".into(),
             result,
+            trigger: None,
+            filesystem_bytes: None,
         }
     }
 
@@ -136,13 +233,24 @@ mod tests {
     }
 
     #[test]
-    fn merging_adds_each_missing_event_once() {
+    fn merging_keeps_one_copy_per_resize_preferring_failures_and_richer_copies() {
         let a = ev("2026-11-26T10:00:00Z", "p", ResizeResult::Success);
         let b = ev("2026-11-26T11:00:00Z", "p", ResizeResult::Success);
-        let status = vec![b.clone()];
-        let extra = vec![a.clone(), b.clone(), a.clone()];
-        assert_eq!(missing_from(&status, &extra), vec![&a]);
-        assert_eq!(merged(&status, &extra), vec![a, b]);
+        let mut b_rich = b.clone();
+        b_rich.trigger = Some("usage".into());
+        b_rich.filesystem_bytes = Some(123);
+        let mut a_failed = a.clone();
+        a_failed.result = ResizeResult::Failure;
+        // The mirror lost the fields the fork's CRD lacks; the PVC kept them.
+        assert_eq!(
+            merged(&[&[b.clone(), a.clone()], &[a.clone(), b_rich.clone()]]),
+            vec![a.clone(), b_rich.clone()]
+        );
+        assert_eq!(
+            merged(&[std::slice::from_ref(&a), std::slice::from_ref(&a_failed)]),
+            vec![a_failed.clone()]
+        );
+        assert_eq!(merged(&[&[a_failed.clone(), a]]), vec![a_failed]);
     }
 
     #[test]
@@ -167,6 +275,18 @@ mod tests {
     }
 
     #[test]
+    fn each_pvcs_latest_success_survives_retention() {
+        let only = ev("2026-11-20T10:00:00Z", "p", ResizeResult::Success);
+        let older = ev("2026-11-19T10:00:00Z", "p", ResizeResult::Success);
+        assert_eq!(
+            pruned(&[older, only.clone()], now(), 10),
+            vec![only.clone()],
+            "cooldowns need the latest resize, however old"
+        );
+        assert_eq!(pruned(std::slice::from_ref(&only), now(), 0), vec![only]);
+    }
+
+    #[test]
     fn capacity_grows_with_budgets() {
         assert_eq!(capacity([3, 3, 3, 3]), 32);
         assert_eq!(capacity([10; 30]), 660);
@@ -174,11 +294,13 @@ mod tests {
     }
 
     #[test]
-    fn annotation_round_trip_and_errors() {
-        let a = ev("2026-11-24T10:00:00Z", "p", ResizeResult::Success);
+    fn annotation_round_trip_marking_and_errors() {
+        let a = ev("2026-11-24T10:00:00Z", "p", ResizeResult::Failure);
         let b = ev("2026-11-26T10:00:00Z", "p", ResizeResult::Success);
         let text = annotation_with(&[a], &b, now());
-        assert_eq!(parse_annotation(&text).unwrap(), vec![b]);
+        assert_eq!(parse_annotation(&text).unwrap(), vec![b.clone()]);
+        let marked = parse_annotation(&annotation_marking_failed(std::slice::from_ref(&b), &b)).unwrap();
+        assert_eq!(marked[0].result, ResizeResult::Failure);
         let err = parse_annotation("{oops").unwrap_err();
         assert!(err.contains(PVC_EVENTS_ANNOTATION));
     }

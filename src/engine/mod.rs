@@ -1,29 +1,39 @@
 //! The decision, per volume (SPEC §3). Pure: no I/O and no clock — the caller
 //! passes everything it knows, `now` included. `plan` and the in-pod planner
 //! share it, so what `plan` prints is what `run` does.
+//!
+//! Reading order: [`decide`] pairs every PVC of the cluster with its volume's
+//! configuration and the journal of past resizes ([`journal`]); `rules.rs`
+//! applies the rules in the SPEC's order, with `inflight.rs` (what the PVC
+//! says), `budget.rs` (budget and cooldown), `wal.rs` (WAL safety) and
+//! `sizing.rs` (the new size) doing the arithmetic.
 
 mod budget;
+pub mod forecast;
 mod inflight;
 pub mod journal;
+mod rules;
 mod sizing;
 mod summary;
 mod volumes;
+mod wal;
 
-pub use budget::{budget_for, Budget, BUDGET_WINDOW};
+pub use budget::{budget_for, cooldown_until, Budget, BUDGET_WINDOW};
 pub use inflight::requested_bytes;
 pub use sizing::{new_size, round_up_to_mib, MIB};
 pub use summary::DecisionSummary;
-pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER};
+pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER, LABEL_POD_ROLE};
+pub use wal::is_ha_slot;
 
-use crate::api::cluster::{Cluster, VolumeType};
-use crate::api::quantity::format_bytes;
-use crate::api::report::{InstanceReport, VolumeStats};
-use crate::api::resize::{ResizePolicy, Step};
-use crate::api::validation::wal_guarded;
+use crate::api::cluster::{AutoResizeEvent, VolumeType};
+use crate::api::report::InstanceReport;
+use crate::api::resize::{Mode, ResizePolicy};
+use crate::api::source::Source;
 use jiff::{SignedDuration, Timestamp};
+use journal::Journal;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,7 +51,9 @@ pub enum Action {
 pub enum Reason {
     NoStatus,
     ResizeInProgress,
+    ExpansionFailed,
     NotTriggered,
+    Cooldown,
     RateLimit,
     AtLimit,
     SingleVolumeNoAck,
@@ -52,10 +64,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::NoStatus,
         Reason::ResizeInProgress,
+        Reason::ExpansionFailed,
         Reason::NotTriggered,
+        Reason::Cooldown,
         Reason::RateLimit,
         Reason::AtLimit,
         Reason::SingleVolumeNoAck,
@@ -69,7 +83,9 @@ impl Reason {
         match self {
             Reason::NoStatus => "no_status",
             Reason::ResizeInProgress => "resize_in_progress",
+            Reason::ExpansionFailed => "expansion_failed",
             Reason::NotTriggered => "not_triggered",
+            Reason::Cooldown => "cooldown",
             Reason::RateLimit => "rate_limit",
             Reason::AtLimit => "at_limit",
             Reason::SingleVolumeNoAck => "single_volume_no_ack",
@@ -93,12 +109,48 @@ pub enum WarningCode {
     /// WAL health could not be read (or slot data is unknown); the resize was
     /// allowed anyway, because a full disk is the worse outcome.
     WalHealthUnavailable,
+    /// The PVC grows to the size of its peers (rule 1), not by a trigger.
+    SizeParity,
 }
 
 impl WarningCode {
+    pub const ALL: [WarningCode; 2] = [WarningCode::WalHealthUnavailable, WarningCode::SizeParity];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WarningCode::WalHealthUnavailable => "wal_health_unavailable",
+            WarningCode::SizeParity => "size_parity",
+        }
+    }
+}
+
+/// Which trigger made a volume grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Usage,
+    Available,
+    Inodes,
+    Forecast,
+    Parity,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Usage,
+        Trigger::Available,
+        Trigger::Inodes,
+        Trigger::Forecast,
+        Trigger::Parity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Usage => "usage",
+            Trigger::Available => "available",
+            Trigger::Inodes => "inodes",
+            Trigger::Forecast => "forecast",
+            Trigger::Parity => "parity",
         }
     }
 }
@@ -123,34 +175,79 @@ impl Default for EngineSettings {
 
 /// Everything the decision looks at.
 pub struct PlanInput<'a> {
-    pub cluster: &'a Cluster,
+    pub source: Source<'a>,
     pub pvcs: &'a [PersistentVolumeClaim],
     pub instances: &'a BTreeMap<String, InstanceReport>,
     pub now: Timestamp,
     pub settings: EngineSettings,
 }
 
+/// The trigger settings of a volume, published to its instance so its disk
+/// probe can wake the leader the moment one is crossed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    pub usage_threshold: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode_usage_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_full_seconds: Option<f64>,
+}
+
+impl Thresholds {
+    pub fn of(policy: &ResizePolicy) -> Self {
+        Thresholds {
+            usage_threshold: policy.usage_threshold,
+            min_available_bytes: policy.min_available,
+            inode_usage_threshold: policy.inode_usage_threshold,
+            time_to_full_seconds: policy.time_to_full.map(|d| d.as_secs_f64()),
+        }
+    }
+}
+
+/// The storage refused an expansion (rule 3).
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Our record of the refused resize, to be marked `failure`.
+    pub record: Option<AutoResizeEvent>,
+    /// The PVC's state and condition message.
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub volume: VolumeRef,
     pub action: Action,
     /// None exactly when `action` is `Resize`.
     pub reason: Option<Reason>,
     pub warnings: Vec<WarningCode>,
+    /// Which trigger fired; set only for a resize.
+    pub trigger: Option<Trigger>,
     /// The PVC's `spec.resources.requests.storage`, when readable.
     pub current_size: Option<u64>,
     pub new_size: Option<u64>,
     /// Resizes left in the rolling 24 h window before this decision acts;
     /// None when the configuration could not be read.
     pub budget_remaining: Option<u32>,
-    /// When the budget next frees a slot, if it is exhausted.
+    /// When a resize is next allowed: the budget's next free slot when it is
+    /// exhausted, or the end of the cooldown.
     pub next_action_at: Option<Timestamp>,
     /// The PVC's request has reached its limit.
     pub at_limit: bool,
-    /// In flight for longer than `stuck_after`.
+    /// In flight for longer than `stuck_after`, or refused by the storage.
     pub stuck: bool,
     /// This resize grows a volume holding WAL and the policy asks for a warning.
     pub wal_risk_alert: bool,
+    /// `Recommend`: a resize is reported, never executed.
+    pub mode: Mode,
+    /// The filesystem total this decision saw (recorded with the resize).
+    pub filesystem_bytes: Option<u64>,
+    /// The volume's triggers, when its configuration reads.
+    pub thresholds: Option<Thresholds>,
+    /// Set when the storage refused an expansion.
+    pub refusal: Option<Refusal>,
     /// A sentence for events and logs: which check, with the numbers.
     pub message: String,
 }
@@ -162,6 +259,7 @@ impl Decision {
             action: Action::None,
             reason: None,
             warnings: Vec::new(),
+            trigger: None,
             current_size: None,
             new_size: None,
             budget_remaining: None,
@@ -169,275 +267,55 @@ impl Decision {
             at_limit: false,
             stuck: false,
             wal_risk_alert: false,
+            mode: Mode::Standard,
+            filesystem_bytes: None,
+            thresholds: None,
+            refusal: None,
             message: String::new(),
         }
     }
 
-    fn finish(mut self, action: Action, reason: Option<Reason>, message: String) -> Self {
-        self.action = action;
-        self.reason = reason;
-        self.message = message;
-        self
+    /// A resize the planner should execute (not merely recommend).
+    pub fn executes(&self) -> bool {
+        self.action == Action::Resize && self.mode == Mode::Standard
     }
 }
 
 /// One decision per PVC whose volume kind has `resize.enabled`, ordered by
 /// instance, then data, WAL, tablespaces.
 pub fn decide(input: &PlanInput<'_>) -> Vec<Decision> {
+    let journal = Journal::of(&input.source, input.pvcs);
+    decide_with(input, &journal)
+}
+
+/// [`decide`] with the journal already built (the planner needs it too).
+pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
+    let cluster = input.source.cluster.name();
     let mut volumes: Vec<(VolumeRef, &PersistentVolumeClaim)> = input
         .pvcs
         .iter()
-        .filter_map(|pvc| classify_pvc(pvc, input.cluster.name()).map(|v| (v, pvc)))
+        .filter_map(|pvc| classify_pvc(pvc, cluster).map(|v| (v, pvc)))
         .collect();
     volumes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut largest: HashMap<(VolumeType, Option<String>), u64> = HashMap::new();
+    for (v, pvc) in &volumes {
+        if let Ok(bytes) = requested_bytes(pvc) {
+            let entry = largest
+                .entry((v.volume_type, v.tablespace.clone()))
+                .or_default();
+            *entry = (*entry).max(bytes);
+        }
+    }
+    let pass = rules::Pass {
+        input,
+        journal,
+        largest: &largest,
+        ha_slot_prefix: input.source.cluster.ha_slot_prefix(),
+    };
     volumes
         .into_iter()
-        .filter_map(|(volume, pvc)| decide_volume(input, volume, pvc))
+        .filter_map(|(volume, pvc)| rules::decide_volume(&pass, volume, pvc))
         .collect()
-}
-
-fn decide_volume(
-    input: &PlanInput<'_>,
-    volume: VolumeRef,
-    pvc: &PersistentVolumeClaim,
-) -> Option<Decision> {
-    let cluster = input.cluster;
-    let (storage, storage_path) =
-        cluster.storage_for(volume.volume_type, volume.tablespace.as_deref())?;
-    let resize = storage.resize.as_ref().filter(|r| r.is_enabled())?;
-    let mut decision = Decision::new(volume);
-
-    // 0. The configuration and the PVC must be readable; never guess.
-    let policy = match resize.resolve(&storage_path.child("resize")) {
-        Ok(policy) => policy,
-        Err(errors) => {
-            let message = errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Some(decision.finish(Action::Blocked, Some(Reason::InvalidConfig), message));
-        }
-    };
-    let current = match inflight::requested_bytes(pvc) {
-        Ok(bytes) => bytes,
-        Err(message) => {
-            return Some(decision.finish(Action::Blocked, Some(Reason::InvalidConfig), message));
-        }
-    };
-    decision.current_size = Some(current);
-    decision.at_limit = policy.limit.is_some_and(|limit| current >= limit);
-    let budget = budget_for(
-        cluster.events(),
-        &decision.volume.pvc,
-        policy.max_actions_per_day,
-        input.now,
-    );
-    decision.budget_remaining = Some(budget.remaining);
-    decision.next_action_at = budget.next_free_at;
-
-    // 1. Status present and fresh.
-    let report = input.instances.get(&decision.volume.instance);
-    let stats = report.and_then(|r| volume_stats(r, &decision.volume));
-    let Some((report, stats)) = report.zip(stats) else {
-        let message = format!(
-            "no disk status from instance {} for this {} volume",
-            decision.volume.instance,
-            decision.volume.volume_type.as_str()
-        );
-        return Some(decision.finish(Action::None, Some(Reason::NoStatus), message));
-    };
-    if let Some(taken) = report.last_updated {
-        let age = input.now.duration_since(taken);
-        if age > input.settings.status_max_age {
-            let message = format!(
-                "disk status from instance {} is {}s old (trusted up to {}s)",
-                decision.volume.instance,
-                age.as_secs(),
-                input.settings.status_max_age.as_secs()
-            );
-            return Some(decision.finish(Action::None, Some(Reason::NoStatus), message));
-        }
-    }
-
-    // 2. Resize in flight.
-    if let Some(flight) =
-        inflight::in_flight(pvc, cluster.events(), &decision.volume.pvc, current, stats)
-    {
-        decision.stuck = flight
-            .since
-            .is_some_and(|since| input.now.duration_since(since) > input.settings.stuck_after);
-        let message = format!(
-            "a resize of {} is in flight: {}",
-            decision.volume.pvc, flight.evidence
-        );
-        return Some(decision.finish(Action::None, Some(Reason::ResizeInProgress), message));
-    }
-
-    // 3. Trigger.
-    let by_percent = stats.percent_used_exceeds(policy.usage_threshold);
-    let by_available = policy
-        .min_available
-        .is_some_and(|min| stats.available_bytes < min);
-    if !by_percent && !by_available {
-        let message = format!(
-            "{}% used (threshold {}%), {} available",
-            stats.percent_used_rounded(),
-            policy.usage_threshold,
-            format_bytes(stats.available_bytes)
-        );
-        return Some(decision.finish(Action::None, Some(Reason::NotTriggered), message));
-    }
-    let trigger = if by_percent {
-        format!(
-            "{}% used > {}%",
-            stats.percent_used_rounded(),
-            policy.usage_threshold
-        )
-    } else {
-        format!(
-            "{} available < minAvailable {}",
-            format_bytes(stats.available_bytes),
-            format_bytes(policy.min_available.unwrap_or_default())
-        )
-    };
-
-    // 4. Budget.
-    if budget.remaining == 0 {
-        let message = format!(
-            "{trigger}, but {} of {} resizes in the last 24h are used{}",
-            budget.used,
-            policy.max_actions_per_day,
-            budget
-                .next_free_at
-                .map(|t| format!("; next allowed at {t}"))
-                .unwrap_or_default()
-        );
-        return Some(decision.finish(Action::Blocked, Some(Reason::RateLimit), message));
-    }
-
-    // 5. Limit.
-    if let Some(limit) = policy.limit.filter(|_| decision.at_limit) {
-        let message = format!(
-            "{trigger}, but the request {} has reached the limit {}",
-            format_bytes(current),
-            format_bytes(limit)
-        );
-        return Some(decision.finish(Action::Blocked, Some(Reason::AtLimit), message));
-    }
-
-    // 6. WAL safety.
-    let guarded = wal_guarded(cluster, decision.volume.volume_type);
-    if guarded {
-        match wal_safety(cluster, &decision.volume, &policy, report) {
-            WalVerdict::Blocked(reason, why) => {
-                return Some(decision.finish(
-                    Action::Blocked,
-                    Some(reason),
-                    format!("{trigger}, but {why}"),
-                ));
-            }
-            WalVerdict::Allowed { warning } => decision.warnings.extend(warning),
-        }
-    }
-
-    // 7. Size.
-    let new = new_size(current, &policy);
-    if new <= current {
-        let message = format!(
-            "{trigger}, but the configured step adds nothing to {} (maxStep {})",
-            format_bytes(current),
-            format_bytes(policy.max_step)
-        );
-        return Some(decision.finish(Action::None, Some(Reason::InvalidConfig), message));
-    }
-    decision.new_size = Some(new);
-    decision.wal_risk_alert = guarded && policy.wal_safety.alert_on_resize;
-    let step = match policy.step {
-        Step::Percent(p) => format!("{p}%"),
-        Step::Absolute(bytes) => format_bytes(bytes),
-    };
-    let message = format!(
-        "{trigger}: growing {} from {} to {} (step {step})",
-        decision.volume.pvc,
-        format_bytes(current),
-        format_bytes(new)
-    );
-    Some(decision.finish(Action::Resize, None, message))
-}
-
-fn volume_stats<'r>(report: &'r InstanceReport, volume: &VolumeRef) -> Option<&'r VolumeStats> {
-    match volume.volume_type {
-        VolumeType::Data => report.data.as_ref(),
-        VolumeType::Wal => report.wal.as_ref(),
-        VolumeType::Tablespace => report.tablespaces.get(volume.tablespace.as_deref()?),
-    }
-}
-
-enum WalVerdict {
-    Allowed { warning: Option<WarningCode> },
-    Blocked(Reason, String),
-}
-
-fn wal_safety(
-    cluster: &Cluster,
-    volume: &VolumeRef,
-    policy: &ResizePolicy,
-    report: &InstanceReport,
-) -> WalVerdict {
-    let safety = &policy.wal_safety;
-    if volume.volume_type == VolumeType::Data
-        && cluster.spec.wal_storage.is_none()
-        && !safety.acknowledge_wal_risk
-    {
-        return WalVerdict::Blocked(
-            Reason::SingleVolumeNoAck,
-            "WAL shares this data volume (no spec.walStorage) and acknowledgeWALRisk is not set"
-                .into(),
-        );
-    }
-    // Fail open: refusing to grow because we cannot see is worse than a full disk.
-    let Some(health) = &report.wal_health else {
-        return WalVerdict::Allowed {
-            warning: Some(WarningCode::WalHealthUnavailable),
-        };
-    };
-    if safety.require_archive_healthy && health.archiving_configured && !health.archive_healthy {
-        return WalVerdict::Blocked(
-            Reason::ArchiveUnhealthy,
-            "WAL archiving is failing; growing the volume would only hide it".into(),
-        );
-    }
-    if safety.max_pending_wal_files > 0 && health.pending_wal_files > safety.max_pending_wal_files {
-        return WalVerdict::Blocked(
-            Reason::PendingWalExceeded,
-            format!(
-                "{} WAL files wait for archiving (maxPendingWALFiles {})",
-                health.pending_wal_files, safety.max_pending_wal_files
-            ),
-        );
-    }
-    if safety.max_slot_retention_bytes > 0 {
-        if !health.slots_known {
-            return WalVerdict::Allowed {
-                warning: Some(WarningCode::WalHealthUnavailable),
-            };
-        }
-        let worst = health
-            .inactive_slots
-            .iter()
-            .max_by_key(|s| s.retention_bytes);
-        if let Some(slot) = worst.filter(|s| s.retention_bytes > safety.max_slot_retention_bytes) {
-            return WalVerdict::Blocked(
-                Reason::SlotRetentionExceeded,
-                format!(
-                    "inactive replication slot {:?} retains {} bytes of WAL (maxSlotRetentionBytes {})",
-                    slot.slot_name, slot.retention_bytes, safety.max_slot_retention_bytes
-                ),
-            );
-        }
-    }
-    WalVerdict::Allowed { warning: None }
 }
 
 #[cfg(test)]

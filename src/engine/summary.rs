@@ -2,7 +2,7 @@
 //! (SPEC §6 fixes these fields and names), also embedded in what the leader
 //! publishes to every pod.
 
-use super::{Action, Decision, Reason, WarningCode};
+use super::{Action, Decision, Reason, Trigger, WarningCode};
 use crate::api::cluster::VolumeType;
 use crate::api::quantity::format_bytes;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,8 @@ pub struct DecisionSummary {
     /// Null exactly when the action is `resize`.
     pub reason: Option<Reason>,
     pub warnings: Vec<WarningCode>,
+    /// Which trigger fired; null unless the action is `resize`.
+    pub trigger: Option<Trigger>,
     /// Kubernetes quantity strings.
     pub current_size: Option<String>,
     pub new_size: Option<String>,
@@ -35,6 +37,7 @@ impl From<&Decision> for DecisionSummary {
             action: d.action,
             reason: d.reason,
             warnings: d.warnings.clone(),
+            trigger: d.trigger,
             current_size: d.current_size.map(format_bytes),
             new_size: d.new_size.map(format_bytes),
             budget_remaining: d.budget_remaining,

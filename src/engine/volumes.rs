@@ -7,6 +7,8 @@ pub const LABEL_CLUSTER: &str = "cnpg.io/cluster";
 pub const LABEL_INSTANCE: &str = "cnpg.io/instanceName";
 pub const LABEL_PVC_ROLE: &str = "cnpg.io/pvcRole";
 pub const LABEL_TABLESPACE: &str = "cnpg.io/tablespaceName";
+/// CNPG labels instance pods `cnpg.io/podRole=instance` (Job pods differ).
+pub const LABEL_POD_ROLE: &str = "cnpg.io/podRole";
 
 /// One volume of one instance. Orders by instance, then data, WAL, tablespaces.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

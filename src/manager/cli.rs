@@ -14,27 +14,61 @@ use std::process::ExitCode;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// What `cnpg-autoresize` alone prints: where to start.
+fn overview() -> String {
+    let demo = if cfg!(feature = "testbed") {
+        "  cnpg-autoresize demo              see it work on this machine: API sandbox, PostgreSQL, volumes, managers"
+    } else {
+        "  cnpg-autoresize demo              (developer builds only: cargo run --release -- demo)"
+    };
+    format!(
+        "cnpg-autoresize {} — grows PostgreSQL volumes on Kubernetes before they fill\n\n\
+         {demo}\n\
+         \x20 cnpg-autoresize validate FILE     check a Cluster's resize blocks or an AutoResizePolicy\n\
+         \x20 cnpg-autoresize plan FILE         what would it decide for this snapshot? (JSON)\n\
+         \x20 cnpg-autoresize status --cluster  a cluster's volumes as the planner sees them\n\
+         \x20 cnpg-autoresize run               the in-pod manager (injected by the Helm chart)\n\
+         \x20 cnpg-autoresize sandbox           serve the local Kubernetes API sandbox (developer builds)\n\n\
+         `cnpg-autoresize <command> --help` shows each command's flags and an example.\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The in-pod manager: probes volumes and WAL health, elects a leader, resizes PVCs.
-    Run(Box<super::run::RunArgs>),
-    /// Offline what-if: read a snapshot (YAML or JSON) and print the decisions as JSON.
-    Plan {
-        /// Snapshot file; "-" or absent reads standard input.
-        file: Option<PathBuf>,
-    },
-    /// Check a Cluster manifest's resize configuration (exit 1 on errors).
+    /// Run the whole system locally (API sandbox, PostgreSQL, volumes, managers) and show a resize live.
+    #[cfg(feature = "testbed")]
+    #[command(
+        after_help = "Example:\n  cnpg-autoresize demo --instances 3      # Ctrl-C stops and cleans up"
+    )]
+    Demo(super::demo::DemoArgs),
+    /// Check a Cluster's resize configuration or an AutoResizePolicy (exit 1 on errors).
+    #[command(
+        after_help = "Examples:\n  cnpg-autoresize validate examples/clusters/data-and-wal.yaml\n  cnpg-autoresize validate examples/policies/pg-main.yaml --cluster-file examples/clusters/data-and-wal.yaml --output json"
+    )]
     Validate {
-        /// Cluster manifest (YAML or JSON); "-" or absent reads standard input.
+        /// Cluster or AutoResizePolicy manifest (YAML or JSON); "-" or absent reads standard input.
         file: Option<PathBuf>,
+        /// With a policy: the Cluster it governs, for the size comparisons and the volumes it has.
+        #[arg(long)]
+        cluster_file: Option<PathBuf>,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
     },
-    /// Print a cluster's volumes as the planner sees them: size, use, trigger, budget, state.
+    /// Offline what-if: read a snapshot (YAML or JSON) and print the decisions as JSON.
+    #[command(
+        after_help = "Example:\n  cnpg-autoresize plan examples/plan/data-and-wal.yaml | jq '.decisions[] | {pvc, action, reason}'"
+    )]
+    Plan {
+        /// Snapshot file; "-" or absent reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Print a cluster's volumes as the planner sees them: size, use, forecast, trigger, budget, state.
+    #[command(after_help = "Example:\n  cnpg-autoresize status --cluster pg-main -n databases")]
     Status {
         /// Name of the CNPG Cluster.
         #[arg(long, env = "CLUSTER_NAME")]
@@ -46,9 +80,16 @@ pub enum Command {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
     },
-    /// Run the whole system locally (API sandbox, PostgreSQL, volumes, managers) and show a resize live.
-    Demo(super::demo::DemoArgs),
+    /// The in-pod manager: probes volumes and WAL health, elects a leader, resizes PVCs.
+    #[command(
+        after_help = "Example (the Helm chart injects this into every instance pod):\n  cnpg-autoresize run --cluster pg-main --pod-name \"$POD_NAME\" --wal-path /var/lib/postgresql/wal"
+    )]
+    Run(Box<super::run::RunArgs>),
     /// Serve the local Kubernetes API sandbox (no real cluster needed).
+    #[cfg(feature = "testbed")]
+    #[command(
+        after_help = "Example:\n  cnpg-autoresize sandbox --kubeconfig-out /tmp/kc.yaml &\n  kubectl --kubeconfig /tmp/kc.yaml --validate=false get pvc"
+    )]
     Sandbox {
         /// Address to listen on (port 0 = a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -70,11 +111,20 @@ pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        print!("{}", overview());
+        return ExitCode::SUCCESS;
+    };
+    match command {
         Command::Run(args) => super::run::main(*args),
+        #[cfg(feature = "testbed")]
         Command::Demo(args) => super::demo::main(args),
         Command::Plan { file } => run_plan(file),
-        Command::Validate { file, output } => run_validate(file, output),
+        Command::Validate {
+            file,
+            cluster_file,
+            output,
+        } => run_validate(file, cluster_file, output),
         Command::Status {
             cluster,
             namespace,
@@ -84,6 +134,7 @@ pub fn main() -> ExitCode {
             print!("{table}");
             Ok(())
         }),
+        #[cfg(feature = "testbed")]
         Command::Sandbox {
             listen,
             kubeconfig_out,
@@ -124,7 +175,12 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 
 fn run_plan(file: Option<PathBuf>) -> ExitCode {
     match plan::plan_file(file.as_deref(), jiff::Timestamp::now()) {
-        Ok(output) => match print_json(&output) {
+        Ok((output, notes)) => match notes
+            .iter()
+            .try_for_each(|n| writeln!(std::io::stderr(), "note: {n}"))
+            .map_err(|e| e.to_string())
+            .and_then(|()| print_json(&output))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("cannot write the plan: {e}")),
         },
@@ -132,15 +188,20 @@ fn run_plan(file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run_validate(file: Option<PathBuf>, output: OutputFormat) -> ExitCode {
-    let (cluster, report) = match validate::validate_file(file.as_deref()) {
+fn run_validate(
+    file: Option<PathBuf>,
+    cluster_file: Option<PathBuf>,
+    output: OutputFormat,
+) -> ExitCode {
+    let (subject, report) = match validate::validate_file(file.as_deref(), cluster_file.as_deref())
+    {
         Ok(result) => result,
         Err(e) => return fail(e),
     };
     let written = match output {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Human => std::io::stdout()
-            .write_all(validate::render_human(&cluster, &report).as_bytes())
+            .write_all(validate::render_human(&subject, &report).as_bytes())
             .map_err(|e| e.to_string()),
     };
     if let Err(e) = written {

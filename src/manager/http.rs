@@ -4,7 +4,7 @@
 use crate::actors::leader::Leadership;
 use crate::actors::planner::feed::DecisionFeed;
 use crate::actors::status::{LocalStatus, StatusResponse};
-use crate::actors::supervision::{ApiReachability, Liveness};
+use crate::actors::supervision::Liveness;
 use crate::metrics::Metrics;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -22,7 +22,6 @@ pub struct HttpState {
     pub pod_name: String,
     pub metrics: Arc<Metrics>,
     pub liveness: Arc<Liveness>,
-    pub api: Arc<ApiReachability>,
     pub status: watch::Receiver<LocalStatus>,
     pub feed: watch::Receiver<DecisionFeed>,
     pub leadership: watch::Receiver<Leadership>,
@@ -59,20 +58,21 @@ async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
     } else {
         let names: Vec<String> = stalled
             .iter()
-            .map(|(n, d)| format!("{n} silent for {}s", d.as_secs()))
+            .map(|(n, why)| format!("{n} {why}"))
             .collect();
         HttpResponse::ServiceUnavailable().body(format!("stalled: {}\n", names.join(", ")))
     }
 }
 
+/// Ready once the first disk probe is done — and nothing else. In a pod a
+/// sidecar's readiness gates PostgreSQL's Service endpoints, so it must never
+/// depend on the API server, the lease or PostgreSQL (`cnpg_autoresize_api_up`
+/// tells about the API server).
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    let probed = state.status.borrow().probed;
-    let api = state.api.get();
-    match (probed, api) {
-        (true, true) => HttpResponse::Ok().body("ok\n"),
-        _ => HttpResponse::ServiceUnavailable().body(format!(
-            "first probe done: {probed}; API reachable: {api}\n"
-        )),
+    if state.status.borrow().probed {
+        HttpResponse::Ok().body("ok\n")
+    } else {
+        HttpResponse::ServiceUnavailable().body("the first disk probe is not done yet\n")
     }
 }
 
@@ -86,7 +86,7 @@ async fn status(state: web::Data<HttpState>, query: web::Query<LongPoll>) -> Htt
         instance: state.pod_name.clone(),
         version: current.version,
         probed: current.complete(),
-        report: current.report,
+        report: current.served_report(),
     })
 }
 

@@ -63,20 +63,39 @@ pub fn typed<T: DeserializeOwned>(name: &str, value: serde_json::Value) -> Resul
     })
 }
 
-/// Checks `apiVersion`/`kind` name a CNPG Cluster.
-pub fn expect_cluster(name: &str, value: &serde_json::Value) -> Result<(), InputError> {
-    let kind = value.get("kind").and_then(|k| k.as_str());
+/// The (API group, kind) a manifest declares.
+pub fn kind_of(value: &serde_json::Value) -> (&str, &str) {
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     let api_version = value
         .get("apiVersion")
         .and_then(|k| k.as_str())
         .unwrap_or("");
-    let group = api_version.split('/').next().unwrap_or("");
-    if kind != Some(crate::api::cluster::KIND) || group != crate::api::cluster::API_GROUP {
+    (api_version.split('/').next().unwrap_or(""), kind)
+}
+
+/// Checks `apiVersion`/`kind` name the expected resource.
+pub fn expect_kind(
+    name: &str,
+    value: &serde_json::Value,
+    group: &str,
+    kind: &str,
+) -> Result<(), InputError> {
+    if !value.is_object() {
+        return Err(InputError(format!("{name} is not an object")));
+    }
+    let (found_group, found_kind) = kind_of(value);
+    if found_kind != kind || found_group != group {
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("");
+        let what = if kind == crate::api::cluster::KIND {
+            "CloudNativePG Cluster"
+        } else {
+            kind
+        };
         return Err(InputError(format!(
-            "{name} is not a CloudNativePG Cluster manifest (apiVersion {:?}, kind {:?}; expected {:?}, kind \"Cluster\")",
-            api_version,
-            kind.unwrap_or(""),
-            crate::api::cluster::API_VERSION
+            "{name} is not a {what} manifest (apiVersion {api_version:?}, kind {found_kind:?}; expected group {group:?}, kind {kind:?})"
         )));
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Wiring: the command line and the commands behind it.
 
 pub mod cli;
+#[cfg(feature = "testbed")]
 pub mod demo;
 pub mod http;
 pub mod input;

@@ -1,9 +1,15 @@
 //! `cnpg-autoresize plan`: the offline what-if. Reads a snapshot, prints the
-//! decisions the running system would make, as JSON.
+//! decisions the running system would make, as JSON. The snapshot is read
+//! as leniently as the running system reads the API: an unreadable entry
+//! is left out (with a note on stderr), and only input that is not a
+//! snapshot at all is refused.
 
-use super::input::{expect_cluster, read_document, typed, InputError};
+use super::input::{expect_kind, read_document, typed, InputError};
 use crate::api::cluster::Cluster;
+use crate::api::lenient::Lenient;
+use crate::api::policy::AutoResizePolicy;
 use crate::api::report::InstanceReport;
+use crate::api::source::Source;
 use crate::engine::{decide, DecisionSummary, EngineSettings, PlanInput};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::{Deserialize, Serialize};
@@ -18,9 +24,11 @@ pub struct Snapshot {
     pub now: Option<jiff::Timestamp>,
     pub cluster: serde_json::Value,
     #[serde(default)]
-    pub pvcs: Vec<PersistentVolumeClaim>,
+    pub policy: Option<serde_json::Value>,
     #[serde(default)]
-    pub instances: BTreeMap<String, InstanceReport>,
+    pub pvcs: Vec<Lenient<PersistentVolumeClaim>>,
+    #[serde(default)]
+    pub instances: BTreeMap<String, Lenient<InstanceReport>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -29,22 +37,82 @@ pub struct PlanOutput {
 }
 
 /// Loads a snapshot and decides. `now` is the snapshot's, else the caller's.
-pub fn plan_file(path: Option<&Path>, now: jiff::Timestamp) -> Result<PlanOutput, InputError> {
+/// Returns the decisions and notes about entries left out.
+pub fn plan_file(
+    path: Option<&Path>,
+    now: jiff::Timestamp,
+) -> Result<(PlanOutput, Vec<String>), InputError> {
     let name = path
         .filter(|p| p.as_os_str() != "-")
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "standard input".to_string());
     let snapshot: Snapshot = typed(&name, read_document(path)?)?;
-    expect_cluster(&format!("{name}: cluster"), &snapshot.cluster)?;
-    let cluster: Cluster = typed(&format!("{name}: cluster"), snapshot.cluster.clone())?;
+    let cluster_name = format!("{name}: cluster");
+    expect_kind(
+        &cluster_name,
+        &snapshot.cluster,
+        crate::api::cluster::API_GROUP,
+        crate::api::cluster::KIND,
+    )?;
+    let cluster: Cluster = typed(&cluster_name, snapshot.cluster.clone())?;
+    let policy: Option<AutoResizePolicy> = match &snapshot.policy {
+        Some(value) => {
+            let policy_name = format!("{name}: policy");
+            expect_kind(
+                &policy_name,
+                value,
+                crate::api::policy::API_GROUP,
+                crate::api::policy::KIND,
+            )?;
+            Some(typed(&policy_name, value.clone())?)
+        }
+        None => None,
+    };
+    let mut notes = Vec::new();
+    let mut pvcs = Vec::new();
+    for (i, pvc) in snapshot.pvcs.into_iter().enumerate() {
+        match pvc {
+            Lenient::Ok(p) => pvcs.push(p),
+            Lenient::Unreadable { error, .. } => {
+                notes.push(format!("{name}: pvcs[{i}] left out: {error}"))
+            }
+        }
+    }
+    let mut instances = BTreeMap::new();
+    for (pod, report) in snapshot.instances {
+        match report {
+            Lenient::Ok(r) => {
+                instances.insert(pod, r);
+            }
+            Lenient::Unreadable { error, .. } => notes.push(format!(
+                "{name}: instances.{pod} left out (no status from it): {error}"
+            )),
+        }
+    }
+    let (_, unreadable) = crate::api::lenient::split(
+        Source {
+            cluster: &cluster,
+            policy: policy.as_ref(),
+        }
+        .status_events(),
+    );
+    for (_, error) in unreadable {
+        notes.push(format!(
+            "{name}: a status.autoResizeEvents entry counts toward no budget (unreadable: {error})"
+        ));
+    }
     let input = PlanInput {
-        cluster: &cluster,
-        pvcs: &snapshot.pvcs,
-        instances: &snapshot.instances,
+        source: Source {
+            cluster: &cluster,
+            policy: policy.as_ref(),
+        },
+        pvcs: &pvcs,
+        instances: &instances,
         now: snapshot.now.unwrap_or(now),
         settings: EngineSettings::default(),
     };
-    Ok(PlanOutput {
+    let output = PlanOutput {
         decisions: decide(&input).iter().map(DecisionSummary::from).collect(),
-    })
+    };
+    Ok((output, notes))
 }

@@ -8,13 +8,12 @@ use crate::actors::follower::Follower;
 use crate::actors::leader::{Fence, LeaderActor, LeaderSettings, Leadership, Release};
 use crate::actors::planner::feed::DecisionFeed;
 use crate::actors::planner::{Planner, PlannerSettings};
-use crate::actors::status::StatusPublisher;
-use crate::actors::supervision::{ApiReachability, Liveness};
+use crate::actors::status::{LeaderHints, StatusPublisher};
+use crate::actors::supervision::{self, supervise, Liveness};
 use crate::actors::wal_health::{WalHealthActor, WalHealthSettings};
 use crate::api::cluster::VolumeType;
 use crate::engine::EngineSettings;
 use crate::metrics::Metrics;
-use actix::{Actor, Supervisor};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,6 +93,10 @@ pub struct RunArgs {
     /// Test bed only: read volumes whose capacity is simulated (non-root tests).
     #[arg(long, hide = true)]
     pub simulated_volumes: bool,
+    /// Tests only: make ACTOR panic on its next N ticks (ACTOR[:N], N default 1),
+    /// to prove supervision restarts it.
+    #[arg(long = "fault-panic", hide = true, value_name = "ACTOR[:N]")]
+    pub fault_panics: Vec<String>,
 }
 
 /// Durations like `1s`, `500ms`, `10m`, `1m30s`.
@@ -104,6 +107,56 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("duration {text:?} must be positive"));
     }
     Duration::try_from(d).map_err(|e| format!("duration {text:?}: {e}"))
+}
+
+/// Refuses timings that cannot work together (SPEC §5.1): every write is
+/// fenced by the lease, so a lease the leader cannot renew in time would
+/// refuse every write, silently.
+fn check_timings(args: &RunArgs) -> Result<(), String> {
+    let (lease, renew) = (args.lease_duration, args.renew_interval);
+    if lease < Duration::from_secs(3) {
+        return Err(format!(
+            "--lease-duration {lease:?} is shorter than 3s: the write fence keeps a 1s margin, so the leader could never write"
+        ));
+    }
+    if renew * 3 > lease {
+        return Err(format!(
+            "--renew-interval {renew:?} is above a third of --lease-duration {lease:?}: one slow renewal would lose the lease"
+        ));
+    }
+    if args.probe_interval * 3 > lease {
+        return Err(format!(
+            "--probe-interval {:?}: a report is trusted for 3 probe intervals, which must fit in --lease-duration {lease:?}",
+            args.probe_interval
+        ));
+    }
+    if args.slot_query_timeout >= args.wal_interval * 10 {
+        return Err(format!(
+            "--slot-query-timeout {:?} is longer than 10 WAL checks (--wal-interval {:?})",
+            args.slot_query_timeout, args.wal_interval
+        ));
+    }
+    if args.stuck_resize_after < args.probe_interval * 3 {
+        return Err(format!(
+            "--stuck-resize-after {:?} is shorter than 3 probe intervals",
+            args.stuck_resize_after
+        ));
+    }
+    Ok(())
+}
+
+/// `ACTOR[:N]` of the hidden `--fault-panic` flag.
+fn fault_panics(specs: &[String]) -> Result<Vec<(String, u32)>, String> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (actor, n) = spec.split_once(':').unwrap_or((spec, "1"));
+            let n = n
+                .parse()
+                .map_err(|_| format!("--fault-panic {spec:?}: expected ACTOR[:N]"))?;
+            Ok((actor.to_string(), n))
+        })
+        .collect()
 }
 
 /// Everything `run` needs, checked.
@@ -179,10 +232,11 @@ impl RunConfig {
                 path,
             });
         }
-        if args.renew_interval >= args.lease_duration {
+        check_timings(&args)?;
+        if args.http_addr.port() == 0 {
             return Err(format!(
-                "--renew-interval ({:?}) must be shorter than --lease-duration ({:?})",
-                args.renew_interval, args.lease_duration
+                "--http-addr {}: the leader reaches every pod on the same fixed port; port 0 cannot work",
+                args.http_addr
             ));
         }
         let pg = match &args.pg_dsn {
@@ -191,6 +245,7 @@ impl RunConfig {
             }
             None => pg_from_env(),
         };
+        supervision::inject_panics(&fault_panics(&args.fault_panics)?);
         Ok(RunConfig {
             args,
             cluster,
@@ -244,9 +299,11 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
         targets,
         pg,
     } = config;
-    let (client, default_namespace) = crate::kube_api::client(args.kubeconfig.as_deref())
-        .await
-        .map_err(|e| Startup::Usage(format!("{e:#}")))?;
+    let agent = format!("cnpg-autoresize/{VERSION} (pod {pod_name})");
+    let (client, default_namespace) =
+        crate::kube_api::client(args.kubeconfig.as_deref(), Some(&agent))
+            .await
+            .map_err(|e| Startup::Usage(format!("{e:#}")))?;
     let namespace = args
         .namespace
         .clone()
@@ -255,10 +312,11 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
 
     let metrics = Arc::new(Metrics::new(VERSION).map_err(|e| Startup::Failed(e.to_string()))?);
     let liveness = Arc::new(Liveness::default());
-    let api_reachable = Arc::new(ApiReachability::default());
     let fence = Arc::new(Fence::default());
-    let (status, status_rx) = StatusPublisher::new();
+    let hints = LeaderHints::default();
+    let (status, status_rx) = StatusPublisher::new(hints.clone());
     let (leadership_tx, leadership_rx) = watch::channel(Leadership::default());
+    let (evidence_tx, evidence_rx) = watch::channel(None);
     let (feed_tx, feed_rx) = watch::channel(DecisionFeed::default());
 
     let (http, server) = serve(
@@ -267,7 +325,6 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
             pod_name: pod_name.clone(),
             metrics: metrics.clone(),
             liveness: liveness.clone(),
-            api: api_reachable.clone(),
             status: status_rx.clone(),
             feed: feed_rx.clone(),
             leadership: leadership_rx.clone(),
@@ -281,7 +338,21 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
         simulated_volumes: args.simulated_volumes,
     };
     let (s, m, l) = (status.clone(), metrics.clone(), liveness.clone());
-    Supervisor::start(move |_| DiskProbe::new(targets, probe, s, m, l));
+    supervise(
+        "disk_probe",
+        metrics.clone(),
+        liveness.clone(),
+        move |lifeline| {
+            DiskProbe::new(
+                targets.clone(),
+                probe.clone(),
+                s.clone(),
+                m.clone(),
+                l.clone(),
+                lifeline,
+            )
+        },
+    );
 
     let wal = WalHealthSettings {
         pg,
@@ -290,8 +361,27 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
         statement_timeout: args.pg_timeout,
         slot_query_timeout: args.slot_query_timeout,
     };
-    let (s, m, l) = (status.clone(), metrics.clone(), liveness.clone());
-    Supervisor::start(move |_| WalHealthActor::new(wal, s, m, l));
+    let (s, m, l, h) = (
+        status.clone(),
+        metrics.clone(),
+        liveness.clone(),
+        hints.clone(),
+    );
+    supervise(
+        "wal_health",
+        metrics.clone(),
+        liveness.clone(),
+        move |lifeline| {
+            WalHealthActor::new(
+                wal.clone(),
+                s.clone(),
+                m.clone(),
+                l.clone(),
+                h.clone(),
+                lifeline,
+            )
+        },
+    );
 
     let leader_settings = LeaderSettings {
         lease_name: format!("cnpg-autoresize-{cluster}"),
@@ -300,15 +390,31 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
         renew_interval: args.renew_interval,
     };
     let leases = kube::Api::namespaced(client.clone(), &namespace);
-    let (f, m, l, a) = (
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (f, m, l, r) = (
         fence.clone(),
         metrics.clone(),
         liveness.clone(),
-        api_reachable.clone(),
+        released.clone(),
     );
-    let leader = Supervisor::start(move |_| {
-        LeaderActor::new(leader_settings, leases, f, leadership_tx, m, l, a)
-    });
+    let leader = supervise(
+        "leader",
+        metrics.clone(),
+        liveness.clone(),
+        move |lifeline| {
+            LeaderActor::new(
+                leader_settings.clone(),
+                leases.clone(),
+                f.clone(),
+                leadership_tx.clone(),
+                evidence_rx.clone(),
+                m.clone(),
+                l.clone(),
+                r.clone(),
+                lifeline,
+            )
+        },
+    );
 
     let planner_settings = PlannerSettings {
         namespace: namespace.clone(),
@@ -331,17 +437,37 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
         fence.clone(),
         liveness.clone(),
     );
-    let (local, lead) = (status_rx.clone(), leadership_rx.clone());
-    let _planner =
-        Planner::create(move |_| Planner::new(planner_settings, c, m, f, l, local, lead, feed_tx));
+    let (local, lead, feed) = (status_rx.clone(), leadership_rx.clone(), feed_tx.clone());
+    supervise(
+        "planner",
+        metrics.clone(),
+        liveness.clone(),
+        move |lifeline| {
+            Planner::new(
+                planner_settings.clone(),
+                c.clone(),
+                m.clone(),
+                f.clone(),
+                l.clone(),
+                local.clone(),
+                lead.clone(),
+                feed.clone(),
+                lifeline,
+            )
+        },
+    );
 
     let follower = Follower {
         pod_name: pod_name.clone(),
         http_port: args.http_addr.port(),
         pods: kube::Api::namespaced(client.clone(), &namespace),
         metrics: metrics.clone(),
+        hints: hints.clone(),
         leadership: leadership_rx.clone(),
+        evidence: evidence_tx,
         local_feed: feed_rx.clone(),
+        poll_wait: args.renew_interval,
+        forget_after: args.lease_duration * 3,
         started: jiff::Timestamp::now(),
     };
     actix_rt::spawn(follower.run());
@@ -349,9 +475,13 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
     tracing::info!(version = VERSION, %cluster, %namespace, pod = %pod_name, http = %args.http_addr, "manager started");
     let signal = super::signals::wait_for_signal().await;
     tracing::info!(signal, "shutting down");
+    supervision::shutting_down();
 
     // Release the lease first so a successor takes over at once.
-    let _ = tokio::time::timeout(Duration::from_secs(3), leader.send(Release)).await;
+    if let Some(leader) = leader.addr() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), leader.send(Release)).await;
+    }
+    released.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(1), http.stop(true)).await;
     tracing::info!("stopped");
     Ok(())

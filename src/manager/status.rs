@@ -1,17 +1,22 @@
-//! `cnpg-autoresize status`: reads a cluster from the API server and prints,
-//! per instance and volume, what the planner sees and decides.
+//! `cnpg-autoresize status`: reads a cluster (and the AutoResizePolicy that
+//! governs it, if any) from the API server and prints, per instance and
+//! volume, what the planner sees and decides: size, use, forecast, trigger,
+//! budget, next action, state and the last resize with its trigger.
 
-use crate::api::cluster::{
-    AutoResizeEvent, Cluster, InstanceDiskStatus, ResizeResult, VolumeDiskStatus,
-};
+use crate::api::cluster::{Cluster, InstanceDiskStatus, VolumeDiskStatus, VolumeType};
+use crate::api::duration::format_go_duration;
+use crate::api::policy::AutoResizePolicy;
 use crate::api::quantity::format_bytes;
 use crate::api::report::{InactiveSlot, InstanceReport, VolumeStats, WalHealth};
-use crate::engine::{decide, Action, Decision, EngineSettings, PlanInput, LABEL_CLUSTER};
+use crate::api::source::Source;
+use crate::engine::journal::Journal;
+use crate::engine::{decide_with, Action, Decision, EngineSettings, PlanInput, LABEL_CLUSTER};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
 
 fn stats(v: &VolumeDiskStatus) -> VolumeStats {
     VolumeStats {
@@ -21,6 +26,7 @@ fn stats(v: &VolumeDiskStatus) -> VolumeStats {
         inodes_total: v.inodes_total,
         inodes_used: v.inodes_used,
         inodes_free: v.inodes_free,
+        growth_bytes_per_second: v.growth_bytes_per_second,
     }
 }
 
@@ -48,55 +54,52 @@ pub fn report_from_status(s: &InstanceDiskStatus) -> InstanceReport {
                 .collect(),
             slots_known: true,
         }),
+        age_seconds: None,
         last_updated: None,
     }
 }
 
-fn last_resize<'e>(events: &'e [AutoResizeEvent], pvc: &str) -> Option<&'e AutoResizeEvent> {
-    events
-        .iter()
-        .filter(|e| e.pvc_name == pvc && e.result == ResizeResult::Success)
-        .max_by_key(|e| e.timestamp.parse::<jiff::Timestamp>().ok())
+fn volume_stats(report: Option<&InstanceReport>, d: &Decision) -> Option<VolumeStats> {
+    let r = report?;
+    match d.volume.volume_type {
+        VolumeType::Data => r.data,
+        VolumeType::Wal => r.wal,
+        VolumeType::Tablespace => r.tablespaces.get(d.volume.tablespace.as_deref()?).copied(),
+    }
 }
 
 pub fn render(
-    cluster: &Cluster,
     decisions: &[Decision],
     reports: &BTreeMap<String, InstanceReport>,
+    journal: &Journal,
 ) -> String {
-    let mut rows = vec![[
+    const COLUMNS: [&str; 12] = [
         "INSTANCE",
         "VOLUME",
         "PVC",
         "SIZE",
         "USED%",
-        "TRIGGER",
+        "GROWTH/H",
+        "FULL IN",
         "BUDGET",
         "NEXT ACTION",
         "STATE",
         "LAST RESIZE",
-    ]
-    .map(String::from)];
+        "BY",
+    ];
+    let mut rows = vec![COLUMNS.map(String::from).to_vec()];
     for d in decisions {
-        let report = reports.get(&d.volume.instance);
-        let used = report
-            .and_then(|r| match d.volume.volume_type {
-                crate::api::cluster::VolumeType::Data => r.data,
-                crate::api::cluster::VolumeType::Wal => r.wal,
-                crate::api::cluster::VolumeType::Tablespace => {
-                    r.tablespaces.get(d.volume.tablespace.as_deref()?).copied()
-                }
-            })
+        let stats = volume_stats(reports.get(&d.volume.instance), d);
+        let used = stats
             .map(|s| format!("{}%", s.percent_used_rounded()))
             .unwrap_or_else(|| "-".into());
-        let policy = cluster
-            .storage_for(d.volume.volume_type, d.volume.tablespace.as_deref())
-            .and_then(|(s, path)| s.resize.as_ref()?.resolve(&path.child("resize")).ok());
-        let trigger = policy
-            .map(|p| match p.min_available {
-                Some(min) => format!(">{}% or <{}", p.usage_threshold, format_bytes(min)),
-                None => format!(">{}%", p.usage_threshold),
-            })
+        let growth = stats
+            .and_then(|s| s.growth_bytes_per_second)
+            .map(|r| format!("{}/h", format_bytes((r * 3600.0) as u64)))
+            .unwrap_or_else(|| "-".into());
+        let full_in = stats
+            .and_then(|s| s.seconds_to_full())
+            .map(|secs| format_go_duration(Duration::from_secs(secs as u64)))
             .unwrap_or_else(|| "-".into());
         let volume = match &d.volume.tablespace {
             Some(t) => format!("tablespace/{t}"),
@@ -110,10 +113,8 @@ pub fn render(
             (_, Some(r)) => format!("{:?} ({r})", d.action).to_lowercase(),
             (a, None) => format!("{a:?}").to_lowercase(),
         };
-        let last = last_resize(cluster.events(), &d.volume.pvc)
-            .map(|e| format!("{} {}→{}", e.timestamp, e.previous_size, e.new_size))
-            .unwrap_or_else(|| "-".into());
-        rows.push([
+        let last = journal.latest_success(&d.volume.pvc);
+        rows.push(vec![
             d.volume.instance.clone(),
             volume,
             d.volume.pvc.clone(),
@@ -121,7 +122,8 @@ pub fn render(
                 .map(format_bytes)
                 .unwrap_or_else(|| "?".into()),
             used,
-            trigger,
+            growth,
+            full_in,
             d.budget_remaining
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -129,10 +131,13 @@ pub fn render(
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "-".into()),
             state,
-            last,
+            last.map(|e| format!("{} {}→{}", e.timestamp, e.previous_size, e.new_size))
+                .unwrap_or_else(|| "-".into()),
+            last.and_then(|e| e.trigger.clone())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..10)
+    let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -152,21 +157,33 @@ pub async fn status(
     namespace: Option<String>,
     cluster_name: &str,
 ) -> anyhow::Result<String> {
-    let (client, default_ns) = crate::kube_api::client(kubeconfig).await?;
+    let (client, default_ns) = crate::kube_api::client(kubeconfig, None).await?;
     let ns = namespace.unwrap_or(default_ns);
     let cluster: Cluster = Api::namespaced(client.clone(), &ns)
         .get(cluster_name)
         .await
         .with_context(|| format!("reading cluster {ns}/{cluster_name}"))?;
+    // Without the AutoResizePolicy CRD (the fork's clusters) there is no policy.
+    let mut policies: Vec<AutoResizePolicy> = Api::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p: &AutoResizePolicy| p.spec.cluster == cluster_name)
+        .collect();
+    policies.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let policy = policies.into_iter().next();
     let pvcs: Vec<PersistentVolumeClaim> = Api::namespaced(client, &ns)
         .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={cluster_name}")))
         .await
         .with_context(|| format!("listing the PVCs of {ns}/{cluster_name}"))?
         .items;
-    let reports: BTreeMap<String, InstanceReport> = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.disk_status.as_ref())
+    let disk = match &policy {
+        Some(p) => p.disk_status(),
+        None => cluster.disk_status(),
+    };
+    let reports: BTreeMap<String, InstanceReport> = disk
         .map(|d| {
             d.instances
                 .iter()
@@ -174,19 +191,34 @@ pub async fn status(
                 .collect()
         })
         .unwrap_or_default();
-    let decisions = decide(&PlanInput {
+    let source = Source {
         cluster: &cluster,
-        pvcs: &pvcs,
-        instances: &reports,
-        now: jiff::Timestamp::now(),
-        settings: EngineSettings::default(),
-    });
+        policy: policy.as_ref(),
+    };
+    let journal = Journal::of(&source, &pvcs);
+    let decisions = decide_with(
+        &PlanInput {
+            source,
+            pvcs: &pvcs,
+            instances: &reports,
+            now: jiff::Timestamp::now(),
+            settings: EngineSettings::default(),
+        },
+        &journal,
+    );
+    let governed = match &policy {
+        Some(p) => format!("configured by AutoResizePolicy {}", p.name()),
+        None => "configured by the Cluster's resize blocks".to_string(),
+    };
     if decisions.is_empty() {
         return Ok(format!(
-            "cluster {ns}/{cluster_name}: nothing to show ({} PVCs labelled {LABEL_CLUSTER}={cluster_name}; \
+            "cluster {ns}/{cluster_name} ({governed}): nothing to show ({} PVCs labelled {LABEL_CLUSTER}={cluster_name}; \
              a volume shows when its kind has resize.enabled and it has a PVC)\n",
             pvcs.len()
         ));
     }
-    Ok(render(&cluster, &decisions, &reports))
+    Ok(format!(
+        "cluster {ns}/{cluster_name} ({governed}; figures from the leader's last status write)\n{}",
+        render(&decisions, &reports, &journal)
+    ))
 }

@@ -159,6 +159,7 @@ fn plan_output_has_exactly_the_contract_fields() {
             "pvc",
             "reason",
             "tablespace",
+            "trigger",
             "volumeType",
             "warnings"
         ]
@@ -212,14 +213,8 @@ fn plan_rejects_unusable_snapshots_with_exit_2() {
         ("{not yaml", "not valid YAML or JSON"),
         ("cluster: {apiVersion: v1, kind: Pod}", "not a CloudNativePG Cluster"),
         ("cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster}\nnow: yesterday", "now"),
-        (
-            "cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster}\ninstances: {pg-1: {data: {usedBytes: -5}}}",
-            "instances.pg-1.data.usedBytes",
-        ),
-        (
-            "cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster, spec: {storage: {resize: {enabled: maybe}}}}",
-            "spec.storage.resize.enabled",
-        ),
+        ("cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster}\npolicy: {apiVersion: v1, kind: Pod}", "not a AutoResizePolicy"),
+        ("cluster: {apiVersion: postgresql.cnpg.io/v1, kind: Cluster}\npvcs: {}", "pvcs"),
     ];
     for (input, message) in cases {
         let out = run(&["plan"], Some(input));
@@ -232,6 +227,50 @@ fn plan_rejects_unusable_snapshots_with_exit_2() {
     let missing = run(&["plan", "/nonexistent/snapshot.yaml"], None);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/snapshot.yaml"));
+}
+
+/// Entries that do not read are left out, as the running system reads the
+/// API: only input that is not a snapshot at all is refused.
+#[test]
+fn plan_reads_unreadable_entries_leniently() {
+    let snapshot = r#"
+now: "2026-11-26T12:00:00Z"
+cluster:
+  apiVersion: postgresql.cnpg.io/v1
+  kind: Cluster
+  metadata: {name: pg}
+  spec:
+    storage: {size: 10Gi, resize: {enabled: true, strategy: {maxActionsPerDay: 1}}}
+    walStorage: {size: 2Gi, resize: {enabled: true, triggers: {usageThreshold: eighty}}}
+  status:
+    autoResizeEvents:
+    - {instanceName: pg-1, pvcName: pg-1, volumeType: data, previousSize: 8Gi, newSize: 10Gi, result: success}
+pvcs:
+- metadata: {name: pg-1, labels: {cnpg.io/cluster: pg, cnpg.io/pvcRole: PG_DATA}}
+  spec: {resources: {requests: {storage: 10Gi}}}
+  status: {phase: Bound, capacity: {storage: 10Gi}}
+- metadata: {name: pg-1-wal, labels: {cnpg.io/cluster: pg, cnpg.io/pvcRole: PG_WAL}}
+  spec: {resources: {requests: {storage: 2Gi}}}
+  status: {phase: Bound, capacity: {storage: 2Gi}}
+- metadata: {name: 42}
+instances:
+  pg-1:
+    data: {totalBytes: 10737418240, usedBytes: 9663676416, availableBytes: 1073741824}
+    wal: {totalBytes: 2147483648, usedBytes: 1932735283, availableBytes: 214748365}
+    walHealth: {archiveHealthy: true}
+  pg-2: {data: {usedBytes: -5}}
+"#;
+    let out = run(&["plan", "-"], Some(snapshot));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for note in ["pvcs[2] left out", "instances.pg-2 left out", "counts toward no budget"] {
+        assert!(stderr.contains(note), "{note:?} in {stderr}");
+    }
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &json["decisions"];
+    assert_eq!(d[0]["action"], "resize", "the entry without a timestamp uses no budget");
+    assert_eq!(d[0]["trigger"], "usage");
+    assert_eq!(d[1]["reason"], "invalid_config", "the WAL block alone is unreadable");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Properties of the decision for any valid configuration and state: a
-//! resize never shrinks, never passes `limit`, never exceeds the budget —
-//! also over a long run of resizes with time passing.
+//! resize never shrinks, never passes `limit`, never exceeds the budget,
+//! never violates the cooldown — also over a long run of resizes with time
+//! passing, with the growth forecast, `timeToFull` and `horizon` in play.
 
 use cnpg_autoresize::api::cluster::Cluster;
 use cnpg_autoresize::api::quantity::format_bytes;
@@ -24,6 +25,9 @@ struct Config {
     max_actions: u32,
     threshold: u32,
     single_volume: bool,
+    cooldown_minutes: Option<u64>,
+    time_to_full_minutes: Option<u64>,
+    horizon_minutes: Option<u64>,
 }
 
 fn config() -> impl Strategy<Value = Config> {
@@ -39,16 +43,26 @@ fn config() -> impl Strategy<Value = Config> {
         0u32..=10,
         1u32..=99,
         any::<bool>(),
+        (
+            proptest::option::of(1u64..=360),
+            proptest::option::of(1u64..=24 * 60),
+            proptest::option::of(1u64..=48 * 60),
+        ),
     )
         .prop_map(
-            |(step, a, b, limit, max_actions, threshold, single_volume)| Config {
-                step,
-                min_step: a.min(b),
-                max_step: a.max(b),
-                limit,
-                max_actions,
-                threshold,
-                single_volume,
+            |(step, a, b, limit, max_actions, threshold, single_volume, (cooldown, ttf, horizon))| {
+                Config {
+                    step,
+                    min_step: a.min(b),
+                    max_step: a.max(b),
+                    limit,
+                    max_actions,
+                    threshold,
+                    single_volume,
+                    cooldown_minutes: cooldown,
+                    time_to_full_minutes: ttf,
+                    horizon_minutes: horizon,
+                }
             },
         )
 }
@@ -58,8 +72,17 @@ fn cluster(c: &Config, events: &[Value]) -> Cluster {
     if let Some(limit) = c.limit {
         expansion["limit"] = json!(format_bytes(limit));
     }
-    let resize = json!({"enabled": true, "triggers": {"usageThreshold": c.threshold}, "expansion": expansion,
+    if let Some(h) = c.horizon_minutes {
+        expansion["horizon"] = json!(format!("{h}m"));
+    }
+    let mut resize = json!({"enabled": true, "triggers": {"usageThreshold": c.threshold}, "expansion": expansion,
         "strategy": {"maxActionsPerDay": c.max_actions, "walSafetyPolicy": {"acknowledgeWALRisk": c.single_volume, "maxSlotRetentionBytes": GIB}}});
+    if let Some(m) = c.cooldown_minutes {
+        resize["strategy"]["cooldown"] = json!(format!("{m}m"));
+    }
+    if let Some(m) = c.time_to_full_minutes {
+        resize["triggers"]["timeToFull"] = json!(format!("{m}m"));
+    }
     let mut spec = json!({"storage": {"size": "1Gi", "resize": resize}});
     if !c.single_volume {
         spec["walStorage"] = json!({"size": "1Gi"});
@@ -81,6 +104,12 @@ fn pvc(request: u64) -> PersistentVolumeClaim {
 fn event(at: Timestamp, previous: u64, new: u64, success: bool) -> Value {
     json!({"timestamp": at.to_string(), "instanceName": "pg-1", "pvcName": "pg-1", "volumeType": "data",
         "previousSize": format_bytes(previous), "newSize": format_bytes(new), "result": if success {"success"} else {"failure"}})
+}
+
+/// A refused resize aims at another size than a success at the same time
+/// would: two records of one resize are one record (a failure marked later).
+fn past_event(at: Timestamp, request: u64, success: bool) -> Value {
+    event(at, request / 2, request + u64::from(!success) * MIB, success)
 }
 
 fn health() -> impl Strategy<Value = Option<WalHealth>> {
@@ -126,7 +155,7 @@ fn decide_one(
     )]);
     let pvcs = [pvc(request)];
     let mut decisions = decide(&PlanInput {
-        cluster,
+        source: cnpg_autoresize::api::source::Source::fork(cluster),
         pvcs: &pvcs,
         instances: &instances,
         now,
@@ -150,13 +179,18 @@ proptest! {
         used_pct in 0u64..=100,
         past in proptest::collection::vec((0i64..48 * 60, any::<bool>()), 0..12),
         health in health(),
+        growth in proptest::option::of(1.0f64..1e9),
     ) {
-        let events: Vec<Value> = past.iter().map(|(minutes, ok)| event(now() - SignedDuration::from_mins(*minutes), request / 2, request, *ok)).collect();
+        let events: Vec<Value> = past.iter().map(|(minutes, ok)| past_event(now() - SignedDuration::from_mins(*minutes), request, *ok)).collect();
         let recent_successes = past.iter().filter(|(m, ok)| *ok && SignedDuration::from_mins(*m) < BUDGET_WINDOW).count() as u32;
+        let latest_success = past.iter().filter(|(_, ok)| *ok).map(|(m, _)| *m).min();
         let used = request / 100 * used_pct;
-        let fs = VolumeStats { total_bytes: request, used_bytes: used, available_bytes: request - used, ..Default::default() };
+        let fs = VolumeStats { total_bytes: request, used_bytes: used, available_bytes: request - used, growth_bytes_per_second: growth, ..Default::default() };
         let d = decide_one(&cluster(&c, &events), request, fs, health, now());
         prop_assert_eq!(d.budget_remaining, Some(c.max_actions.saturating_sub(recent_successes)));
+        if let (Some(cooldown), Some(ago), Action::Resize) = (c.cooldown_minutes, latest_success, d.action) {
+            prop_assert!(ago as u64 >= cooldown, "resized {} min after the last resize, cooldown {}", ago, cooldown);
+        }
         match d.action {
             Action::Resize => {
                 let new = d.new_size.unwrap();
@@ -181,6 +215,7 @@ proptest! {
         c in config(),
         start in GIB..=64 * GIB,
         ticks in proptest::collection::vec(1i64..=180, 1..120),
+        growth in proptest::option::of(1.0f64..1e9),
     ) {
         let mut request = start;
         let mut events: Vec<Value> = Vec::new();
@@ -189,12 +224,16 @@ proptest! {
         for minutes in ticks {
             t += SignedDuration::from_mins(minutes);
             // The filesystem matches the request and is always past the trigger.
-            let fs = VolumeStats { total_bytes: request, used_bytes: request, available_bytes: 0, ..Default::default() };
+            let fs = VolumeStats { total_bytes: request, used_bytes: request, available_bytes: 0, growth_bytes_per_second: growth, ..Default::default() };
             let d = decide_one(&cluster(&c, &events), request, fs, Some(WalHealth::default()), t);
             if d.action == Action::Resize {
                 let new = d.new_size.unwrap();
                 prop_assert!(new > request);
                 if let Some(limit) = c.limit { prop_assert!(new <= limit); }
+                if let (Some(cooldown), Some(last)) = (c.cooldown_minutes, resizes.last()) {
+                    prop_assert!(t.duration_since(*last) >= SignedDuration::from_mins(cooldown as i64),
+                        "resized {:?} after the last resize, cooldown {}m", t.duration_since(*last), cooldown);
+                }
                 events.push(event(t, request, new, true));
                 resizes.push(t);
                 request = new;

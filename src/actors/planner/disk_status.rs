@@ -1,10 +1,13 @@
 //! `status.diskStatus`: what the leader writes about every instance, and
-//! when a change is material enough to write (SPEC §4).
+//! when a change is material enough to write (SPEC §4). It is written as a
+//! whole: instances, volumes and slots that are gone disappear from it.
 
 use crate::api::cluster::{
     ClusterDiskStatus, InstanceDiskStatus, SlotStatus, VolumeDiskStatus, WalHealthStatus,
 };
 use crate::api::report::{InstanceReport, VolumeStats};
+use crate::engine::is_ha_slot;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 fn volume(s: &VolumeStats) -> VolumeDiskStatus {
@@ -16,25 +19,36 @@ fn volume(s: &VolumeStats) -> VolumeDiskStatus {
         inodes_total: s.inodes_total,
         inodes_used: s.inodes_used,
         inodes_free: s.inodes_free,
+        growth_bytes_per_second: s.growth_bytes_per_second,
     }
 }
 
-pub fn build(reports: &BTreeMap<String, InstanceReport>, now: &str) -> ClusterDiskStatus {
+/// CloudNativePG's HA slots (`ha_slot_prefix`) are left out: they are not
+/// abandoned slots.
+pub fn build(
+    reports: &BTreeMap<String, InstanceReport>,
+    now: &str,
+    ha_slot_prefix: &str,
+) -> ClusterDiskStatus {
     let instances = reports
         .iter()
         .map(|(pod, r)| {
-            let wal_health = r.wal_health.as_ref().map(|h| WalHealthStatus {
-                archive_healthy: h.archive_healthy || !h.archiving_configured,
-                pending_wal_files: h.pending_wal_files,
-                inactive_slot_count: h.inactive_slots.len() as u64,
-                inactive_slots: h
+            let wal_health = r.wal_health.as_ref().map(|h| {
+                let inactive_slots: Vec<SlotStatus> = h
                     .inactive_slots
                     .iter()
+                    .filter(|s| !is_ha_slot(&s.slot_name, ha_slot_prefix))
                     .map(|s| SlotStatus {
                         slot_name: s.slot_name.clone(),
                         retention_bytes: s.retention_bytes,
                     })
-                    .collect(),
+                    .collect();
+                WalHealthStatus {
+                    archive_healthy: h.archive_healthy || !h.archiving_configured,
+                    pending_wal_files: h.pending_wal_files,
+                    inactive_slot_count: inactive_slots.len() as u64,
+                    inactive_slots,
+                }
             });
             let status = InstanceDiskStatus {
                 data_volume: r.data.as_ref().map(volume),
@@ -97,9 +111,69 @@ pub fn materially_different(a: Option<&ClusterDiskStatus>, b: &ClusterDiskStatus
     a.is_none_or(|a| material(a) != material(b))
 }
 
+/// The JSON merge patch (RFC 7386) that turns `old` into exactly `new`:
+/// keys `new` lacks are sent as `null`, so they disappear.
+pub fn merge_diff(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        patch.insert(k.clone(), merge_diff(ov, v));
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_merge_diff_removes_what_is_gone_and_applies_exactly() {
+        let old = json!({"instances": {"pg-1": {"walHealth": {"inactiveSlots": [{"slotName": "s"}], "inactiveSlotCount": 1},
+                                                  "dataVolume": {"usedBytes": 1}},
+                                       "pg-2": {"dataVolume": {"usedBytes": 2}}}});
+        let new = json!({"instances": {"pg-1": {"walHealth": {"inactiveSlotCount": 0},
+                                                  "dataVolume": {"usedBytes": 1}}}});
+        let patch = merge_diff(&old, &new);
+        assert_eq!(
+            patch,
+            json!({"instances": {"pg-1": {"walHealth": {"inactiveSlots": null, "inactiveSlotCount": 0}}, "pg-2": null}})
+        );
+        let mut applied = old.clone();
+        json_patch::merge(&mut applied, &patch);
+        assert_eq!(applied, new);
+        assert_eq!(merge_diff(&new, &new), json!({}));
+    }
+
+    #[test]
+    fn ha_slots_stay_out_of_the_disk_status() {
+        let mut r = report(1 << 20, 0);
+        if let Some(h) = r.wal_health.as_mut() {
+            h.inactive_slots.push(InactiveSlot {
+                slot_name: "_cnpg_pg_2".into(),
+                retention_bytes: 1 << 40,
+            });
+        }
+        let status = build(&BTreeMap::from([("pg-1".to_string(), r)]), "t", "_cnpg_");
+        let health = status.instances["pg-1"].wal_health.as_ref().unwrap();
+        assert_eq!(health.inactive_slot_count, 1);
+        assert_eq!(health.inactive_slots[0].slot_name, "s");
+    }
     use crate::api::report::{InactiveSlot, WalHealth};
 
     fn report(used: u64, slot: u64) -> InstanceReport {
@@ -127,6 +201,7 @@ mod tests {
             build(
                 &BTreeMap::from([("pg-1".to_string(), report(used, slot))]),
                 "t",
+                "_cnpg_",
             )
         };
         let base = at(500 << 20, 0);

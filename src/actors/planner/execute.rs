@@ -1,15 +1,18 @@
-//! Writes: the conditional, journaled PVC resize and the Cluster status
-//! mirror. Every write first checks the lease fence.
+//! Writes: the conditional, journaled PVC resize, marking a refused
+//! expansion's record as failed, and the owner's status (the Cluster's or
+//! the AutoResizePolicy's). Every write first checks the lease fence.
 
 use crate::actors::leader::Fence;
-use crate::api::cluster::{AutoResizeEvent, Cluster, ResizeResult};
+use crate::api::cluster::{rfc3339_seconds, AutoResizeEvent, ResizeResult};
 use crate::api::quantity::format_bytes;
-use crate::engine::journal::{annotation_with, parse_annotation, PVC_EVENTS_ANNOTATION};
-use crate::engine::Decision;
+use crate::engine::journal::{
+    annotation_marking_failed, annotation_with, parse_annotation, PVC_EVENTS_ANNOTATION,
+};
+use crate::engine::{Decision, Trigger};
 use crate::kube_api::{is_status, observed, status_code};
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +21,9 @@ pub enum ResizeOutcome {
     /// The PVC now requests the new size; its record is on the PVC.
     Applied(AutoResizeEvent),
     /// The PVC changed since the decision (another writer, a deposed
-    /// leader's race): re-read and decide again, never retry blindly.
-    Changed,
+    /// leader's race): decide again from the fresh copy (when it was read),
+    /// never retry blindly from a cache that has not caught up.
+    Changed(Option<Box<PersistentVolumeClaim>>),
     /// The API server refused the resize for good (e.g. no volume expansion).
     Rejected {
         event: AutoResizeEvent,
@@ -31,17 +35,34 @@ pub enum ResizeOutcome {
     NotLeader,
 }
 
-pub struct Writer {
-    pub pvcs: Api<PersistentVolumeClaim>,
-    pub clusters: Api<Cluster>,
-    pub cluster_name: String,
-    pub metrics: Arc<Metrics>,
-    pub fence: Arc<Fence>,
+/// The object whose status carries the journal and the disk status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Cluster(String),
+    Policy(String),
 }
 
-/// Kubernetes timestamps have second precision.
-pub fn timestamp(now: jiff::Timestamp) -> String {
-    now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+impl Owner {
+    pub fn name(&self) -> &str {
+        match self {
+            Owner::Cluster(n) | Owner::Policy(n) => n,
+        }
+    }
+
+    fn resource(&self) -> &'static str {
+        match self {
+            Owner::Cluster(_) => "clusters",
+            Owner::Policy(_) => "autoresizepolicies",
+        }
+    }
+}
+
+pub struct Writer {
+    pub pvcs: Api<PersistentVolumeClaim>,
+    pub clusters: Api<DynamicObject>,
+    pub policies: Api<DynamicObject>,
+    pub metrics: Arc<Metrics>,
+    pub fence: Arc<Fence>,
 }
 
 fn request_text(pvc: &PersistentVolumeClaim) -> Option<String> {
@@ -60,6 +81,17 @@ fn pointer_segment(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+fn annotation_path() -> String {
+    format!(
+        "/metadata/annotations/{}",
+        pointer_segment(PVC_EVENTS_ANNOTATION)
+    )
+}
+
+fn json_patch(ops: Vec<Value>) -> Result<json_patch::Patch, String> {
+    serde_json::from_value(Value::Array(ops)).map_err(|e| format!("building the patch: {e}"))
+}
+
 impl Writer {
     pub async fn resize(
         &self,
@@ -68,14 +100,14 @@ impl Writer {
         now: jiff::Timestamp,
     ) -> ResizeOutcome {
         let (Some(current), Some(new)) = (d.current_size, d.new_size) else {
-            return ResizeOutcome::Changed;
+            return ResizeOutcome::Changed(None);
         };
         let name = d.volume.pvc.clone();
         let Some(current_text) = request_text(pvc) else {
-            return ResizeOutcome::Changed;
+            return ResizeOutcome::Changed(None);
         };
         let event = AutoResizeEvent {
-            timestamp: timestamp(now),
+            timestamp: now.round(jiff::Unit::Second).unwrap_or(now),
             instance_name: d.volume.instance.clone(),
             pvc_name: name.clone(),
             volume_type: d.volume.volume_type,
@@ -83,6 +115,8 @@ impl Writer {
             previous_size: format_bytes(current),
             new_size: format_bytes(new),
             result: ResizeResult::Success,
+            trigger: d.trigger.map(|t| Trigger::as_str(t).to_string()),
+            filesystem_bytes: d.filesystem_bytes,
         };
         let annotations = pvc.metadata.annotations.as_ref();
         let existing = match annotations.and_then(|a| a.get(PVC_EVENTS_ANNOTATION)) {
@@ -100,13 +134,13 @@ impl Writer {
             json!({"op": "replace", "path": "/spec/resources/requests/storage", "value": format_bytes(new)}),
         ];
         if annotations.is_some() {
-            ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_segment(PVC_EVENTS_ANNOTATION)), "value": record}));
+            ops.push(json!({"op": "add", "path": annotation_path(), "value": record}));
         } else {
             ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {PVC_EVENTS_ANNOTATION: record}}));
         }
-        let patch: json_patch::Patch = match serde_json::from_value(Value::Array(ops)) {
+        let patch = match json_patch(ops) {
             Ok(p) => p,
-            Err(e) => return ResizeOutcome::Transient(format!("building the patch: {e}")),
+            Err(e) => return ResizeOutcome::Transient(e),
         };
         if !self.fence.holds() {
             return ResizeOutcome::NotLeader;
@@ -121,10 +155,10 @@ impl Writer {
         .await;
         match result {
             Ok(_) => ResizeOutcome::Applied(event),
-            Err(e) if is_status(&e, 404) => ResizeOutcome::Changed,
+            Err(e) if is_status(&e, 404) => ResizeOutcome::Changed(None),
             Err(e) if is_status(&e, 409) || is_status(&e, 422) => {
                 // A failed `test` and a real rejection both answer 422: the
-                // PVC itself tells them apart.
+                // fresh PVC tells them apart, and is what we decide from next.
                 match observed(
                     &self.metrics,
                     "get",
@@ -144,7 +178,7 @@ impl Writer {
                             error: e.to_string(),
                         }
                     }
-                    Ok(_) => ResizeOutcome::Changed,
+                    Ok(fresh) => ResizeOutcome::Changed(fresh.map(Box::new)),
                     Err(read) => {
                         ResizeOutcome::Transient(format!("{e}; then reading the PVC: {read}"))
                     }
@@ -161,76 +195,110 @@ impl Writer {
         }
     }
 
-    /// Patches the Cluster status from `build` (given the freshly read
-    /// Cluster; None = nothing to write), unless `build` finds nothing to
-    /// write on the watched copy `cached`. Conditional on the resourceVersion
-    /// read; a 409 means re-read and rebuild, never a blind retry.
+    /// Turns the PVC's record of `record` into a failure (the storage refused
+    /// the expansion), conditional on the annotation as read.
+    pub async fn mark_failed(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        record: &AutoResizeEvent,
+    ) -> Result<(), String> {
+        let name = pvc.metadata.name.clone().unwrap_or_default();
+        let Some(text) = pvc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PVC_EVENTS_ANNOTATION))
+        else {
+            return Ok(()); // only the mirror holds it; the merge prefers failures
+        };
+        let existing = parse_annotation(text)?;
+        let marked = annotation_marking_failed(&existing, record);
+        if marked == *text {
+            return Ok(());
+        }
+        let patch = json_patch(vec![
+            json!({"op": "test", "path": annotation_path(), "value": text}),
+            json!({"op": "replace", "path": annotation_path(), "value": marked}),
+        ])?;
+        if !self.fence.holds() {
+            return Err("the lease is no longer ours".into());
+        }
+        observed(
+            &self.metrics,
+            "patch",
+            "persistentvolumeclaims",
+            self.pvcs
+                .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("marking the refused resize of {name} failed: {e}"))
+    }
+
+    /// Patches the owner's status from `build` (given the owner's current
+    /// `status`, Null when it has none; None = nothing to write), unless
+    /// `build` finds nothing to write on the watched copy `cached`.
+    /// Conditional on the resourceVersion read; a 409 means re-read and
+    /// rebuild, never a blind retry.
     pub async fn write_status(
         &self,
-        cached: &Cluster,
-        build: impl Fn(&Cluster) -> Option<Value>,
+        owner: &Owner,
+        cached: &Value,
+        build: impl Fn(&Value) -> Option<Value>,
     ) -> Result<bool, String> {
         // The watched copy says whether there is anything to write: a steady
         // state costs no API call. A stale copy costs one read at most.
         if build(cached).is_none() {
             return Ok(false);
         }
+        let api = match owner {
+            Owner::Cluster(_) => &self.clusters,
+            Owner::Policy(_) => &self.policies,
+        };
+        let resource = owner.resource();
+        let status_resource = format!("{resource}/status");
         let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
             // The main resource carries the status too; the Role grants no
-            // `get` on clusters/status, only `patch`.
-            let cluster = observed(
-                &self.metrics,
-                "get",
-                "clusters",
-                self.clusters.get(&self.cluster_name),
-            )
-            .await
-            .map_err(|e| format!("reading cluster {}: {e}", self.cluster_name))?;
-            let Some(status) = build(&cluster) else {
+            // `get` on the status subresource, only `patch`.
+            let object = observed(&self.metrics, "get", resource, api.get(owner.name()))
+                .await
+                .map_err(|e| format!("reading {resource} {}: {e}", owner.name()))?;
+            let status = object.data.get("status").cloned().unwrap_or(Value::Null);
+            let Some(patch_status) = build(&status) else {
                 return Ok(false);
             };
             if !self.fence.holds() {
                 return Err("the lease is no longer ours".to_string());
             }
             let patch = json!({
-                "metadata": {"resourceVersion": cluster.metadata.resource_version},
-                "status": status,
+                "metadata": {"resourceVersion": object.metadata.resource_version},
+                "status": patch_status,
             });
             let result = observed(
                 &self.metrics,
                 "patch",
-                "clusters/status",
-                self.clusters.patch_status(
-                    &self.cluster_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                ),
+                &status_resource,
+                api.patch_status(owner.name(), &PatchParams::default(), &Patch::Merge(&patch)),
             )
             .await;
             match result {
                 Ok(_) => return Ok(true),
                 Err(e) if is_status(&e, 409) => {
-                    tokio::time::sleep(delay + jitter(delay)).await;
+                    tokio::time::sleep(delay + crate::http_client::jitter(delay / 2)).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "patching cluster {} status: {e}",
-                        self.cluster_name
-                    ))
-                }
+                Err(e) => return Err(format!("patching {resource} {} status: {e}", owner.name())),
             }
         }
         Err(format!(
-            "cluster {} status kept changing; will retry",
-            self.cluster_name
+            "{resource} {} status kept changing; will retry",
+            owner.name()
         ))
     }
 }
 
-/// Up to half of `d`, so retries from several writers spread out.
-pub fn jitter(d: Duration) -> Duration {
-    let half = d.as_millis().max(2) as u64 / 2;
-    Duration::from_millis(rand::random_range(0..half))
+/// Kubernetes timestamps have second precision.
+pub fn timestamp(now: jiff::Timestamp) -> String {
+    rfc3339_seconds::format(&now)
 }

@@ -1,8 +1,11 @@
 //! The decisions the leader publishes, per instance, so every pod can export
-//! decision metrics about its own volumes (served at `/v1/decisions`).
+//! decision metrics about its own volumes and know its triggers (served at
+//! `/v1/decisions`). The version moves only on a material change: a message
+//! whose byte counts changed wakes no follower.
 
 use crate::api::cluster::AutoResizeEvent;
-use crate::engine::{Action, Decision, DecisionSummary, Reason};
+use crate::api::resize::Mode;
+use crate::engine::{Action, Decision, DecisionSummary, Reason, Thresholds};
 use crate::metrics::{DecisionMetrics, VolumeLabels};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -13,6 +16,9 @@ pub struct DecisionFeed {
     pub version: u64,
     /// The pod that made these decisions.
     pub leader: String,
+    /// The Cluster's CloudNativePG HA slot prefix (left out of slot metrics).
+    #[serde(default)]
+    pub ha_slot_prefix: String,
     pub instances: BTreeMap<String, InstanceDecisions>,
 }
 
@@ -33,6 +39,12 @@ pub struct VolumeDecision {
     pub next_action_at: Option<jiff::Timestamp>,
     pub at_limit: bool,
     pub stuck: bool,
+    /// Mode Recommend: the size a resize would set.
+    #[serde(default)]
+    pub recommended_bytes: Option<u64>,
+    #[serde(default)]
+    pub thresholds: Option<Thresholds>,
+    /// Exact figures change all the time: not part of what makes a feed new.
     pub message: String,
 }
 
@@ -43,6 +55,10 @@ impl VolumeDecision {
             next_action_at: d.next_action_at,
             at_limit: d.at_limit,
             stuck: d.stuck,
+            recommended_bytes: d
+                .new_size
+                .filter(|_| d.action == Action::Resize && d.mode == Mode::Recommend),
+            thresholds: d.thresholds,
             message: d.message.clone(),
         }
     }
@@ -60,8 +76,9 @@ impl VolumeDecision {
             budget_remaining: s.budget_remaining,
             next_action_at: self
                 .next_action_at
-                .filter(|_| s.budget_remaining == Some(0)),
+                .filter(|_| s.budget_remaining == Some(0) || s.reason == Some(Reason::Cooldown)),
             stuck: self.stuck,
+            recommended_bytes: self.recommended_bytes,
         }
     }
 }
@@ -87,4 +104,104 @@ pub fn feed_of(
             .push(e.clone());
     }
     instances
+}
+
+/// The feed without its prose: what decides whether followers are woken.
+fn material(
+    instances: &BTreeMap<String, InstanceDecisions>,
+) -> BTreeMap<String, InstanceDecisions> {
+    let mut m = instances.clone();
+    for i in m.values_mut() {
+        for v in &mut i.volumes {
+            v.message.clear();
+        }
+    }
+    m
+}
+
+/// Replaces the feed's content; the version (and with it every waiting
+/// long-poll) moves only when something material changed.
+pub fn update(
+    feed: &mut DecisionFeed,
+    leader: &str,
+    ha_slot_prefix: &str,
+    instances: BTreeMap<String, InstanceDecisions>,
+) -> bool {
+    let changed = feed.leader != leader
+        || feed.ha_slot_prefix != ha_slot_prefix
+        || material(&feed.instances) != material(&instances);
+    feed.instances = instances;
+    if changed {
+        feed.version += 1;
+        feed.leader = leader.to_string();
+        feed.ha_slot_prefix = ha_slot_prefix.to_string();
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::VolumeType;
+
+    fn feed_with(message: &str, reason: Reason) -> BTreeMap<String, InstanceDecisions> {
+        let summary = DecisionSummary {
+            instance: "pg-1".into(),
+            pvc: "pg-1".into(),
+            volume_type: VolumeType::Data,
+            tablespace: None,
+            action: Action::None,
+            reason: Some(reason),
+            warnings: vec![],
+            trigger: None,
+            current_size: Some("1Gi".into()),
+            new_size: None,
+            budget_remaining: Some(3),
+        };
+        BTreeMap::from([(
+            "pg-1".to_string(),
+            InstanceDecisions {
+                volumes: vec![VolumeDecision {
+                    summary,
+                    next_action_at: None,
+                    at_limit: false,
+                    stuck: false,
+                    recommended_bytes: None,
+                    thresholds: None,
+                    message: message.into(),
+                }],
+                events: vec![],
+            },
+        )])
+    }
+
+    #[test]
+    fn only_a_material_change_moves_the_version() {
+        let mut feed = DecisionFeed::default();
+        assert!(update(
+            &mut feed,
+            "pg-1",
+            "_cnpg_",
+            feed_with("50% used", Reason::NotTriggered)
+        ));
+        let v = feed.version;
+        assert!(!update(
+            &mut feed,
+            "pg-1",
+            "_cnpg_",
+            feed_with("51% used", Reason::NotTriggered)
+        ));
+        assert_eq!(feed.version, v, "new figures in the message only");
+        assert_eq!(
+            feed.instances["pg-1"].volumes[0].message, "51% used",
+            "but current"
+        );
+        assert!(update(
+            &mut feed,
+            "pg-1",
+            "_cnpg_",
+            feed_with("x", Reason::AtLimit)
+        ));
+        assert_eq!(feed.version, v + 1);
+    }
 }

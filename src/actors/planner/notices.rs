@@ -2,7 +2,8 @@
 //! aggregation: a lasting condition is announced once when it starts, then
 //! at most once an hour, never on every pass.
 
-use crate::engine::{Action, Decision, Reason, WarningCode};
+use crate::api::resize::Mode;
+use crate::engine::{Action, Decision, Reason, Trigger, WarningCode};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,11 @@ pub fn blocked_event_reason(reason: Reason) -> Option<&'static str> {
         | Reason::PendingWalExceeded
         | Reason::SlotRetentionExceeded => Some("AutoResizeBlocked"),
         Reason::InvalidConfig => Some("AutoResizeInvalidConfig"),
-        Reason::NoStatus | Reason::ResizeInProgress | Reason::NotTriggered => None,
+        Reason::ExpansionFailed => Some("AutoResizeFailed"),
+        // A cooldown is the configuration working as asked: metric and status only.
+        Reason::NoStatus | Reason::ResizeInProgress | Reason::NotTriggered | Reason::Cooldown => {
+            None
+        }
     }
 }
 
@@ -51,7 +56,16 @@ pub fn conditions_of(d: &Decision) -> Vec<Notice> {
             });
         }
     }
-    if d.stuck {
+    if d.action == Action::Resize && d.mode == Mode::Recommend {
+        out.push(Notice {
+            severity: Severity::Normal,
+            reason: "AutoResizeRecommended",
+            message: d.message.clone(),
+            pvc: pvc.clone(),
+        });
+    }
+    // A refused expansion is announced as AutoResizeFailed, not as stuck.
+    if d.stuck && d.reason != Some(Reason::ExpansionFailed) {
         out.push(Notice {
             severity: Severity::Warning,
             reason: "AutoResizeStuck",
@@ -65,13 +79,30 @@ pub fn conditions_of(d: &Decision) -> Vec<Notice> {
     out
 }
 
+/// A `no_status` that has lasted longer than `--stuck-resize-after`.
+pub fn no_status(d: &Decision, lasted: Duration) -> Notice {
+    Notice {
+        severity: Severity::Warning,
+        reason: "AutoResizeNoStatus",
+        message: format!(
+            "{}: no usable status from instance {} for {}s: {}",
+            d.volume.pvc,
+            d.volume.instance,
+            lasted.as_secs(),
+            d.message
+        ),
+        pvc: d.volume.pvc.clone(),
+    }
+}
+
 /// What a successful resize announces.
 pub fn resized(d: &Decision) -> Vec<Notice> {
     let pvc = d.volume.pvc.clone();
+    let trigger = d.trigger.map(Trigger::as_str).unwrap_or("?");
     let mut out = vec![Notice {
         severity: Severity::Normal,
         reason: "AutoResizeSuccess",
-        message: d.message.clone(),
+        message: format!("{} (trigger {trigger})", d.message),
         pvc: pvc.clone(),
     }];
     if d.warnings.contains(&WarningCode::WalHealthUnavailable) {

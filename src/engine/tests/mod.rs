@@ -1,7 +1,9 @@
 //! Table tests for every rule of SPEC §3 and their order.
 
 use super::*;
-use crate::api::report::{InactiveSlot, WalHealth};
+use crate::api::cluster::Cluster;
+use crate::api::report::{InactiveSlot, VolumeStats, WalHealth};
+use crate::api::source::Source;
 use serde_json::{json, Value};
 
 const GI: u64 = 1 << 30;
@@ -78,7 +80,7 @@ fn run(c: &Cluster, pvcs: &[PersistentVolumeClaim], r: Option<InstanceReport>) -
         instances.insert("pg-1".to_string(), r);
     }
     decide(&PlanInput {
-        cluster: c,
+        source: Source::fork(c),
         pvcs,
         instances: &instances,
         now: now(),
@@ -247,42 +249,53 @@ fn resize_in_progress_from_every_kind_of_evidence() {
     );
     for state in [
         "ControllerResizeInProgress",
-        "ControllerResizeInfeasible",
         "NodeResizePending",
+        "NodeResizeInProgress",
     ] {
         let d = with_status(json!({"allocatedResourceStatuses": {"storage": state}}));
         assert_eq!(d.reason, Some(Reason::ResizeInProgress), "{state}");
     }
 
-    // Our last resize set the request, but the filesystem has not grown past
-    // the previous size yet (filesystems report less than the device).
-    let events = json!([event(
-        "2026-11-26T11:59:00Z",
-        "pg-1",
-        "10Gi",
-        "12Gi",
-        "success"
-    )]);
-    let c2 = with_events(ack.clone(), events);
-    let not_grown = Some(report(
-        Some(stats(10 * GI - 50 * (1 << 20), 95)),
-        None,
-        None,
-    ));
-    let d = run(&c2, &[pvc("pg-1", "PG_DATA", "12Gi", "12Gi")], not_grown).remove(0);
+    // Our last resize set the request, but the filesystem is not yet larger
+    // than the total it reported when that resize was decided.
+    let seen = 10 * GI - 50 * (1 << 20);
+    let mut record = event("2026-11-26T11:59:00Z", "pg-1", "10Gi", "12Gi", "success");
+    record["filesystemBytes"] = json!(seen);
+    let c2 = with_events(ack.clone(), json!([record]));
+    let not_grown = Some(report(Some(stats(seen, 95)), None, None));
+    let d = run(
+        &c2,
+        &[pvc("pg-1", "PG_DATA", "12Gi", "12Gi")],
+        not_grown.clone(),
+    )
+    .remove(0);
     assert_eq!(d.reason, Some(Reason::ResizeInProgress));
     assert!(!d.stuck, "one minute is not stuck");
-    let grown = Some(report(
-        Some(stats(12 * GI - 50 * (1 << 20), 95)),
-        None,
-        None,
-    ));
+    let grown = Some(report(Some(stats(seen + (1 << 20), 95)), None, None));
     let d = run(&c2, &[pvc("pg-1", "PG_DATA", "12Gi", "12Gi")], grown).remove(0);
     assert_eq!(
         d.action,
         Action::Resize,
         "grown filesystem: next resize allowed"
     );
+    // A record without filesystemBytes (an older version's) does not count.
+    let old_record = with_events(
+        ack.clone(),
+        json!([event(
+            "2026-11-26T11:59:00Z",
+            "pg-1",
+            "10Gi",
+            "12Gi",
+            "success"
+        )]),
+    );
+    let d = run(
+        &old_record,
+        &[pvc("pg-1", "PG_DATA", "12Gi", "12Gi")],
+        not_grown,
+    )
+    .remove(0);
+    assert_eq!(d.action, Action::Resize, "{}", d.message);
 }
 
 #[test]
@@ -347,12 +360,19 @@ fn budget_counts_only_recent_successes_of_this_pvc() {
     assert_eq!(d.action, Action::Resize, "{}", d.message);
     assert_eq!(d.budget_remaining, Some(1));
 
-    let unreadable = json!([ok("2026-11-26T01:00:00Z"), ok("yesterday")]);
-    assert_eq!(
-        decide_events(unreadable).reason,
-        Some(Reason::RateLimit),
-        "unreadable counts"
-    );
+    // Foreign entries that do not read (no usable timestamp, an unknown
+    // result) count toward no budget (SPEC §3 "Foreign data").
+    let mut no_time = ok("2026-11-26T02:00:00Z");
+    no_time.as_object_mut().unwrap().remove("timestamp");
+    let unreadable = json!([
+        ok("2026-11-26T01:00:00Z"),
+        ok("yesterday"),
+        no_time,
+        event("2026-11-26T02:30:00Z", "pg-1", "8Gi", "10Gi", "partial"),
+    ]);
+    let d = decide_events(unreadable);
+    assert_eq!(d.action, Action::Resize, "{}", d.message);
+    assert_eq!(d.budget_remaining, Some(1));
 }
 
 #[test]
@@ -703,15 +723,7 @@ fn rule_order_earlier_rules_win() {
 
 #[test]
 fn only_enabled_volumes_of_this_cluster_are_decided_in_order() {
-    let mut c = cluster(json!({"enabled": true}), Some(json!({"enabled": true})));
-    c.spec
-        .wal_storage
-        .as_mut()
-        .unwrap()
-        .resize
-        .as_mut()
-        .unwrap()
-        .enabled = Some(false);
+    let c = cluster(json!({"enabled": true}), Some(json!({"enabled": false})));
     let mut foreign = pvc("other-1", "PG_DATA", "10Gi", "10Gi");
     foreign
         .metadata
@@ -758,3 +770,5 @@ fn pvcs_without_labels_are_classified_by_name() {
         ("pg-1", VolumeType::Data)
     );
 }
+
+mod amended;

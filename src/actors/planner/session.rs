@@ -1,0 +1,193 @@
+//! What the planner keeps current while this pod leads: watches of the
+//! Cluster, the namespace's AutoResizePolicies, the cluster's PVCs and its
+//! instance pods, each into a reflector store. A watch that keeps failing
+//! (RBAC, a missing CRD) is an error in the log (once per change of state)
+//! and `cnpg_autoresize_watch_up{resource} 0`, not a silent empty store.
+
+use super::peers::Peers;
+use super::Planner;
+use crate::api::cluster::Cluster;
+use crate::api::policy::AutoResizePolicy;
+use crate::engine::{LABEL_CLUSTER, LABEL_POD_ROLE};
+use crate::metrics::Metrics;
+use actix::Addr;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+/// Asks the planner to plan again (something it watches changed).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Replan;
+
+/// The state of one watch, as the planner needs it.
+#[derive(Default)]
+pub struct WatchHealth {
+    /// The initial list has been delivered at least once.
+    synced: AtomicBool,
+    /// The error the watch keeps failing with, and since when.
+    failing: Mutex<Option<(Instant, String)>>,
+}
+
+impl WatchHealth {
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    /// Since when the watch fails, if it does.
+    pub fn failing_since(&self) -> Option<Instant> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(since, _)| *since)
+    }
+}
+
+/// A reflector store kept by a watch.
+pub struct Watched<K: kube::Resource<DynamicType = ()> + 'static> {
+    pub store: Store<K>,
+    pub health: Arc<WatchHealth>,
+    task: JoinHandle<()>,
+}
+
+impl<K: kube::Resource<DynamicType = ()> + 'static> Drop for Watched<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches and peer pollers that live while this pod leads.
+pub struct Session {
+    pub cluster: Watched<Cluster>,
+    pub policies: Watched<AutoResizePolicy>,
+    pub pvcs: Watched<PersistentVolumeClaim>,
+    pub pods: Watched<Pod>,
+    pub peers: Peers,
+    pub started: Instant,
+}
+
+impl Session {
+    pub fn start(
+        client: &Client,
+        namespace: &str,
+        cluster: &str,
+        addr: Addr<Planner>,
+        metrics: &Arc<Metrics>,
+    ) -> Session {
+        let cluster_selector = format!("{LABEL_CLUSTER}={cluster}");
+        // Instance pods only: CNPG's initdb and join Job pods carry the
+        // cluster label too, and have nothing to poll.
+        let pod_selector = format!("{cluster_selector},{LABEL_POD_ROLE}=instance");
+        Session {
+            cluster: watch_into_store(
+                Api::namespaced(client.clone(), namespace),
+                watcher::Config::default().fields(&format!("metadata.name={cluster}")),
+                "clusters",
+                addr.clone(),
+                metrics.clone(),
+            ),
+            // Custom resources cannot be selected by a spec field: the
+            // namespace's policies are watched and filtered by `spec.cluster`.
+            policies: watch_into_store(
+                Api::namespaced(client.clone(), namespace),
+                watcher::Config::default(),
+                "autoresizepolicies",
+                addr.clone(),
+                metrics.clone(),
+            ),
+            pvcs: watch_into_store(
+                Api::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&cluster_selector),
+                "persistentvolumeclaims",
+                addr.clone(),
+                metrics.clone(),
+            ),
+            pods: watch_into_store(
+                Api::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&pod_selector),
+                "pods",
+                addr,
+                metrics.clone(),
+            ),
+            peers: Peers::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+fn watch_into_store<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    resource: &'static str,
+    addr: Addr<Planner>,
+    metrics: Arc<Metrics>,
+) -> Watched<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let health = Arc::new(WatchHealth::default());
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let state = health.clone();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if matches!(event, watcher::Event::InitDone) {
+                        state.synced.store(true, Ordering::SeqCst);
+                    }
+                    let recovered = state
+                        .failing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    if recovered.is_some() {
+                        tracing::info!(resource, "watch works again");
+                    }
+                    metrics.watch_up.with_label_values(&[resource]).set(1);
+                    addr.do_send(Replan);
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    let code = match &error {
+                        watcher::Error::InitialListFailed(kube::Error::Api(s))
+                        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code,
+                        watcher::Error::WatchError(s) => s.code,
+                        _ => 0,
+                    };
+                    metrics.count_api("watch", resource, code);
+                    metrics.watch_up.with_label_values(&[resource]).set(0);
+                    let mut failing = state.failing.lock().unwrap_or_else(|p| p.into_inner());
+                    let new_state = failing.as_ref().is_none_or(|(_, last)| *last != text);
+                    if new_state {
+                        tracing::error!(resource, error = %text, "watch failing: the planner cannot see this resource (check the Role and that the CRD is installed)");
+                        let since = failing
+                            .as_ref()
+                            .map(|(s, _)| *s)
+                            .unwrap_or_else(Instant::now);
+                        *failing = Some((since, text));
+                    }
+                }
+            }
+        }
+    });
+    Watched {
+        store: reader,
+        health,
+        task,
+    }
+}
