@@ -15,22 +15,40 @@
 //!   backing [`Volume`] and updates `status.capacity`.
 //!
 //! [`cluster`] combines them into a CloudNativePG-shaped cluster (instances
-//! `<cluster>-N`, volumes named like their PVCs).
+//! `<cluster>-N`, volumes named like their PVCs, CNPG's HA replication
+//! slots).
+//!
+//! What surrounds cnpg-autoresize in production has stand-ins too:
+//!
+//! - [`operator`]: CloudNativePG's operator writing the Cluster's status
+//!   (a full update from its Go types, dropping what they do not know);
+//! - [`kubelet`]: the kubelet running a container — HTTP probes with the
+//!   chart's settings, restarts with crash-loop back-off, readiness.
+//!
+//! [`scenario`] assembles all of it around the real `cnpg-autoresize run`
+//! processes, including replica rebuilds as CNPG performs them.
 //!
 //! [`net`] hands out distinct loopback addresses (127.0.0.2, 127.0.0.3, …)
 //! that stand in for pod IPs, and free ports on them.
 
 pub mod cluster;
 pub mod fsmodel;
+pub mod kubelet;
 pub mod net;
+pub mod operator;
 pub mod postgres;
 pub mod scenario;
 pub mod simulator;
 pub mod volume;
 
-pub use cluster::{InstanceVolume, PgCluster, PgClusterBuilder, PgInstance, VolumeRole};
+pub use cluster::{
+    ha_slot_name, HaSlots, InstanceVolume, JoinOptions, JoinProgress, PendingJoin, PgCluster,
+    PgClusterBuilder, PgInstance, VolumeRole, VolumeSizes,
+};
+pub use kubelet::{Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig};
 pub use net::{free_port, next_loopback_ip};
-pub use postgres::{PgBinaries, PgServer, PgServerBuilder, SlotsViewLock};
+pub use operator::{CnpgOperator, OperatorConfig, OperatorStats, StatusSchema};
+pub use postgres::{PgBinaries, PgEndpoint, PgServer, PgServerBuilder, SlotInfo, SlotsViewLock};
 pub use simulator::{ExpansionMode, PhaseDelays, ResizeStatus, SimulatorConfig, VolumeSimulator};
 pub use volume::{
     model_total_bytes, simulated_stats, FilesystemKind, Volume, VolumeBackend, VolumeStats,

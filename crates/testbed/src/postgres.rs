@@ -155,7 +155,8 @@ struct Upstream {
 }
 
 /// Builder for a [`PgServer`]; see [`PgServer::primary`] and [`PgServer::replica`].
-#[derive(Debug)]
+/// Cloneable, so a failed clone can be retried with the same settings.
+#[derive(Debug, Clone)]
 pub struct PgServerBuilder {
     name: String,
     origin: Origin,
@@ -164,6 +165,8 @@ pub struct PgServerBuilder {
     tablespace_volumes: BTreeMap<String, Arc<Volume>>,
     ip: Option<Ipv4Addr>,
     slot: Option<String>,
+    /// Whether `pg_basebackup -C` creates `slot` on the primary.
+    create_slot: bool,
     settings: Vec<(String, String)>,
 }
 
@@ -199,6 +202,17 @@ impl PgServerBuilder {
     /// name on the primary (created by `pg_basebackup -C`).
     pub fn replication_slot(mut self, slot: &str) -> Self {
         self.slot = Some(slot.to_string());
+        self.create_slot = true;
+        self
+    }
+
+    /// Replicas only: stream through the primary's slot `slot`
+    /// (`primary_slot_name`) that someone else creates on the primary — as
+    /// CloudNativePG's primary creates `_cnpg_<instance>` for each standby.
+    /// Until it exists the standby's WAL receiver retries.
+    pub fn primary_slot_name(mut self, slot: &str) -> Self {
+        self.slot = Some(slot.to_string());
+        self.create_slot = false;
         self
     }
 
@@ -264,6 +278,7 @@ impl PgServerBuilder {
             password,
             settings: self.settings,
             primary_slot: self.slot,
+            create_primary_slot: self.create_slot,
             upstream: match &self.origin {
                 Origin::Initdb => None,
                 Origin::Replica(up) => Some(up.clone()),
@@ -275,7 +290,15 @@ impl PgServerBuilder {
         match &self.origin {
             Origin::Initdb => server.initdb().await?,
             Origin::Replica(up) => {
-                server.base_backup(up).await?;
+                if let Err(e) = server.base_backup(up).await {
+                    // Leave the volumes empty, as a failed CNPG join does, so
+                    // a retry starts from scratch.
+                    if let Err(clean) = server.remove_cloned_data() {
+                        tracing::warn!(server = %server.name, error = %format!("{clean:#}"),
+                            "could not clean up after a failed base backup");
+                    }
+                    return Err(e);
+                }
                 up.replicas.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -300,6 +323,7 @@ pub struct PgServer {
     password: String,
     settings: Vec<(String, String)>,
     primary_slot: Option<String>,
+    create_primary_slot: bool,
     upstream: Option<Upstream>,
     /// Replicas cloned from this server (tablespaces must exist before them).
     replicas: Arc<AtomicUsize>,
@@ -321,6 +345,7 @@ impl PgServer {
             tablespace_volumes: BTreeMap::new(),
             ip: None,
             slot: None,
+            create_slot: false,
             settings: Vec::new(),
         }
     }
@@ -348,6 +373,7 @@ impl PgServer {
             tablespace_volumes: BTreeMap::new(),
             ip: None,
             slot: None,
+            create_slot: false,
             settings: Vec::new(),
         }
     }
@@ -441,30 +467,18 @@ impl PgServer {
 
     /// Connect as `user`/`password`.
     pub async fn connect_as(&self, user: &str, password: &str) -> Result<Client> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(self.ip.to_string())
-            .port(self.port())
-            .user(user)
-            .password(password)
-            .dbname("postgres")
-            .application_name("cnpg-testbed")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config.connect(NoTls).await.with_context(|| {
-            format!(
-                "connecting to {} at {}:{} as {user}",
-                self.name,
-                self.ip,
-                self.port()
-            )
-        })?;
-        let name = self.name.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(server = %name, error = %e, "test-bed connection ended");
-            }
-        });
-        Ok(client)
+        connect(&self.name, self.ip, self.port(), user, password).await
+    }
+
+    /// What it takes to connect as the superuser, detached from this
+    /// handle (for background tasks such as the HA slot synchroniser).
+    pub fn endpoint(&self) -> PgEndpoint {
+        PgEndpoint {
+            name: self.name.clone(),
+            ip: self.ip,
+            port: self.port(),
+            password: self.password.clone(),
+        }
     }
 
     /// Create a login role that is a member of `pg_monitor` and nothing
@@ -535,20 +549,48 @@ impl PgServer {
         Ok(())
     }
 
-    /// Bytes of WAL retained by slot `name`
-    /// (`pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)`), `None` if the
-    /// slot does not exist or reserves nothing.
+    /// Bytes of WAL retained by slot `name`, measured from this server's
+    /// WAL position (`pg_current_wal_lsn()` on a primary,
+    /// `pg_last_wal_replay_lsn()` on a standby — as the product measures),
+    /// `None` if the slot does not exist or reserves nothing.
     pub async fn slot_retained_bytes(&self, name: &str) -> Result<Option<i64>> {
         let client = self.connect().await?;
         let row = client
             .query_opt(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint \
-                 FROM pg_replication_slots WHERE slot_name = $1",
+                &format!(
+                    "SELECT pg_wal_lsn_diff({WAL_POSITION}, restart_lsn)::bigint \
+                     FROM pg_replication_slots WHERE slot_name = $1"
+                ),
                 &[&name],
             )
             .await
             .with_context(|| format!("reading slot {name} on {}", self.name))?;
         Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+    }
+
+    /// This server's non-temporary physical replication slots, by name.
+    pub async fn physical_slots(&self) -> Result<Vec<SlotInfo>> {
+        let client = self.connect().await?;
+        physical_slots(&client)
+            .await
+            .with_context(|| format!("listing replication slots on {}", self.name))
+    }
+
+    /// This server's WAL position as text: `pg_current_wal_lsn()` on a
+    /// primary, `pg_last_wal_replay_lsn()` on a standby.
+    pub async fn wal_position(&self) -> Result<String> {
+        let client = self.connect().await?;
+        let row = client
+            .query_one(&format!("SELECT ({WAL_POSITION})::text"), &[])
+            .await
+            .with_context(|| format!("reading the WAL position of {}", self.name))?;
+        row.get::<_, Option<String>>(0)
+            .with_context(|| format!("{} has no WAL position yet", self.name))
+    }
+
+    /// The slot this standby streams through (`primary_slot_name`), if any.
+    pub fn primary_slot(&self) -> Option<&str> {
+        self.primary_slot.as_deref()
     }
 
     /// Write at least `bytes` of WAL without growing any table (logical
@@ -744,6 +786,53 @@ impl PgServer {
 
     // ---- internals -------------------------------------------------------
 
+    /// Remove what a (failed) base backup left on this server's volumes.
+    fn remove_cloned_data(&self) -> Result<()> {
+        let mut dirs = vec![self.pgdata.clone()];
+        if self.wal_volume.is_some() {
+            dirs.push(self.wal_dir.clone());
+        }
+        dirs.extend(
+            lock(&self.tablespaces)
+                .values()
+                .map(|v| tablespace_location(v)),
+        );
+        for dir in dirs {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory-backed volume never runs out of space by itself (nothing
+    /// enforces its simulated capacity), so a base backup that does not fit
+    /// fails here the way it fails with ENOSPC on a real filesystem.
+    fn check_simulated_space(&self) -> Result<()> {
+        let mut volumes: Vec<Arc<Volume>> = vec![self.data_volume.clone()];
+        volumes.extend(self.wal_volume.iter().cloned());
+        volumes.extend(lock(&self.tablespaces).values().cloned());
+        for v in volumes {
+            if v.backend() != crate::VolumeBackend::Directory {
+                continue;
+            }
+            let stats = v.stats()?;
+            if stats.used_bytes > stats.total_bytes {
+                bail!(
+                    "pg_basebackup for {}: could not write to {}: No space left on device \
+                     (simulated: {} bytes used of {})",
+                    self.name,
+                    v.path().display(),
+                    stats.used_bytes,
+                    stats.total_bytes
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// A command for PostgreSQL binary `bin`: as `postgres` when root, with
     /// a neutral environment (no inherited `PG*` variables, C locale) and
     /// the work directory as cwd (our cwd may be unreadable for `postgres`).
@@ -857,7 +946,7 @@ impl PgServer {
         if self.wal_volume.is_some() {
             cmd.arg(format!("--waldir={}", self.wal_dir.display()));
         }
-        if let Some(slot) = &self.primary_slot {
+        if let (Some(slot), true) = (&self.primary_slot, self.create_primary_slot) {
             cmd.args(["-C", "-S", slot]);
         }
         for (name, old) in &up.tablespaces {
@@ -872,6 +961,7 @@ impl PgServer {
             ));
         }
         self.run(cmd, "pg_basebackup").await?;
+        self.check_simulated_space()?;
         let signal = self.pgdata.join("standby.signal");
         std::fs::write(&signal, b"").with_context(|| format!("writing {}", signal.display()))?;
         self.run_as.chown(&signal)?;
@@ -1063,6 +1153,111 @@ async fn wal_written_since(client: &Client, start: &str) -> Result<u64, tokio_po
         )
         .await?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
+/// Superuser connection details of one server; see [`PgServer::endpoint`].
+#[derive(Clone)]
+pub struct PgEndpoint {
+    /// The server's name.
+    pub name: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its port.
+    pub port: u16,
+    password: String,
+}
+
+impl std::fmt::Debug for PgEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEndpoint")
+            .field("name", &self.name)
+            .field("ip", &self.ip)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgEndpoint {
+    /// Connect as the superuser.
+    pub async fn connect(&self) -> Result<Client> {
+        connect(&self.name, self.ip, self.port, SUPERUSER, &self.password).await
+    }
+}
+
+async fn connect(
+    name: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(ip.to_string())
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname("postgres")
+        .application_name("cnpg-testbed")
+        .connect_timeout(Duration::from_secs(10));
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .with_context(|| format!("connecting to {name} at {ip}:{port} as {user}"))?;
+    let name = name.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(server = %name, error = %e, "test-bed connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// SQL for this server's WAL position: current on a primary, replayed on a standby.
+const WAL_POSITION: &str =
+    "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END";
+
+/// One physical, non-temporary replication slot (a row of `pg_replication_slots`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotInfo {
+    /// `slot_name`.
+    pub name: String,
+    /// `active`: a WAL sender streams through it right now.
+    pub active: bool,
+    /// `restart_lsn` as text; `None` while the slot reserves no WAL.
+    pub restart_lsn: Option<String>,
+    /// `xmin` or `catalog_xmin` is set.
+    pub holds_xmin: bool,
+    /// WAL retained, from the server's WAL position (see [`PgServer::slot_retained_bytes`]).
+    pub retained_bytes: Option<i64>,
+}
+
+/// The non-temporary physical slots visible through `client`.
+pub(crate) async fn physical_slots(
+    client: &Client,
+) -> Result<Vec<SlotInfo>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT slot_name::text, active, restart_lsn::text, \
+                        xmin IS NOT NULL OR catalog_xmin IS NOT NULL, \
+                        pg_wal_lsn_diff({WAL_POSITION}, restart_lsn)::bigint \
+                 FROM pg_replication_slots \
+                 WHERE NOT temporary AND slot_type = 'physical' ORDER BY slot_name"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| SlotInfo {
+            name: r.get(0),
+            active: r.get(1),
+            restart_lsn: r.get(2),
+            holds_xmin: r.get(3),
+            retained_bytes: r.get(4),
+        })
+        .collect())
 }
 
 /// Guard returned by [`PgServer::lock_slots_view`]: while it lives, queries

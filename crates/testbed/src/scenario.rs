@@ -1,23 +1,38 @@
 //! Scenarios: a whole CNPG cluster in one call — the API sandbox, a
 //! StorageClass, the `Cluster` object, labelled pods with IPs and PVCs,
 //! real volumes behind them (grown by the [`VolumeSimulator`]) and, when
-//! asked, real PostgreSQL (a primary and streaming replicas) — plus the
-//! `cnpg-autoresize run` processes, one per instance. Everything is torn
-//! down on drop, even when a test fails.
+//! asked, real PostgreSQL (a primary and streaming replicas, with CNPG's HA
+//! replication slots) — plus the `cnpg-autoresize run` processes, one per
+//! instance, either bare ([`Scenario::spawn_manager`]) or run as a pod's
+//! container by the kubelet stand-in ([`Scenario::start_manager_pod`]).
+//! Everything is torn down on drop, even when a test fails.
+//!
+//! With PostgreSQL, the CloudNativePG stand-in ([`crate::operator`]) writes
+//! the Cluster's status all along (switch: [`ScenarioBuilder::cnpg_operator`]),
+//! and replicas can be rebuilt or added the way CNPG does it
+//! ([`Scenario::rebuild_replica`], [`Scenario::add_replica`]): new PVCs
+//! from the Cluster's *current* `spec.storage.size`, a base backup retried
+//! until it fits, and only then PostgreSQL and the instance's manager.
 
-use crate::cluster::{PgCluster, VolumeRole};
+use crate::cluster::{
+    HaSlots, InstanceVolume, JoinAttempt, JoinOptions, JoinProgress, PendingJoin, PgCluster,
+    VolumeRole, VolumeSizes, DEFAULT_SLOT_PREFIX,
+};
+use crate::kubelet::{Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig};
+use crate::operator::{CnpgOperator, OperatorConfig};
 use crate::{net, ExpansionMode, PgServer, SimulatorConfig, Volume, VolumeSimulator};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub const STORAGE_CLASS: &str = "testbed-expandable";
@@ -65,6 +80,12 @@ pub struct ScenarioBuilder {
     expandable: bool,
     expand_delay: Duration,
     role: Option<(String, String)>,
+    operator: Option<bool>,
+    operator_config: OperatorConfig,
+    ha_slots: bool,
+    slot_update_interval: Duration,
+    join: JoinOptions,
+    cluster_crd: Option<String>,
 }
 
 impl ScenarioBuilder {
@@ -121,10 +142,64 @@ impl ScenarioBuilder {
         self
     }
 
+    /// Run the CloudNativePG stand-in that writes the Cluster's status
+    /// (default: whenever the scenario runs PostgreSQL).
+    pub fn cnpg_operator(mut self, on: bool) -> Self {
+        self.operator = Some(on);
+        self
+    }
+
+    /// Settings of the CloudNativePG stand-in (status interval, …). Its
+    /// `cluster_crd` defaults to the one given to [`ScenarioBuilder::cluster_crd`].
+    pub fn operator_config(mut self, config: OperatorConfig) -> Self {
+        self.operator_config = config;
+        self
+    }
+
+    /// CNPG's HA replication slots (`spec.replicationSlots.highAvailability.enabled`,
+    /// default on, as in CNPG).
+    pub fn ha_slots(mut self, on: bool) -> Self {
+        self.ha_slots = on;
+        self
+    }
+
+    /// `spec.replicationSlots.updateInterval` (whole seconds, at least 1;
+    /// CNPG's default 30 s): how often standbys advance their HA slot copies.
+    pub fn slot_update_interval(mut self, interval: Duration) -> Self {
+        self.slot_update_interval = interval;
+        self
+    }
+
+    /// How rebuilt and added replicas retry their base backup.
+    pub fn join_options(mut self, options: JoinOptions) -> Self {
+        self.join = options;
+        self
+    }
+
+    /// Serve this Cluster CRD (YAML text, e.g. `kube_sandbox::fork_cluster_crd()?`)
+    /// instead of the sandbox's schema-less default: every write is then
+    /// pruned and validated against it. The CNPG stand-in projects its
+    /// writes onto the same schema.
+    pub fn cluster_crd(mut self, crd_yaml: impl Into<String>) -> Self {
+        self.cluster_crd = Some(crd_yaml.into());
+        self
+    }
+
+    fn update_interval_secs(&self) -> u64 {
+        self.slot_update_interval.as_secs_f64().ceil().max(1.0) as u64
+    }
+
     fn cluster_spec(&self) -> Value {
         let mut spec = json!({
             "instances": self.instances,
             "storage": {"size": quantity(self.data.0), "storageClass": STORAGE_CLASS, "resize": self.data.1},
+            // What CNPG's defaulting webhook writes; synchronizeReplicas is
+            // off because the test bed does not copy user slots (cluster.rs).
+            "replicationSlots": {
+                "highAvailability": {"enabled": self.ha_slots, "slotPrefix": DEFAULT_SLOT_PREFIX},
+                "updateInterval": self.update_interval_secs(),
+                "synchronizeReplicas": {"enabled": false},
+            },
         });
         if let Some((bytes, resize)) = &self.wal {
             spec["walStorage"] =
@@ -151,7 +226,11 @@ impl ScenarioBuilder {
             .prefix(&format!("cnpg-scenario-{}-", self.cluster))
             .tempdir()
             .context("creating the scenario directory")?;
-        let sandbox = kube_sandbox::Sandbox::start(kube_sandbox::SandboxConfig::default()).await?;
+        let sandbox = kube_sandbox::Sandbox::start(kube_sandbox::SandboxConfig {
+            crds: self.cluster_crd.iter().cloned().collect(),
+            ..kube_sandbox::SandboxConfig::default()
+        })
+        .await?;
         if let Some((identity, role)) = &self.role {
             sandbox.enforce_role(identity, role)?;
         }
@@ -160,10 +239,13 @@ impl ScenarioBuilder {
         // PostgreSQL (with its volumes) or bare volumes.
         let mut pg = None;
         let mut instances = Vec::new();
+        let spec = self.cluster_spec();
+        let password = format!("monitor-{}", std::process::id());
         if self.postgres {
             let mut builder = PgCluster::builder(&self.cluster)
                 .instances(self.instances)
-                .data_size(self.data.0);
+                .data_size(self.data.0)
+                .ha_slots(ha_slots_of(&spec));
             if let Some((bytes, _)) = &self.wal {
                 builder = builder.wal_size(*bytes);
             }
@@ -171,7 +253,6 @@ impl ScenarioBuilder {
                 builder = builder.tablespace(name, *bytes);
             }
             let cluster = builder.start().await?;
-            let password = format!("monitor-{}", std::process::id());
             cluster
                 .primary()
                 .server
@@ -239,7 +320,7 @@ impl ScenarioBuilder {
         let object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
             "metadata": {"name": self.cluster, "namespace": ns},
-            "spec": self.cluster_spec(),
+            "spec": spec,
         }))?;
         clusters
             .create(&PostParams::default(), &object)
@@ -259,42 +340,27 @@ impl ScenarioBuilder {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
         for (n, instance) in instances.iter().enumerate() {
             let role = if n == 0 { "primary" } else { "replica" };
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": instance.pod, "namespace": ns, "labels": {
-                    "cnpg.io/cluster": self.cluster, "cnpg.io/instanceName": instance.pod,
-                    "cnpg.io/podRole": "instance", "cnpg.io/instanceRole": role, "role": role}},
-                "spec": {"containers": [{"name": "postgres", "image": "ghcr.io/cloudnative-pg/postgresql:17"}]},
-            }))?;
-            pods.create(&PostParams::default(), &pod)
-                .await
-                .with_context(|| format!("creating pod {}", instance.pod))?;
-            let status = json!({"status": {"phase": "Running", "podIP": instance.ip.to_string(),
-                "podIPs": [{"ip": instance.ip.to_string()}]}});
-            pods.patch_status(
-                &instance.pod,
-                &PatchParams::default(),
-                &Patch::Merge(&status),
-            )
-            .await
-            .with_context(|| format!("setting the IP of pod {}", instance.pod))?;
+            create_pod(&pods, &self.cluster, instance, role).await?;
             for v in &instance.volumes {
-                let mut labels = json!({"cnpg.io/cluster": self.cluster, "cnpg.io/instanceName": instance.pod,
-                    "cnpg.io/pvcRole": v.role.label()});
-                if let VolumeRole::Tablespace(name) = &v.role {
-                    labels["cnpg.io/tablespaceName"] = json!(name);
-                }
-                let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-                    "metadata": {"name": v.pvc, "namespace": ns, "labels": labels},
-                    "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-                        "resources": {"requests": {"storage": quantity(v.volume.capacity_bytes())}}},
-                }))?;
-                pvcs.create(&PostParams::default(), &claim)
-                    .await
-                    .with_context(|| format!("creating PVC {}", v.pvc))?;
                 simulator.register(&v.pvc, v.volume.clone());
+                create_pvc(&pvcs, &self.cluster, &instance.pod, v, "ready").await?;
             }
         }
+        let operator_on = self.operator.unwrap_or(self.postgres);
+        let operator = if operator_on {
+            let mut config = self.operator_config.clone();
+            if config.cluster_crd.is_none() {
+                config.cluster_crd = self.cluster_crd.clone();
+            }
+            Some(CnpgOperator::start(client.clone(), ns, &self.cluster, config).await?)
+        } else {
+            None
+        };
         let scenario = Scenario {
+            pods: Mutex::new(BTreeMap::new()),
+            operator,
+            join: self.join.clone(),
+            monitor_password: password,
             cluster: self.cluster.clone(),
             namespace: self.namespace.clone(),
             identity: self
@@ -318,6 +384,127 @@ impl ScenarioBuilder {
 
 fn quantity(bytes: u64) -> String {
     k8s_quantity::format_bytes(bytes)
+}
+
+fn parse_quantity(text: &str) -> Result<u64> {
+    Ok(k8s_quantity::Quantity::parse(text.trim())?.to_bytes()?)
+}
+
+/// The HA slot configuration a Cluster spec asks for (CNPG's defaults for
+/// what is absent), `None` when `highAvailability.enabled` is false.
+fn ha_slots_of(spec: &Value) -> Option<HaSlots> {
+    let slots = &spec["replicationSlots"];
+    if slots["highAvailability"]["enabled"] == false {
+        return None;
+    }
+    Some(HaSlots {
+        slot_prefix: slots["highAvailability"]["slotPrefix"]
+            .as_str()
+            .unwrap_or(DEFAULT_SLOT_PREFIX)
+            .to_string(),
+        update_interval: Duration::from_secs(slots["updateInterval"].as_u64().unwrap_or(30).max(1)),
+        synchronize_user_slots: slots["synchronizeReplicas"]["enabled"] == true,
+    })
+}
+
+/// The volume sizes CNPG gives a new instance: the Cluster's current
+/// `spec.storage.size`, `spec.walStorage.size`, `spec.tablespaces[*].storage.size`.
+fn sizes_of(spec: &Value) -> Result<VolumeSizes> {
+    let size = |v: &Value, what: &str| -> Result<u64> {
+        let text = v["size"]
+            .as_str()
+            .with_context(|| format!("the Cluster has no {what}.size"))?;
+        parse_quantity(text).with_context(|| format!("{what}.size {text:?}"))
+    };
+    let wal = if spec["walStorage"].is_object() {
+        Some(size(&spec["walStorage"], "spec.walStorage")?)
+    } else {
+        None
+    };
+    let mut tablespaces = Vec::new();
+    for t in spec["tablespaces"].as_array().into_iter().flatten() {
+        let name = t["name"]
+            .as_str()
+            .context("a tablespace of the Cluster has no name")?;
+        tablespaces.push((
+            name.to_string(),
+            size(&t["storage"], &format!("spec.tablespaces[{name}].storage"))?,
+        ));
+    }
+    Ok(VolumeSizes {
+        data: size(&spec["storage"], "spec.storage")?,
+        wal,
+        tablespaces,
+    })
+}
+
+/// The number after the last `-` of an instance name (CNPG's node serial).
+fn serial_of(pod: &str) -> u64 {
+    pod.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An instance pod as CNPG creates it, Running with its IP.
+async fn create_pod(
+    pods: &Api<Pod>,
+    cluster: &str,
+    instance: &ScenarioInstance,
+    role: &str,
+) -> Result<()> {
+    let ns = pods_namespace(pods);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": instance.pod, "namespace": ns,
+            "labels": {"cnpg.io/cluster": cluster, "cnpg.io/instanceName": instance.pod,
+                "cnpg.io/podRole": "instance", "cnpg.io/instanceRole": role, "role": role},
+            "annotations": {"cnpg.io/nodeSerial": serial_of(&instance.pod).to_string()}},
+        "spec": {"containers": [{"name": "postgres", "image": "ghcr.io/cloudnative-pg/postgresql:17"}]},
+    }))?;
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("creating pod {}", instance.pod))?;
+    let status = json!({"status": {"phase": "Running", "podIP": instance.ip.to_string(),
+        "podIPs": [{"ip": instance.ip.to_string()}],
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(
+        &instance.pod,
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .with_context(|| format!("setting the IP of pod {}", instance.pod))?;
+    Ok(())
+}
+
+fn pods_namespace(pods: &Api<Pod>) -> String {
+    pods.namespace().unwrap_or("default").to_string()
+}
+
+/// A PVC as CNPG creates it: its labels, `cnpg.io/nodeSerial`, and
+/// `cnpg.io/pvcStatus` (`initializing` until the instance joined, then `ready`).
+async fn create_pvc(
+    pvcs: &Api<PersistentVolumeClaim>,
+    cluster: &str,
+    pod: &str,
+    v: &ScenarioVolume,
+    pvc_status: &str,
+) -> Result<()> {
+    let mut labels = json!({"cnpg.io/cluster": cluster, "cnpg.io/instanceName": pod,
+        "cnpg.io/pvcRole": v.role.label()});
+    if let VolumeRole::Tablespace(name) = &v.role {
+        labels["cnpg.io/tablespaceName"] = json!(name);
+    }
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": v.pvc, "namespace": pvcs.namespace().unwrap_or("default"), "labels": labels,
+            "annotations": {"cnpg.io/nodeSerial": serial_of(pod).to_string(), "cnpg.io/pvcStatus": pvc_status}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+            "resources": {"requests": {"storage": quantity(v.volume.capacity_bytes())}}},
+    }))?;
+    pvcs.create(&PostParams::default(), &claim)
+        .await
+        .with_context(|| format!("creating PVC {}", v.pvc))?;
+    Ok(())
 }
 
 fn merge(into: &mut Value, extra: &Value) {
@@ -345,6 +532,12 @@ pub fn cluster_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject>
 /// A running cluster; dropping it stops managers, PostgreSQL, the simulator
 /// and the sandbox, and unmounts the volumes.
 pub struct Scenario {
+    /// Declared first: manager pods stop before anything they talk to.
+    pods: Mutex<BTreeMap<String, Arc<ManagerPod>>>,
+    /// The CloudNativePG stand-in, when on.
+    pub operator: Option<CnpgOperator>,
+    join: JoinOptions,
+    monitor_password: String,
     pub cluster: String,
     pub namespace: String,
     /// The managers' Kubernetes identity.
@@ -371,6 +564,12 @@ impl Scenario {
             expandable: true,
             expand_delay: Duration::from_millis(200),
             role: None,
+            operator: None,
+            operator_config: OperatorConfig::default(),
+            ha_slots: true,
+            slot_update_interval: Duration::from_secs(30),
+            join: JoinOptions::default(),
+            cluster_crd: None,
         }
     }
 
@@ -567,6 +766,485 @@ impl Scenario {
             log,
             child: Some(child),
         })
+    }
+
+    // ---- managers as pods ------------------------------------------------
+
+    /// Starts `cnpg-autoresize run` for instance `n` as the chart's sidecar
+    /// container of its pod: the kubelet stand-in probes it with the chart's
+    /// probe settings (`tests/packaging/sidecar-container.yaml`) and
+    /// restarts it when it exits or fails its liveness probe. Logs go to
+    /// `<scenario dir>/<pod>.log`, as with [`Scenario::spawn_manager`].
+    pub fn start_manager_pod(
+        &self,
+        binary: &Path,
+        n: usize,
+        port: u16,
+        options: &ManagerOptions,
+    ) -> Result<Arc<ManagerPod>> {
+        self.start_manager_pod_with(binary, n, port, options, &PodOptions::default())
+    }
+
+    /// [`Scenario::start_manager_pod`] with another container spec or kubelet timing.
+    pub fn start_manager_pod_with(
+        &self,
+        binary: &Path,
+        n: usize,
+        port: u16,
+        options: &ManagerOptions,
+        pod_options: &PodOptions,
+    ) -> Result<Arc<ManagerPod>> {
+        let instance = self
+            .instances
+            .get(n)
+            .with_context(|| format!("no instance {n}"))?;
+        let pod = instance.pod.clone();
+        if lock(&self.pods).contains_key(&pod) {
+            bail!("a manager pod for {pod} runs already");
+        }
+        let spec = match &pod_options.container {
+            Some(spec) => spec.clone(),
+            None => ContainerSpec::chart_sidecar()?,
+        };
+        // Every declared port is where the manager listens: on one machine
+        // the pods cannot all have their own port 9188.
+        let port_map = spec
+            .ports
+            .iter()
+            .map(|p| (p.container_port, port))
+            .collect();
+        let command =
+            ContainerCommand::from_command(&self.manager_command(binary, n, port, options)?);
+        let launch = ContainerLaunch {
+            name: pod.clone(),
+            command,
+            spec,
+            ip: instance.ip.into(),
+            port_map,
+            log: self.dir.path().join(format!("{pod}.log")),
+        };
+        let container = Container::start(launch, pod_options.kubelet.clone())?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mirror = tokio::spawn(mirror_readiness(
+            pods,
+            pod.clone(),
+            container.readiness_watch(),
+        ))
+        .abort_handle();
+        let manager = Arc::new(ManagerPod {
+            pod: pod.clone(),
+            addr: SocketAddr::from((instance.ip, port)),
+            container,
+            mirror,
+            relaunch: Relaunch {
+                binary: binary.to_path_buf(),
+                port,
+                options: options.clone(),
+                pod_options: pod_options.clone(),
+            },
+        });
+        lock(&self.pods).insert(pod, manager.clone());
+        Ok(manager)
+    }
+
+    /// The manager pod of instance `pod`, if one runs.
+    pub fn manager_pod(&self, pod: &str) -> Option<Arc<ManagerPod>> {
+        lock(&self.pods).get(pod).cloned()
+    }
+
+    /// Every manager pod, by instance name.
+    pub fn manager_pods(&self) -> Vec<Arc<ManagerPod>> {
+        lock(&self.pods).values().cloned().collect()
+    }
+
+    /// Deletes instance `pod`'s manager pod: SIGTERM, SIGKILL after the
+    /// grace period, no restart. Returns how it was launched, if it ran.
+    pub async fn stop_manager_pod(&self, pod: &str) -> Result<Option<Relaunch>> {
+        let Some(manager) = lock(&self.pods).remove(pod) else {
+            return Ok(None);
+        };
+        manager.mirror.abort();
+        manager.container.stop().await?;
+        // What is left of the pod (PostgreSQL) is ready again.
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        if let Err(e) = set_pod_ready(&pods, pod, true).await {
+            tracing::debug!(pod, error = %format!("{e:#}"), "pod readiness not restored");
+        }
+        Ok(Some(manager.relaunch.clone()))
+    }
+
+    // ---- replicas, as CloudNativePG rebuilds and adds them -------------------
+
+    /// Rebuilds standby `pod` as CNPG does when its storage is recreated:
+    /// its manager pod (if any) and PostgreSQL stop, its Pod and PVCs are
+    /// deleted, new PVCs of the same names are created from the Cluster's
+    /// *current* `spec.storage.size` (and `walStorage`/tablespace sizes)
+    /// with CNPG's labels, backed by new volumes registered with the
+    /// simulator; once Bound, the base backup runs (retried every
+    /// `JoinOptions::retry_interval` while it fails, e.g. for lack of
+    /// space — CNPG retries its join Job); then PostgreSQL starts as a
+    /// streaming standby, the Pod is recreated, and only then its manager
+    /// pod starts again. [`Scenario::begin_rebuild_replica`] and
+    /// [`Scenario::finish_replica`] split this for tests that act meanwhile.
+    pub async fn rebuild_replica(&mut self, pod: &str) -> Result<ReplicaReport> {
+        let pending = self.begin_rebuild_replica(pod).await?;
+        self.finish_replica(pending).await
+    }
+
+    /// Adds a standby as CNPG does on a scale-up: `spec.instances` + 1 (the
+    /// user's part), then instance `<cluster>-<latestGeneratedNode + 1>`
+    /// with PVCs from the current `spec.storage.size`, joined like
+    /// [`Scenario::rebuild_replica`]. No manager pod is started for it.
+    pub async fn add_replica(&mut self) -> Result<ReplicaReport> {
+        let pending = self.begin_add_replica().await?;
+        self.finish_replica(pending).await
+    }
+
+    /// The first half of [`Scenario::rebuild_replica`]: returns once the
+    /// new PVCs are Bound and the base backup attempts have begun.
+    pub async fn begin_rebuild_replica(&mut self, pod: &str) -> Result<PendingReplica> {
+        let index = self
+            .instances
+            .iter()
+            .position(|i| i.pod == pod)
+            .with_context(|| format!("no instance {pod}"))?;
+        let pg = self
+            .pg
+            .as_ref()
+            .context("rebuilding a replica needs a scenario with PostgreSQL")?;
+        if pg.primary().name == pod {
+            bail!("{pod} is the primary; only standbys are rebuilt");
+        }
+        // The pod goes away with both its containers.
+        let relaunch = self.stop_manager_pod(pod).await?;
+        let pg = self.pg.as_mut().context("no PostgreSQL")?;
+        let old = pg.remove_instance(pod).await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        delete_and_wait(&pods, pod).await?;
+        for v in &old.volumes {
+            delete_and_wait(&self.pvcs(), &v.pvc_name).await?;
+        }
+        self.instances.remove(index);
+        drop(old);
+        self.begin_join(pod.to_string(), index, relaunch).await
+    }
+
+    /// The first half of [`Scenario::add_replica`].
+    pub async fn begin_add_replica(&mut self) -> Result<PendingReplica> {
+        if self.pg.is_none() {
+            bail!("adding a replica needs a scenario with PostgreSQL");
+        }
+        let object = self
+            .clusters()
+            .get(&self.cluster)
+            .await
+            .context("reading the Cluster")?;
+        let latest = object.data["status"]["latestGeneratedNode"]
+            .as_u64()
+            .unwrap_or(0)
+            .max(
+                self.instances
+                    .iter()
+                    .map(|i| serial_of(&i.pod))
+                    .max()
+                    .unwrap_or(0),
+            );
+        let pod = format!("{}-{}", self.cluster, latest + 1);
+        let instances = object.data["spec"]["instances"].as_u64().unwrap_or(1);
+        let patch = json!({"spec": {"instances": instances + 1}});
+        self.clusters()
+            .patch(
+                &self.cluster,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .context("scaling the Cluster up")?;
+        let index = self.instances.len();
+        self.begin_join(pod, index, None).await
+    }
+
+    async fn begin_join(
+        &mut self,
+        pod: String,
+        index: usize,
+        relaunch: Option<Relaunch>,
+    ) -> Result<PendingReplica> {
+        let object = self
+            .clusters()
+            .get(&self.cluster)
+            .await
+            .context("reading the Cluster")?;
+        let sizes = sizes_of(&object.data["spec"])?;
+        let pg = self.pg.as_ref().context("no PostgreSQL")?;
+        let volumes = pg.create_volumes(&pod, &sizes)?;
+        let pvcs = self.pvcs();
+        for v in &volumes {
+            let sv = ScenarioVolume {
+                pvc: v.pvc_name.clone(),
+                role: v.role.clone(),
+                volume: v.volume.clone(),
+            };
+            self.simulator.register(&sv.pvc, sv.volume.clone());
+            create_pvc(&pvcs, &self.cluster, &pod, &sv, "initializing").await?;
+        }
+        let names: Vec<String> = volumes.iter().map(|v| v.pvc_name.clone()).collect();
+        self.wait_bound(&names, Duration::from_secs(30)).await?;
+        let join = pg.begin_join(&pod, volumes, self.join.clone()).await?;
+        Ok(PendingReplica {
+            pod,
+            index,
+            relaunch,
+            join,
+        })
+    }
+
+    /// Waits for a rebuilt or added replica's base backup and start, marks
+    /// its PVCs ready, recreates its Pod and, for a rebuild, starts its
+    /// manager pod again.
+    pub async fn finish_replica(&mut self, pending: PendingReplica) -> Result<ReplicaReport> {
+        let PendingReplica {
+            pod,
+            index,
+            relaunch,
+            join,
+        } = pending;
+        let progress = join.progress();
+        let pg = self.pg.as_mut().context("no PostgreSQL")?;
+        let instance = pg.finish_join(join).await?;
+        let scenario_instance = ScenarioInstance {
+            pod: pod.clone(),
+            ip: instance.server.ip(),
+            volumes: instance
+                .volumes
+                .iter()
+                .map(|v: &InstanceVolume| ScenarioVolume {
+                    pvc: v.pvc_name.clone(),
+                    role: v.role.clone(),
+                    volume: v.volume.clone(),
+                })
+                .collect(),
+            monitor_dsn: Some(
+                instance
+                    .server
+                    .dsn_for(MONITOR_ROLE, &self.monitor_password),
+            ),
+        };
+        let ready = json!({"metadata": {"annotations": {"cnpg.io/pvcStatus": "ready"}}});
+        for v in &scenario_instance.volumes {
+            self.pvcs()
+                .patch(&v.pvc, &PatchParams::default(), &Patch::Merge(&ready))
+                .await
+                .with_context(|| format!("marking PVC {} ready", v.pvc))?;
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        create_pod(&pods, &self.cluster, &scenario_instance, "replica").await?;
+        let index = index.min(self.instances.len());
+        self.instances.insert(index, scenario_instance);
+        let mut manager = None;
+        if let Some(r) = relaunch {
+            manager = Some(self.start_manager_pod_with(
+                &r.binary,
+                index,
+                r.port,
+                &r.options,
+                &r.pod_options,
+            )?);
+        }
+        Ok(ReplicaReport {
+            pod,
+            attempts: progress.attempts(),
+            manager,
+        })
+    }
+
+    async fn wait_bound(&self, names: &[String], timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for name in names {
+            loop {
+                let pvc = self.pvcs().get_opt(name).await?;
+                let phase = pvc
+                    .as_ref()
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.phase.as_deref());
+                if phase == Some("Bound") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("PVC {name} not Bound after {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pod is Ready when all its containers are: PostgreSQL's always is here,
+/// so the manager container's readiness decides — as a crash-looping
+/// sidecar takes a real instance out of its Services.
+async fn mirror_readiness(
+    pods: Api<Pod>,
+    pod: String,
+    mut ready: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let want = *ready.borrow_and_update();
+        // Retry through API faults until done or superseded.
+        while let Err(e) = set_pod_ready(&pods, &pod, want).await {
+            tracing::debug!(pod, error = %format!("{e:#}"), "mirroring readiness failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                changed = ready.changed() => if changed.is_err() { return } else { break },
+            }
+        }
+        if ready.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn set_pod_ready(pods: &Api<Pod>, pod: &str, ready: bool) -> Result<()> {
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({"status": {"conditions": [
+        {"type": "Ready", "status": status},
+        {"type": "ContainersReady", "status": status},
+    ]}});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("setting pod {pod} Ready={status}"))?;
+    Ok(())
+}
+
+/// Deletes object `name` and waits until it is gone.
+async fn delete_and_wait<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("deleting {name}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt(name).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("{name} still exists 30 s after its deletion");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A replica being rebuilt or added; see [`Scenario::begin_rebuild_replica`].
+#[derive(Debug)]
+pub struct PendingReplica {
+    pod: String,
+    index: usize,
+    relaunch: Option<Relaunch>,
+    join: PendingJoin,
+}
+
+impl PendingReplica {
+    /// The instance's name.
+    pub fn pod(&self) -> &str {
+        &self.pod
+    }
+
+    /// Its base backup attempts so far (keeps updating).
+    pub fn progress(&self) -> JoinProgress {
+        self.join.progress()
+    }
+
+    /// Its new PVC names.
+    pub fn pvcs(&self) -> Vec<String> {
+        self.join
+            .volumes()
+            .iter()
+            .map(|v| v.pvc_name.clone())
+            .collect()
+    }
+}
+
+/// How a rebuilt or added replica came up.
+#[derive(Debug)]
+pub struct ReplicaReport {
+    /// The instance's name.
+    pub pod: String,
+    /// Every base backup attempt, the last one successful.
+    pub attempts: Vec<JoinAttempt>,
+    /// Its manager pod, restarted after a rebuild if it had one.
+    pub manager: Option<Arc<ManagerPod>>,
+}
+
+/// How a manager pod is run by the kubelet stand-in.
+#[derive(Debug, Clone, Default)]
+pub struct PodOptions {
+    /// The container spec; `None`: the chart's sidecar ([`ContainerSpec::chart_sidecar`]).
+    pub container: Option<ContainerSpec>,
+    /// Kubelet timing (crash-loop back-off, termination grace).
+    pub kubelet: KubeletConfig,
+}
+
+/// What it takes to start a manager pod again.
+#[derive(Debug, Clone)]
+pub struct Relaunch {
+    /// The manager binary.
+    pub binary: PathBuf,
+    /// Its HTTP port.
+    pub port: u16,
+    /// Its options.
+    pub options: ManagerOptions,
+    /// Its pod options.
+    pub pod_options: PodOptions,
+}
+
+/// `cnpg-autoresize run` as the sidecar container of an instance pod; the
+/// [`Container`] methods (restarts, readiness, pid, signals) apply to it.
+#[derive(Debug)]
+pub struct ManagerPod {
+    /// Instance (pod) name.
+    pub pod: String,
+    /// Where its HTTP endpoint listens.
+    pub addr: SocketAddr,
+    container: Container,
+    /// Mirrors the container's readiness into the Pod's conditions.
+    mirror: tokio::task::AbortHandle,
+    relaunch: Relaunch,
+}
+
+impl Drop for ManagerPod {
+    fn drop(&mut self) {
+        self.mirror.abort();
+    }
+}
+
+impl ManagerPod {
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The container run by the kubelet stand-in.
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+
+    /// How it was launched.
+    pub fn relaunch(&self) -> &Relaunch {
+        &self.relaunch
+    }
+}
+
+impl std::ops::Deref for ManagerPod {
+    type Target = Container;
+
+    fn deref(&self) -> &Container {
+        &self.container
     }
 }
 

@@ -5,6 +5,8 @@
 
 mod common;
 mod fsmodel;
+mod kubelet;
+mod operator;
 mod postgres;
 mod scenario;
 mod simulator;

@@ -561,3 +561,152 @@ async fn cnpg_shaped_cluster() {
     drop(cluster);
     assert_torn_down(&pids, &paths);
 }
+
+/// CNPG's HA replication slots: on the primary one per standby, active
+/// while it streams; on each standby inactive copies of the *other*
+/// standbys' slots, advanced every `updateInterval` — and between two
+/// advances a write-heavy primary makes them retain far more than a small
+/// `maxSlotRetentionBytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cnpg_ha_slots_are_active_on_the_primary_and_lag_between_advances_on_standbys() {
+    use cnpg_testbed::{HaSlots, PgCluster};
+    init_tracing();
+    const SMALL_MAX_RETENTION: i64 = 16 << 20;
+    let cluster = PgCluster::builder("ha")
+        .instances(3)
+        .data_size(256 << 20)
+        .ha_slots(Some(HaSlots {
+            update_interval: Duration::from_secs(3),
+            ..HaSlots::default()
+        }))
+        .start()
+        .await
+        .unwrap();
+    let primary = &cluster.primary().server;
+    let ha2 = &cluster.instance("ha-2").unwrap().server;
+    assert_eq!(ha2.primary_slot(), Some("_cnpg_ha_2"));
+    assert_eq!(cluster.ha_slot_name("ha-3").as_deref(), Some("_cnpg_ha_3"));
+
+    // Primary: one slot per standby, in use by its standby.
+    eventually(
+        "both primary slots active",
+        Duration::from_secs(30),
+        || async {
+            let slots = primary.physical_slots().await.unwrap();
+            let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+            names == ["_cnpg_ha_2", "_cnpg_ha_3"] && slots.iter().all(|s| s.active)
+        },
+    )
+    .await;
+
+    // Standby ha-2: an inactive copy of ha-3's slot, never of its own.
+    eventually(
+        "ha-2 holds a copy of _cnpg_ha_3",
+        Duration::from_secs(30),
+        || async {
+            let slots = ha2.physical_slots().await.unwrap();
+            slots.len() == 1
+                && slots[0].name == "_cnpg_ha_3"
+                && !slots[0].active
+                && slots[0].restart_lsn.is_some()
+        },
+    )
+    .await;
+    let ha3 = &cluster.instance("ha-3").unwrap().server;
+    eventually(
+        "ha-3 holds a copy of _cnpg_ha_2",
+        Duration::from_secs(30),
+        || async {
+            let slots = ha3.physical_slots().await.unwrap();
+            slots.len() == 1 && slots[0].name == "_cnpg_ha_2" && !slots[0].active
+        },
+    )
+    .await;
+    let first_lsn = ha2.physical_slots().await.unwrap()[0]
+        .restart_lsn
+        .clone()
+        .unwrap();
+
+    // Write-heavy primary: right after a burst the copy lags by the burst.
+    let standby = ha2.connect().await.unwrap();
+    let mut worst = 0;
+    for _ in 0..8 {
+        primary.generate_wal(24 << 20).await.unwrap();
+        let target = primary.wal_position().await.unwrap();
+        eventually(
+            "ha-2 replays the burst",
+            Duration::from_secs(30),
+            || async {
+                standby
+                    .query_one(
+                        "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), $1::text::pg_lsn) >= 0",
+                        &[&target],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+            },
+        )
+        .await;
+        let retained = ha2
+            .slot_retained_bytes("_cnpg_ha_3")
+            .await
+            .unwrap()
+            .unwrap();
+        worst = worst.max(retained);
+        if retained > SMALL_MAX_RETENTION {
+            break;
+        }
+    }
+    assert!(
+        worst > SMALL_MAX_RETENTION,
+        "the standby's HA slot never retained more than {SMALL_MAX_RETENTION}: {worst}"
+    );
+
+    // …and the next advance moves it up to the primary's position of that slot.
+    eventually("the copy advances", Duration::from_secs(30), || async {
+        let moved: bool = standby
+            .query_one(
+                "SELECT pg_wal_lsn_diff(restart_lsn, $1::text::pg_lsn) >= 24 * 1024 * 1024 \
+                 FROM pg_replication_slots WHERE slot_name = '_cnpg_ha_3'",
+                &[&first_lsn],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        moved
+    })
+    .await;
+    let stats = cluster.slot_sync_stats();
+    assert!(stats.rounds >= 1 && stats.advances >= 1, "{stats:?}");
+    assert!(
+        !ha2.physical_slots().await.unwrap()[0].active,
+        "standby copies stay inactive"
+    );
+}
+
+/// HA slots off: standbys stream without slots, nobody creates any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ha_slots_standbys_stream_slotless() {
+    use cnpg_testbed::PgCluster;
+    init_tracing();
+    let cluster = PgCluster::builder("noha")
+        .instances(2)
+        .data_size(128 << 20)
+        .ha_slots(None)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(cluster.ha_slot_name("noha-2"), None);
+    let replica = &cluster.instance("noha-2").unwrap().server;
+    assert_eq!(replica.primary_slot(), None);
+    cluster.sync_slots_now().await.unwrap();
+    assert!(cluster
+        .primary()
+        .server
+        .physical_slots()
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(replica.physical_slots().await.unwrap().is_empty());
+}
