@@ -47,6 +47,7 @@
 //! own slots keep them where they made them.
 
 use crate::postgres::{physical_slots, PgEndpoint};
+use crate::volume::FilesystemKind;
 use crate::{PgServer, PgServerBuilder, Volume};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
@@ -176,9 +177,17 @@ pub struct PgClusterBuilder {
     wal_bytes: Option<u64>,
     tablespaces: Vec<(String, u64)>,
     ha: Option<HaSlots>,
+    filesystem: FilesystemKind,
 }
 
 impl PgClusterBuilder {
+    /// What the volumes' filesystems look like (default: ext4's overhead, as
+    /// in production).
+    pub fn filesystem(mut self, kind: FilesystemKind) -> Self {
+        self.filesystem = kind;
+        self
+    }
+
     /// Number of instances (default 1): one primary, the rest replicas.
     pub fn instances(mut self, n: usize) -> Self {
         self.instances = n;
@@ -230,6 +239,7 @@ impl PgClusterBuilder {
         let slots = self.ha.clone().map(SlotSync::new);
         let mut cluster = PgCluster {
             slots,
+            filesystem: self.filesystem,
             name: self.name.clone(),
             instances: Vec::new(),
             base,
@@ -297,6 +307,7 @@ impl PgClusterBuilder {
 pub struct PgCluster {
     /// Declared first: the slot synchroniser stops before the servers.
     slots: Option<SlotSync>,
+    filesystem: FilesystemKind,
     name: String,
     /// Declared before `base`: servers and volumes go first on drop.
     instances: Vec<PgInstance>,
@@ -313,6 +324,7 @@ impl PgCluster {
             wal_bytes: None,
             tablespaces: Vec::new(),
             ha: Some(HaSlots::default()),
+            filesystem: FilesystemKind::Ext4,
         }
     }
 
@@ -391,7 +403,7 @@ impl PgCluster {
                 generation += 1;
                 path = self.base.path().join(format!("{pvc_name}.{generation}"));
             }
-            let volume = Arc::new(Volume::create(&path, bytes)?);
+            let volume = Arc::new(Volume::create_with(&path, bytes, self.filesystem)?);
             out.push(InstanceVolume {
                 pvc_name,
                 role,

@@ -415,7 +415,11 @@ impl Shared {
 }
 
 enum Control {
+    /// The pod is deleted: SIGTERM, SIGKILL after the grace period.
     Stop,
+    /// The node dies (or `kubectl delete pod --force --grace-period=0`):
+    /// SIGKILL at once, no chance to clean up, no restart.
+    Kill,
 }
 
 /// A container run by the kubelet stand-in; dropping it kills the process.
@@ -536,6 +540,16 @@ impl Container {
         .await
     }
 
+    /// Stop for good without a grace period, as when the node dies: SIGKILL
+    /// at once, no restart afterwards.
+    pub async fn kill_for_good(&self) -> Result<()> {
+        let _ = self.control.send(Control::Kill);
+        wait_for(Duration::from_secs(10), "the container to die", || {
+            lock(&self.shared.state).stopped || self.task.is_finished()
+        })
+        .await
+    }
+
     /// Wait until at least `n` restarts happened.
     pub async fn wait_for_restarts(&self, n: u32, timeout: Duration) -> Result<()> {
         wait_for(timeout, &format!("{n} restart(s)"), || {
@@ -646,7 +660,7 @@ async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceiver<Control>)
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             msg = control.recv() => match msg {
-                Some(Control::Stop) | None => break,
+                Some(Control::Stop | Control::Kill) | None => break,
             },
         }
     }
@@ -765,7 +779,7 @@ async fn supervise(
                             startup_failures += 1;
                             let threshold = spec.startup.as_ref().map_or(3, |p| p.failure_threshold);
                             if startup_failures >= threshold {
-                                terminate(shared, child).await;
+                                terminate(shared, child, shared.config.termination_grace).await;
                                 break Ending::Terminated(RestartCause::StartupProbe { last_failure: detail });
                             }
                         }
@@ -779,7 +793,7 @@ async fn supervise(
                             live_failures += 1;
                             let threshold = spec.liveness.as_ref().map_or(3, |p| p.failure_threshold);
                             if live_failures >= threshold {
-                                terminate(shared, child).await;
+                                terminate(shared, child, shared.config.termination_grace).await;
                                 break Ending::Terminated(RestartCause::LivenessProbe { last_failure: detail });
                             }
                         }
@@ -804,7 +818,11 @@ async fn supervise(
             }
             msg = control.recv() => match msg {
                 Some(Control::Stop) | None => {
-                    terminate(shared, child).await;
+                    terminate(shared, child, shared.config.termination_grace).await;
+                    break Ending::Stopped;
+                }
+                Some(Control::Kill) => {
+                    terminate(shared, child, Duration::ZERO).await;
                     break Ending::Stopped;
                 }
             },
@@ -814,15 +832,13 @@ async fn supervise(
     ending
 }
 
-/// The kubelet's kill: SIGTERM, then SIGKILL after the grace period.
-async fn terminate(shared: &Shared, child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
+/// The kubelet's kill: SIGTERM, then SIGKILL after the grace period (at
+/// once when there is none).
+async fn terminate(shared: &Shared, child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id().filter(|_| !grace.is_zero()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    if tokio::time::timeout(shared.config.termination_grace, child.wait())
-        .await
-        .is_err()
-    {
+    if grace.is_zero() || tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }

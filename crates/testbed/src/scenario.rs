@@ -20,6 +20,7 @@ use crate::cluster::{
 };
 use crate::kubelet::{Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig};
 use crate::operator::{CnpgOperator, OperatorConfig};
+use crate::volume::FilesystemKind;
 use crate::{net, ExpansionMode, PgServer, SimulatorConfig, Volume, VolumeSimulator};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -86,9 +87,17 @@ pub struct ScenarioBuilder {
     slot_update_interval: Duration,
     join: JoinOptions,
     cluster_crd: Option<String>,
+    filesystem: FilesystemKind,
 }
 
 impl ScenarioBuilder {
+    /// What the volumes' filesystems look like (default: ext4's overhead,
+    /// as in production: a 64Mi device shows about 57 MB).
+    pub fn filesystem(mut self, kind: FilesystemKind) -> Self {
+        self.filesystem = kind;
+        self
+    }
+
     pub fn instances(mut self, n: usize) -> Self {
         self.instances = n;
         self
@@ -245,6 +254,7 @@ impl ScenarioBuilder {
             let mut builder = PgCluster::builder(&self.cluster)
                 .instances(self.instances)
                 .data_size(self.data.0)
+                .filesystem(self.filesystem)
                 .ha_slots(ha_slots_of(&spec));
             if let Some((bytes, _)) = &self.wal {
                 builder = builder.wal_size(*bytes);
@@ -280,7 +290,11 @@ impl ScenarioBuilder {
                 let pod = format!("{}-{n}", self.cluster);
                 let mut volumes = Vec::new();
                 let mut add = |pvc: String, role: VolumeRole, bytes: u64| -> Result<()> {
-                    let volume = Arc::new(Volume::create(&dir.path().join(&pvc), bytes)?);
+                    let volume = Arc::new(Volume::create_with(
+                        &dir.path().join(&pvc),
+                        bytes,
+                        self.filesystem,
+                    )?);
                     volumes.push(ScenarioVolume { pvc, role, volume });
                     Ok(())
                 };
@@ -570,6 +584,7 @@ impl Scenario {
             slot_update_interval: Duration::from_secs(30),
             join: JoinOptions::default(),
             cluster_crd: None,
+            filesystem: FilesystemKind::Ext4,
         }
     }
 
@@ -871,6 +886,28 @@ impl Scenario {
             tracing::debug!(pod, error = %format!("{e:#}"), "pod readiness not restored");
         }
         Ok(Some(manager.relaunch.clone()))
+    }
+
+    /// Kills instance `pod`'s manager pod without a grace period, as when
+    /// its node dies: SIGKILL, no restart, no chance to release anything.
+    pub async fn kill_manager_pod(&self, pod: &str) -> Result<Option<Relaunch>> {
+        let Some(manager) = lock(&self.pods).remove(pod) else {
+            return Ok(None);
+        };
+        manager.mirror.abort();
+        manager.container.kill_for_good().await?;
+        Ok(Some(manager.relaunch.clone()))
+    }
+
+    /// Starts instance `pod`'s manager pod again, as it was launched.
+    pub fn relaunch_manager_pod(&self, n: usize, relaunch: &Relaunch) -> Result<Arc<ManagerPod>> {
+        self.start_manager_pod_with(
+            &relaunch.binary,
+            n,
+            relaunch.port,
+            &relaunch.options,
+            &relaunch.pod_options,
+        )
     }
 
     // ---- replicas, as CloudNativePG rebuilds and adds them -------------------
