@@ -3,6 +3,7 @@
 //! reports, and validation.
 
 pub mod cluster;
+pub mod crd;
 pub mod duration;
 pub mod field;
 pub mod lenient;
@@ -16,5 +17,7 @@ pub mod validation;
 pub use field::{FieldIssue, FieldPath};
 pub use lenient::Lenient;
 
+#[cfg(test)]
+mod cel_tests;
 #[cfg(test)]
 mod validation_tests;

@@ -26,6 +26,7 @@ pub const KIND: &str = "AutoResizePolicy";
     kind = "AutoResizePolicy",
     plural = "autoresizepolicies",
     shortname = "arp",
+    doc = "The auto-resize configuration of one CloudNativePG Cluster (for upstream CloudNativePG, whose Cluster has no resize blocks), and what the managers report about it",
     namespaced,
     status = "AutoResizePolicyStatus",
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.cluster"}"#,
@@ -35,6 +36,8 @@ pub const KIND: &str = "AutoResizePolicy";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::crd::policy_spec_schema)]
+/// Which Cluster, and a `resize` block per kind of volume (SPEC §2 and §10).
 pub struct AutoResizePolicySpec {
     /// The CloudNativePG Cluster this policy governs, in the same namespace.
     pub cluster: String,
@@ -46,6 +49,7 @@ pub struct AutoResizePolicySpec {
     pub wal_storage: Option<PolicyVolume>,
     /// Tablespace volumes, by tablespace name; used only for tablespaces the Cluster has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = super::crd::MAX_POLICY_TABLESPACES))]
     pub tablespaces: Vec<PolicyTablespace>,
 }
 
@@ -54,6 +58,7 @@ pub struct AutoResizePolicySpec {
 pub struct PolicyVolume {
     /// The same block as a Cluster's `resize`, plus the fields only a policy can carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::crd::policy_resize_schema)]
     pub resize: Option<Lenient<ResizeConfiguration>>,
 }
 
@@ -61,8 +66,11 @@ pub struct PolicyVolume {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTablespace {
     /// The tablespace's name, as in the Cluster's `spec.tablespaces[].name`.
+    #[schemars(length(max = super::crd::MAX_TABLESPACE_NAME_LENGTH))]
     pub name: String,
+    /// The same block as a Cluster's `resize`, plus the fields only a policy can carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::crd::policy_resize_schema)]
     pub resize: Option<Lenient<ResizeConfiguration>>,
 }
 

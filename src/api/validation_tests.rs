@@ -13,7 +13,7 @@ fn cluster(spec: Value) -> Cluster {
 }
 
 /// A cluster with separate WAL storage, archiving and a limit: no findings.
-fn base(data_resize: Value) -> Value {
+pub(super) fn base(data_resize: Value) -> Value {
     json!({
         "backup": {"barmanObjectStore": {"destinationPath": "s3://b"}},
         "storage": {"size": "10Gi", "resize": merge(json!({"enabled": true, "expansion": {"limit": "100Gi"}}), data_resize)},
@@ -21,7 +21,7 @@ fn base(data_resize: Value) -> Value {
     })
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
+pub(super) fn merge(mut a: Value, b: Value) -> Value {
     if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
         for (k, v) in b {
             match (a.get_mut(&k), v) {
@@ -37,7 +37,7 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
-const DATA: &str = "spec.storage.resize";
+pub(super) const DATA: &str = "spec.storage.resize";
 
 #[test]
 fn a_good_configuration_has_no_findings() {
@@ -49,150 +49,212 @@ fn a_good_configuration_has_no_findings() {
     );
 }
 
-#[test]
-fn errors() {
-    let cases: &[(&str, Value, &str, &str)] = &[
-        (
+/// One invalid `resize` block of the data volume (merged into [`base`]): where
+/// `validate` reports it (relative to the block) and a fragment of its message, and a
+/// fragment of the message of the AutoResizePolicy CRD's CEL rule that rejects it
+/// (`cel_tests` runs the same cases through the CRD).
+pub(super) struct ErrorCase {
+    pub name: &'static str,
+    pub resize: Value,
+    pub field: &'static str,
+    pub message: &'static str,
+    pub cel_message: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    resize: Value,
+    field: &'static str,
+    message: &'static str,
+    cel_message: &'static str,
+) -> ErrorCase {
+    ErrorCase {
+        name,
+        resize,
+        field,
+        message,
+        cel_message,
+    }
+}
+
+/// SPEC §2.1's errors, one per case.
+pub(super) fn error_cases() -> Vec<ErrorCase> {
+    vec![
+        case(
             "threshold 0",
             json!({"triggers": {"usageThreshold": 0}}),
             "triggers.usageThreshold",
             "between 1 and 99",
+            "between 1 and 99 (percent used)",
         ),
-        (
+        case(
             "threshold 100",
             json!({"triggers": {"usageThreshold": 100}}),
             "triggers.usageThreshold",
             "got 100",
+            "between 1 and 99 (percent used)",
         ),
-        (
+        case(
             "minAvailable",
             json!({"triggers": {"minAvailable": "lots"}}),
             "triggers.minAvailable",
             "\"lots\"",
+            "must be a non-negative quantity",
         ),
-        (
+        case(
             "minAvailable negative",
             json!({"triggers": {"minAvailable": "-1Gi"}}),
             "triggers.minAvailable",
             "negative",
+            "non-negative",
         ),
-        (
+        case(
             "minStep typo",
             json!({"expansion": {"minStep": "2XGi"}}),
             "expansion.minStep",
             "2XGi",
+            "must be a non-negative quantity",
         ),
-        (
+        case(
             "maxStep",
             json!({"expansion": {"maxStep": "1.2.3"}}),
             "expansion.maxStep",
             "1.2.3",
+            "must be a non-negative quantity",
         ),
-        (
+        case(
             "limit",
             json!({"expansion": {"limit": "1Tb"}}),
             "expansion.limit",
             "1Tb",
+            "must be a non-negative quantity",
         ),
-        (
+        case(
             "limit negative",
             json!({"expansion": {"limit": "-5Gi"}}),
             "expansion.limit",
             "negative",
+            "non-negative",
         ),
-        (
+        case(
             "integer step",
             json!({"expansion": {"step": 20}}),
             "expansion.step",
             "integer step values are ambiguous",
+            "integer step values are ambiguous",
         ),
-        (
+        case(
             "step 0",
             json!({"expansion": {"step": 0}}),
             "expansion.step",
             "not 0",
+            "not 0",
         ),
-        (
+        case(
             "step 0%",
             json!({"expansion": {"step": "0%"}}),
             "expansion.step",
             "not 0",
+            "not 0",
         ),
-        (
+        case(
             "step 0Gi",
             json!({"expansion": {"step": "0Gi"}}),
             "expansion.step",
             "not 0",
+            "not 0",
         ),
-        (
+        case(
             "step 101%",
             json!({"expansion": {"step": "101%"}}),
             "expansion.step",
             "between 1% and 100%",
+            "between 1% and 100%",
         ),
-        (
+        case(
             "step 2.5%",
             json!({"expansion": {"step": "2.5%"}}),
             "expansion.step",
             "whole number",
+            "whole number",
         ),
-        (
+        case(
             "step -1Gi",
             json!({"expansion": {"step": "-1Gi"}}),
             "expansion.step",
             "positive",
+            "positive",
         ),
-        (
+        case(
             "step junk",
             json!({"expansion": {"step": "fast"}}),
             "expansion.step",
             "\"fast\"",
+            "invalid quantity",
         ),
-        (
+        case(
             "minStep > maxStep",
             json!({"expansion": {"minStep": "10Gi", "maxStep": "5Gi"}}),
             "expansion.minStep",
             "greater than maxStep",
+            "greater than maxStep",
         ),
-        (
+        case(
             "minStep > default maxStep",
             json!({"expansion": {"minStep": "501Gi"}}),
             "expansion.minStep",
             "500Gi",
+            "500Gi",
         ),
-        (
+        case(
             "actions 11",
             json!({"strategy": {"maxActionsPerDay": 11}}),
             "strategy.maxActionsPerDay",
             "between 0 and 10",
+            "between 0 and 10",
         ),
-        (
+        case(
             "actions -1",
             json!({"strategy": {"maxActionsPerDay": -1}}),
             "strategy.maxActionsPerDay",
             "got -1",
+            "between 0 and 10",
         ),
-        (
+        case(
             "mode",
             json!({"strategy": {"mode": "Aggressive"}}),
             "strategy.mode",
             "Standard",
+            "unsupported mode \"Aggressive\"",
         ),
-        (
+        case(
             "pending negative",
             json!({"strategy": {"walSafetyPolicy": {"maxPendingWALFiles": -1}}}),
             "strategy.walSafetyPolicy.maxPendingWALFiles",
             "got -1",
+            "must be 0 (check disabled) or more",
         ),
-        (
+        case(
             "slot bytes",
             json!({"strategy": {"walSafetyPolicy": {"maxSlotRetentionBytes": "1GB"}}}),
             "strategy.walSafetyPolicy.maxSlotRetentionBytes",
             "1GB",
+            "must be a non-negative quantity",
         ),
-    ];
-    for (name, resize, field, message) in cases {
-        let report = validate_cluster(&cluster(base(resize.clone())));
+    ]
+}
+
+#[test]
+fn errors() {
+    for ErrorCase {
+        name,
+        resize,
+        field,
+        message,
+        ..
+    } in error_cases()
+    {
+        let report = validate_cluster(&cluster(base(resize)));
         let want = format!("{DATA}.{field}");
         assert!(
             report

@@ -73,6 +73,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod accounting;
+mod cel;
 mod crd;
 mod discovery;
 mod error;
@@ -98,6 +99,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use accounting::RequestCount;
+pub use cel::CelRuleEvaluator;
 pub use error::{go_value, ApiError, FieldError, FieldErrorKind};
 pub use faults::{ErrorRate, Faults, LatencyRule};
 pub use rbac::ADMIN;
@@ -122,6 +124,8 @@ pub struct SandboxConfig {
     /// from the start. One for `clusters.postgresql.cnpg.io` replaces the schema-less default.
     pub crds: Vec<String>,
     /// Evaluator of `x-kubernetes-validations` (CEL) rules; without one they are not checked.
+    /// Default: a [`CelRuleEvaluator`] (kube-cel), so invalid objects get a 422 like from a
+    /// real API server.
     pub rule_evaluator: Option<Arc<dyn RuleEvaluator>>,
 }
 
@@ -134,7 +138,7 @@ impl Default for SandboxConfig {
             fault_seed: 0x5eed,
             recover_volume_expansion_failure: true,
             crds: Vec::new(),
-            rule_evaluator: None,
+            rule_evaluator: Some(Arc::new(CelRuleEvaluator::new())),
         }
     }
 }

@@ -8,6 +8,7 @@ mod crud;
 mod errors;
 mod faults;
 mod kubectl;
+mod policy_crd;
 mod pvc_rules;
 mod rbac;
 mod status;
