@@ -7,7 +7,7 @@ use super::status::StatusPublisher;
 use super::supervision::{injected_panic, Lifeline, Liveness};
 use crate::api::cluster::VolumeType;
 use crate::api::report::VolumeStats;
-use crate::engine::forecast::GrowthWindow;
+use crate::engine::forecast::{ForecastSpan, GrowthWindow};
 use crate::metrics::{Metrics, VolumeLabels};
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +34,8 @@ pub struct ProbeSettings {
     pub interval: Duration,
     /// Read test-bed volumes whose capacity is simulated (non-root tests).
     pub simulated_volumes: bool,
+    /// The growth forecast's history.
+    pub forecast: ForecastSpan,
 }
 
 /// Above this usage a volume is probed four times as often: a filling disk
@@ -100,7 +102,11 @@ impl DiskProbe {
                     if self.failing.remove(&target.path).is_some() {
                         tracing::info!(path = %target.path.display(), "volume readable again");
                     }
-                    let window = self.growth.entry(target.path.clone()).or_default();
+                    let span = self.settings.forecast;
+                    let window = self
+                        .growth
+                        .entry(target.path.clone())
+                        .or_insert_with(|| GrowthWindow::with_span(span));
                     window.push(started.duration_since(self.origin), stats.used_bytes);
                     stats.growth_bytes_per_second = window.rate();
                     self.metrics.record_volume(&target.labels(), &stats);

@@ -120,7 +120,7 @@ impl Follower {
         let mut applier = Applier::new(self.metrics.clone(), self.hints.clone(), self.started);
         let http = reqwest::Client::new();
         let mut after = 0u64;
-        let mut leader_url: Option<(String, String)> = None;
+        let mut leader_url: Option<(String, String, Instant)> = None;
         let mut backoff = Backoff::new(Duration::from_millis(250), self.forget_after / 3);
         let mut last_answer = Instant::now();
         loop {
@@ -146,16 +146,17 @@ impl Follower {
                 continue;
             };
             let url = match &leader_url {
-                Some((pod, url)) if *pod == holder => url.clone(),
+                Some((pod, url, _)) if *pod == holder => url.clone(),
                 _ => match self.resolve(&holder).await {
                     Some(url) => {
                         after = 0;
-                        leader_url = Some((holder.clone(), url.clone()));
+                        leader_url = Some((holder.clone(), url.clone(), Instant::now()));
                         url
                     }
                     None => {
                         let _ =
-                            tokio::time::timeout(backoff.next_delay(), self.leadership.changed()).await;
+                            tokio::time::timeout(backoff.next_delay(), self.leadership.changed())
+                                .await;
                         continue;
                     }
                 },
@@ -195,9 +196,18 @@ impl Follower {
                     if let Err(error) = &other {
                         tracing::debug!(%error, leader = %holder, "leader did not answer");
                     }
-                    // Look the leader up again, later: a new pod IP, or a new leader.
-                    leader_url = None;
-                    let _ = tokio::time::timeout(backoff.next_delay(), self.leadership.changed()).await;
+                    // No proof of life: the Leader actor looks at the Lease itself now.
+                    let _ = self.evidence.send(None);
+                    // Look the leader's pod up again (a new IP?), at most
+                    // once per lease duration: the API is not a retry loop.
+                    if leader_url
+                        .as_ref()
+                        .is_some_and(|(_, _, at)| at.elapsed() > self.forget_after / 3)
+                    {
+                        leader_url = None;
+                    }
+                    let _ =
+                        tokio::time::timeout(backoff.next_delay(), self.leadership.changed()).await;
                 }
             }
         }

@@ -203,15 +203,30 @@ impl LeaderActor {
                 self.fence.set(None);
                 self.held = None;
                 let holder = observation.holder.clone();
-                // Poll faster than the holder renews, and wake exactly when
-                // the record would expire, so a crashed leader is replaced
-                // within one lease duration of our observation.
+                // A record seen for the first time cannot expire before a
+                // lease duration from now: look again shortly before that
+                // (a live holder has renewed by then; we only get here when
+                // it does not answer us over HTTP). An unchanged record is
+                // looked at again exactly when it would expire, so a crashed
+                // leader is replaced one lease duration after we first saw
+                // its last renewal.
+                let changed = self.observation.as_ref().is_none_or(|o| {
+                    o.holder != observation.holder || o.renew_time != observation.renew_time
+                });
                 let until_expiry = observation
                     .duration
                     .saturating_sub(observation.since.elapsed());
+                let settle = if changed {
+                    observation
+                        .duration
+                        .saturating_sub(self.settings.renew_interval / 2)
+                        .max(self.settings.renew_interval / 2)
+                } else {
+                    self.settings.renew_interval / 2
+                };
                 self.observation = Some(observation);
                 self.publish(false, holder);
-                (self.settings.renew_interval / 2).min(until_expiry + Duration::from_millis(10))
+                settle.min(until_expiry + Duration::from_millis(10))
             }
             Outcome::Trusting { holder } => {
                 // Observing starts afresh once the evidence stops: expiry is
@@ -470,5 +485,85 @@ async fn release(api: &Api<Lease>, settings: &LeaderSettings, held: Lease, metri
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::supervision::Lifeline;
+
+    /// An API that must not be called: these tests drive the state machine.
+    fn unreachable_api() -> Api<Lease> {
+        let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, std::io::Error>(std::io::Error::other(
+                "no API in this test",
+            ))
+        });
+        Api::namespaced(kube::Client::new(service, "default"), "default")
+    }
+
+    fn actor() -> (LeaderActor, watch::Receiver<Leadership>, Arc<Fence>) {
+        let (leadership, rx) = watch::channel(Leadership::default());
+        let (_evidence_tx, evidence) = watch::channel(None);
+        let fence = Arc::new(Fence::default());
+        let (lifeline, _) = tokio::sync::oneshot::channel();
+        let actor = LeaderActor::new(
+            LeaderSettings {
+                lease_name: "cnpg-autoresize-pg".into(),
+                identity: "pg-1".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_interval: Duration::from_secs(5),
+            },
+            unreachable_api(),
+            fence.clone(),
+            leadership,
+            evidence,
+            Arc::new(Metrics::new("test").unwrap()),
+            Arc::new(Liveness::default()),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            Lifeline::for_tests(lifeline),
+        );
+        (actor, rx, fence)
+    }
+
+    fn leading() -> Outcome {
+        Outcome::Leading {
+            lease: Box::default(),
+            valid_until: Instant::now() + Duration::from_secs(15),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_landing_after_the_release_does_not_lead_again() {
+        let (mut actor, rx, fence) = actor();
+        actor.apply(leading());
+        assert!(fence.holds() && rx.borrow().is_leader);
+        // SIGTERM: the lease is released while a renewal is in flight ...
+        actor
+            .released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        actor.fence.set(None);
+        actor.publish(false, None);
+        // ... and the renewal's success arrives afterwards.
+        actor.apply(leading());
+        assert!(!fence.holds(), "the fence must stay down once released");
+        assert!(!rx.borrow().is_leader);
+        assert!(actor.held.is_none());
+    }
+
+    #[tokio::test]
+    async fn evidence_of_a_live_leader_saves_the_api_a_read() {
+        let (mut actor, rx, fence) = actor();
+        let next = actor.apply(Outcome::Trusting {
+            holder: "pg-2".into(),
+        });
+        assert_eq!(next, Duration::from_millis(2500));
+        assert!(!fence.holds());
+        assert_eq!(rx.borrow().holder.as_deref(), Some("pg-2"));
+        assert!(
+            actor.observation.is_none(),
+            "expiry is judged afresh once the evidence stops"
+        );
     }
 }

@@ -90,6 +90,13 @@ impl<A: Actor> Supervised<A> {
 /// the supervisor to start a new one.
 pub struct Lifeline(#[allow(dead_code)] oneshot::Sender<()>);
 
+impl Lifeline {
+    #[cfg(test)]
+    pub fn for_tests(sender: oneshot::Sender<()>) -> Self {
+        Lifeline(sender)
+    }
+}
+
 /// Set at shutdown: stopped actors are not restarted any more.
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
@@ -152,22 +159,26 @@ where
 }
 
 /// Test-only fault injection (hidden `--fault-panic ACTOR[:N]` flag): the
-/// named actor panics on its next N ticks, to prove supervision works.
-static INJECTED_PANICS: OnceLock<HashMap<String, AtomicU32>> = OnceLock::new();
+/// named actor's first tick succeeds (so it has reported once), then it
+/// panics on its next N ticks, to prove supervision works.
+static INJECTED_PANICS: OnceLock<HashMap<String, (AtomicBool, AtomicU32)>> = OnceLock::new();
 
 pub fn inject_panics(specs: &[(String, u32)]) {
     let map = specs
         .iter()
-        .map(|(actor, n)| (actor.clone(), AtomicU32::new(*n)))
+        .map(|(actor, n)| (actor.clone(), (AtomicBool::new(false), AtomicU32::new(*n))))
         .collect();
     let _ = INJECTED_PANICS.set(map);
 }
 
 /// Panics if a fault was injected for `actor` and is not used up.
 pub fn injected_panic(actor: &str) {
-    let Some(left) = INJECTED_PANICS.get().and_then(|m| m.get(actor)) else {
+    let Some((ticked, left)) = INJECTED_PANICS.get().and_then(|m| m.get(actor)) else {
         return;
     };
+    if !ticked.swap(true, Ordering::SeqCst) {
+        return;
+    }
     let taken = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if taken.is_ok() {
         panic!("injected panic in actor {actor} (--fault-panic)");

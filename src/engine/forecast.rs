@@ -13,13 +13,39 @@ pub const MIN_SPAN: Duration = Duration::from_secs(5 * 60);
 /// At most one sample is kept per this much time (probes run up to 4 Hz).
 const RESOLUTION: Duration = Duration::from_secs(1);
 
+/// How much history a forecast uses, and needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForecastSpan {
+    /// Samples older than this are forgotten (SPEC: 30 minutes).
+    pub window: Duration,
+    /// No forecast before the samples span this long (SPEC: 5 minutes).
+    pub min_span: Duration,
+}
+
+impl Default for ForecastSpan {
+    fn default() -> Self {
+        ForecastSpan {
+            window: WINDOW,
+            min_span: MIN_SPAN,
+        }
+    }
+}
+
 /// The recent samples of one volume: (seconds since an arbitrary origin, used bytes).
 #[derive(Clone, Debug, Default)]
 pub struct GrowthWindow {
+    span: ForecastSpan,
     samples: VecDeque<(f64, f64)>,
 }
 
 impl GrowthWindow {
+    pub fn with_span(span: ForecastSpan) -> Self {
+        GrowthWindow {
+            span,
+            samples: VecDeque::new(),
+        }
+    }
+
     /// Adds a sample taken at `at` (monotonic, non-decreasing).
     pub fn push(&mut self, at: Duration, used_bytes: u64) {
         let t = at.as_secs_f64();
@@ -31,7 +57,7 @@ impl GrowthWindow {
             }
             _ => self.samples.push_back((t, used_bytes as f64)),
         }
-        let oldest = t - WINDOW.as_secs_f64();
+        let oldest = t - self.span.window.as_secs_f64();
         while self.samples.front().is_some_and(|s| s.0 < oldest) {
             self.samples.pop_front();
         }
@@ -45,7 +71,7 @@ impl GrowthWindow {
     /// The fitted growth in bytes per second, when there is a forecast.
     pub fn rate(&self) -> Option<f64> {
         let (first, last) = (self.samples.front()?, self.samples.back()?);
-        if last.0 - first.0 < MIN_SPAN.as_secs_f64() {
+        if last.0 - first.0 < self.span.min_span.as_secs_f64() {
             return None;
         }
         least_squares_slope(self.samples.iter().copied()).filter(|r| *r > 0.0)

@@ -299,7 +299,8 @@ mod tests {
         let b = ev("2026-11-26T10:00:00Z", "p", ResizeResult::Success);
         let text = annotation_with(&[a], &b, now());
         assert_eq!(parse_annotation(&text).unwrap(), vec![b.clone()]);
-        let marked = parse_annotation(&annotation_marking_failed(std::slice::from_ref(&b), &b)).unwrap();
+        let marked =
+            parse_annotation(&annotation_marking_failed(std::slice::from_ref(&b), &b)).unwrap();
         assert_eq!(marked[0].result, ResizeResult::Failure);
         let err = parse_annotation("{oops").unwrap_err();
         assert!(err.contains(PVC_EVENTS_ANNOTATION));

@@ -75,6 +75,14 @@ pub(super) fn decide_volume(
     d.next_action_at = facts.budget.next_free_at;
     d.mode = facts.policy.mode;
     d.thresholds = Some(Thresholds::of(&facts.policy));
+    // Whatever rule resizes records the filesystem total it saw (if any),
+    // so the next pass can tell the resize is still in flight.
+    d.filesystem_bytes = pass
+        .input
+        .instances
+        .get(&volume.instance)
+        .and_then(|r| volume_stats(r, &volume))
+        .map(VolumeStats::size_bytes);
 
     let verdict = settle(pass, &facts, &mut d);
     Some(d.finish(verdict))
@@ -90,7 +98,6 @@ fn settle(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Verdict {
         Ok(stats) => stats,
         Err(v) => return v,
     };
-    d.filesystem_bytes = Some(stats.size_bytes());
     if let Some(v) = refused(f, d).or_else(|| in_flight(pass, f, stats, d)) {
         return v;
     }
@@ -207,21 +214,25 @@ fn fresh_stats<'r>(
             volume.instance
         )));
     }
-    let stats = match volume.volume_type {
-        VolumeType::Data => report.data.as_ref(),
-        VolumeType::Wal => report.wal.as_ref(),
-        VolumeType::Tablespace => volume
-            .tablespace
-            .as_deref()
-            .and_then(|t| report.tablespaces.get(t)),
-    };
-    stats.ok_or_else(|| {
+    volume_stats(report, volume).ok_or_else(|| {
         no_status(format!(
             "instance {} reports no figures for its {} volume",
             volume.instance,
             volume.volume_type.as_str()
         ))
     })
+}
+
+/// The figures of one volume in its instance's report.
+fn volume_stats<'r>(report: &'r InstanceReport, volume: &VolumeRef) -> Option<&'r VolumeStats> {
+    match volume.volume_type {
+        VolumeType::Data => report.data.as_ref(),
+        VolumeType::Wal => report.wal.as_ref(),
+        VolumeType::Tablespace => volume
+            .tablespace
+            .as_deref()
+            .and_then(|t| report.tablespaces.get(t)),
+    }
 }
 
 /// Rule 3: the storage refused the expansion. Nothing is retried until the

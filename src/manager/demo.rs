@@ -5,7 +5,7 @@
 //! is shown live. SIGINT/SIGTERM tears everything down and exits 0.
 
 use cnpg_testbed::cluster::VolumeRole;
-use cnpg_testbed::scenario::{ManagerOptions, ManagerProcess, Scenario};
+use cnpg_testbed::scenario::{ManagerOptions, ManagerPod, Scenario};
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
@@ -66,6 +66,8 @@ struct Screen {
     started: Instant,
     log: Vec<String>,
     last_table: String,
+    /// How to look around while the demo runs (kept on a terminal's screen).
+    explore: Vec<String>,
 }
 
 impl Screen {
@@ -106,10 +108,30 @@ impl Screen {
         }
     }
 
+    /// Shows how to explore: kept at the top of a terminal's screen,
+    /// printed once as plain lines otherwise.
+    fn explore(&mut self, lines: Vec<String>) {
+        if !self.tty {
+            for line in &lines {
+                println!("{line}");
+            }
+        }
+        self.explore = lines;
+        if self.tty {
+            self.redraw();
+        }
+    }
+
     fn redraw(&self) {
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "\x1b[2J\x1b[H");
         let _ = writeln!(out, "cnpg-autoresize demo — Ctrl-C to stop and clean up\n");
+        for line in &self.explore {
+            let _ = writeln!(out, "{line}");
+        }
+        if !self.explore.is_empty() {
+            let _ = writeln!(out);
+        }
         let _ = writeln!(out, "{}", self.last_table);
         for line in &self.log {
             let _ = writeln!(out, "{line}");
@@ -120,7 +142,7 @@ impl Screen {
 
 struct Demo {
     scenario: Scenario,
-    managers: Vec<ManagerProcess>,
+    managers: Vec<std::sync::Arc<ManagerPod>>,
 }
 
 impl Demo {
@@ -277,12 +299,42 @@ impl Demo {
     }
 }
 
+/// How to look at the running system from another terminal.
+fn explore_lines(
+    kubeconfig: &std::path::Path,
+    managers: &[std::sync::Arc<ManagerPod>],
+) -> Vec<String> {
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "cnpg-autoresize".into());
+    let mut lines = vec![
+        "Explore from another terminal while the demo runs:".to_string(),
+        format!("  export KUBECONFIG={}", kubeconfig.display()),
+        "  kubectl get pvc                                              # requests grow here".to_string(),
+        "  kubectl get clusters.postgresql.cnpg.io demo -o yaml | less  # status.autoResizeEvents, status.diskStatus".to_string(),
+        "  kubectl get events                                           # AutoResizeSuccess, AutoResizeBlocked, ...".to_string(),
+        format!("  {me} status --cluster demo"),
+        "Each manager's endpoint:".to_string(),
+    ];
+    for m in managers {
+        lines.push(format!(
+            "  {:<8} {}  {}  {}",
+            m.pod,
+            m.url("/metrics"),
+            m.url("/v1/status"),
+            m.url("/v1/decisions")
+        ));
+    }
+    lines
+}
+
 async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let mut screen = Screen {
         tty: std::io::stdout().is_terminal(),
         started: Instant::now(),
         log: Vec::new(),
         last_table: String::new(),
+        explore: Vec::new(),
     };
     let postgres = cnpg_testbed::PgBinaries::discover().is_ok();
     let backend = if cnpg_testbed::is_root() {
@@ -308,9 +360,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         .wal(128 * MIB, wal)
         .spec(json!({"backup": {"barmanObjectStore": {"destinationPath": "s3://demo"}}}))
         .postgres(postgres)
+        // Without the fork's CRD at hand, the schema of the fields we read
+        // and write: the sandbox prunes the rest, as a real API server would.
+        .cluster_crd(crate::api::crd::generated_cluster_crd_yaml()?)
         .enforce_role(include_str!("../../tests/packaging/manager-role.yaml"))
         .start()
         .await?;
+    scenario.sandbox.register_crd(include_str!(
+        "../../charts/cnpg-autoresize/crds/autoresize.cnpg.io_autoresizepolicies.yaml"
+    ))?;
+    let kubeconfig = scenario.dir().join("kubeconfig");
+    scenario
+        .sandbox
+        .write_kubeconfig(&kubeconfig, kube_sandbox::ADMIN, &scenario.namespace)?;
     let port = scenario.common_port()?;
     let binary = std::env::current_exe()?;
     let options = ManagerOptions {
@@ -320,13 +382,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     };
     let mut managers = Vec::new();
     for n in 0..scenario.instances.len() {
-        managers.push(scenario.spawn_manager(&binary, n, port, &options)?);
+        managers.push(scenario.start_manager_pod(&binary, n, port, &options)?);
     }
     screen.say(format!(
-        "{} cnpg-autoresize managers running (logs in {}); the chart's Role is enforced",
+        "{} cnpg-autoresize managers running as pods (probed and restarted like the kubelet does; logs in {}); the chart's Role is enforced",
         managers.len(),
         scenario.dir().display()
     ));
+    screen.explore(explore_lines(&kubeconfig, &managers));
     let demo = Demo { scenario, managers };
     let mut seen = Vec::new();
     let elected = demo
@@ -372,11 +435,11 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         &mut seen,
         Duration::from_secs(10),
         async |d: &Demo| {
-            d.scenario.instances[0]
-                .data()
-                .volume
-                .stats()
-                .is_ok_and(|s| s.total_bytes > 128 * MIB)
+            let volume = &d.scenario.instances[0].data().volume;
+            // The filesystem shows less than its device (ext4's metadata).
+            let before = cnpg_testbed::volume::model_total_bytes(volume.kind(), 128 * MIB)
+                .unwrap_or(128 * MIB);
+            volume.stats().is_ok_and(|s| s.total_bytes > before)
         },
     )
     .await;
@@ -408,7 +471,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         screen.say("demo complete");
         return Ok(());
     }
-    screen.say("demo complete — still running; try `curl` on a manager's /metrics; Ctrl-C stops and cleans up");
+    screen.say("demo complete — still running: explore with the commands above; Ctrl-C stops and cleans up");
     loop {
         demo.watch_until(
             &mut screen,

@@ -93,6 +93,15 @@ pub struct RunArgs {
     /// Test bed only: read volumes whose capacity is simulated (non-root tests).
     #[arg(long, hide = true)]
     pub simulated_volumes: bool,
+    /// How often the leader rewrites `status.diskStatus` when only usage changed.
+    #[arg(long, env = "AUTORESIZE_STATUS_INTERVAL", default_value = "30s", value_parser = parse_duration, hide = true)]
+    pub status_interval: Duration,
+    /// How much history the growth forecast fits (SPEC: 30 minutes).
+    #[arg(long, env = "AUTORESIZE_FORECAST_WINDOW", default_value = "30m", value_parser = parse_duration, hide = true)]
+    pub forecast_window: Duration,
+    /// How much history the forecast needs before it says anything (SPEC: 5 minutes).
+    #[arg(long, env = "AUTORESIZE_FORECAST_MIN_SPAN", default_value = "5m", value_parser = parse_duration, hide = true)]
+    pub forecast_min_span: Duration,
     /// Tests only: make ACTOR panic on its next N ticks (ACTOR[:N], N default 1),
     /// to prove supervision restarts it.
     #[arg(long = "fault-panic", hide = true, value_name = "ACTOR[:N]")]
@@ -134,6 +143,12 @@ fn check_timings(args: &RunArgs) -> Result<(), String> {
         return Err(format!(
             "--slot-query-timeout {:?} is longer than 10 WAL checks (--wal-interval {:?})",
             args.slot_query_timeout, args.wal_interval
+        ));
+    }
+    if args.forecast_min_span >= args.forecast_window {
+        return Err(format!(
+            "--forecast-min-span {:?} must be shorter than --forecast-window {:?}",
+            args.forecast_min_span, args.forecast_window
         ));
     }
     if args.stuck_resize_after < args.probe_interval * 3 {
@@ -336,6 +351,10 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
     let probe = ProbeSettings {
         interval: args.probe_interval,
         simulated_volumes: args.simulated_volumes,
+        forecast: crate::engine::forecast::ForecastSpan {
+            window: args.forecast_window,
+            min_span: args.forecast_min_span,
+        },
     };
     let (s, m, l) = (status.clone(), metrics.clone(), liveness.clone());
     supervise(
@@ -429,7 +448,7 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
         },
         replan_interval: Duration::from_secs(5),
         failure_backoff: Duration::from_secs(600),
-        disk_status_interval: Duration::from_secs(30),
+        disk_status_interval: args.status_interval,
     };
     let (c, m, f, l) = (
         client.clone(),

@@ -263,14 +263,24 @@ instances:
     let out = run(&["plan", "-"], Some(snapshot));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    for note in ["pvcs[2] left out", "instances.pg-2 left out", "counts toward no budget"] {
+    for note in [
+        "pvcs[2] left out",
+        "instances.pg-2 left out",
+        "counts toward no budget",
+    ] {
         assert!(stderr.contains(note), "{note:?} in {stderr}");
     }
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &json["decisions"];
-    assert_eq!(d[0]["action"], "resize", "the entry without a timestamp uses no budget");
+    assert_eq!(
+        d[0]["action"], "resize",
+        "the entry without a timestamp uses no budget"
+    );
     assert_eq!(d[0]["trigger"], "usage");
-    assert_eq!(d[1]["reason"], "invalid_config", "the WAL block alone is unreadable");
+    assert_eq!(
+        d[1]["reason"], "invalid_config",
+        "the WAL block alone is unreadable"
+    );
 }
 
 #[test]

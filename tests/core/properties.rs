@@ -50,7 +50,16 @@ fn config() -> impl Strategy<Value = Config> {
         ),
     )
         .prop_map(
-            |(step, a, b, limit, max_actions, threshold, single_volume, (cooldown, ttf, horizon))| {
+            |(
+                step,
+                a,
+                b,
+                limit,
+                max_actions,
+                threshold,
+                single_volume,
+                (cooldown, ttf, horizon),
+            )| {
                 Config {
                     step,
                     min_step: a.min(b),
@@ -109,7 +118,12 @@ fn event(at: Timestamp, previous: u64, new: u64, success: bool) -> Value {
 /// A refused resize aims at another size than a success at the same time
 /// would: two records of one resize are one record (a failure marked later).
 fn past_event(at: Timestamp, request: u64, success: bool) -> Value {
-    event(at, request / 2, request + u64::from(!success) * MIB, success)
+    event(
+        at,
+        request / 2,
+        request + u64::from(!success) * MIB,
+        success,
+    )
 }
 
 fn health() -> impl Strategy<Value = Option<WalHealth>> {

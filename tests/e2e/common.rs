@@ -1,14 +1,18 @@
-//! The end-to-end harness: a scenario (sandbox, volumes, PostgreSQL) and one
-//! real `cnpg-autoresize run` process per instance, with the chart's Role
-//! enforced for the managers' identity.
+//! The end-to-end harness: a scenario (sandbox with the fork's real Cluster
+//! CRD and the project's AutoResizePolicy CRD, ext4-shaped volumes,
+//! PostgreSQL with the CloudNativePG stand-in) and one real
+//! `cnpg-autoresize run` per instance, run as its pod's sidecar by the
+//! kubelet stand-in (the chart's probes; restarted when it exits), with the
+//! chart's Role enforced for the managers' identity.
 
-use cnpg_testbed::scenario::{ManagerOptions, ManagerProcess, Scenario, ScenarioBuilder};
+use cnpg_testbed::scenario::{ManagerOptions, ManagerPod, Relaunch, Scenario, ScenarioBuilder};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use serde_json::Value;
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const MIB: u64 = 1 << 20;
@@ -17,15 +21,52 @@ pub const GIB: u64 = 1 << 30;
 /// The Role the Helm chart renders for the manager (kept in sync by hack/check-chart.sh).
 pub const MANAGER_ROLE: &str = include_str!("../packaging/manager-role.yaml");
 
+/// The project's AutoResizePolicy CRD, as the chart installs it.
+pub const POLICY_CRD: &str =
+    include_str!("../../charts/cnpg-autoresize/crds/autoresize.cnpg.io_autoresizepolicies.yaml");
+
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_cnpg-autoresize"))
+}
+
+/// The fork's real Cluster CRD (read in place, never copied).
+pub fn fork_cluster_crd() -> String {
+    kube_sandbox::fork_cluster_crd().expect("the fork's Cluster CRD (../shared/cnpg)")
+}
+
+/// Upstream CloudNativePG's Cluster CRD, derived from the fork's: no
+/// `resize` blocks, no `autoResizeEvents`, no `diskStatus`.
+pub fn upstream_cluster_crd() -> String {
+    let mut crd: Value =
+        serde_norway::from_str(&fork_cluster_crd()).expect("the fork's CRD parses");
+    for version in crd["spec"]["versions"].as_array_mut().expect("versions") {
+        let root = &mut version["schema"]["openAPIV3Schema"]["properties"];
+        let spec = &mut root["spec"]["properties"];
+        for storage in ["storage", "walStorage"] {
+            spec[storage]["properties"]
+                .as_object_mut()
+                .expect("storage")
+                .remove("resize");
+        }
+        spec["tablespaces"]["items"]["properties"]["storage"]["properties"]
+            .as_object_mut()
+            .expect("tablespace storage")
+            .remove("resize");
+        let status = root["status"]["properties"]
+            .as_object_mut()
+            .expect("status");
+        status.remove("autoResizeEvents");
+        status.remove("diskStatus");
+    }
+    serde_json::to_string(&crd).expect("serializes")
 }
 
 pub struct Env {
     pub scenario: Scenario,
     pub port: u16,
     pub options: ManagerOptions,
-    pub managers: Vec<Option<ManagerProcess>>,
+    /// How each stopped manager pod was launched, to start it again.
+    stopped: Vec<Option<Relaunch>>,
 }
 
 impl Env {
@@ -34,29 +75,49 @@ impl Env {
     }
 
     pub async fn start_with(builder: ScenarioBuilder, options: ManagerOptions) -> Env {
+        Self::start_with_crd(builder, options, fork_cluster_crd()).await
+    }
+
+    /// With another Cluster CRD (e.g. upstream CloudNativePG's, without `resize`).
+    pub async fn start_with_crd(
+        builder: ScenarioBuilder,
+        options: ManagerOptions,
+        cluster_crd: String,
+    ) -> Env {
+        Self::start_custom(builder, options, cluster_crd, MANAGER_ROLE).await
+    }
+
+    /// With another Cluster CRD and another Role for the managers.
+    pub async fn start_custom(
+        builder: ScenarioBuilder,
+        options: ManagerOptions,
+        cluster_crd: String,
+        role: &str,
+    ) -> Env {
         let scenario = builder
-            .enforce_role(MANAGER_ROLE)
+            .cluster_crd(cluster_crd)
+            .enforce_role(role)
             .start()
             .await
             .expect("scenario starts");
+        scenario
+            .sandbox
+            .register_crd(POLICY_CRD)
+            .expect("the policy CRD registers");
         let port = scenario.common_port().expect("a common port");
-        let mut env = Env {
+        let n = scenario.instances.len();
+        let env = Env {
             scenario,
             port,
             options,
-            managers: Vec::new(),
+            stopped: vec![None; n],
         };
-        for n in 0..env.scenario.instances.len() {
-            let m = env.spawn(n);
-            env.managers.push(Some(m));
+        for n in 0..n {
+            env.scenario
+                .start_manager_pod(binary(), n, env.port, &env.options)
+                .expect("manager pod starts");
         }
         env
-    }
-
-    fn spawn(&self, n: usize) -> ManagerProcess {
-        self.scenario
-            .spawn_manager(binary(), n, self.port, &self.options)
-            .expect("manager starts")
     }
 
     pub fn pod(&self, n: usize) -> &str {
@@ -72,28 +133,53 @@ impl Env {
             .expect("a scenario pod")
     }
 
-    pub fn manager(&self, n: usize) -> &ManagerProcess {
-        self.managers[n].as_ref().expect("manager running")
+    /// Instance `n`'s manager pod (it must run).
+    pub fn manager(&self, n: usize) -> Arc<ManagerPod> {
+        self.scenario
+            .manager_pod(self.pod(n))
+            .expect("manager pod running")
     }
 
-    /// Stops instance `n`'s manager with `signal` and waits for it to exit.
-    pub fn stop(
-        &mut self,
-        n: usize,
-        signal: nix::sys::signal::Signal,
-    ) -> Option<std::process::ExitStatus> {
-        let mut m = self.managers[n].take().expect("manager running");
-        m.signal(signal).expect("signal");
-        let status = m.wait_exit(Duration::from_secs(10)).expect("wait");
-        self.managers[n] = None;
-        status
+    /// Deletes instance `n`'s manager pod: SIGTERM, the chart's grace
+    /// period, no restart.
+    pub async fn delete_pod(&mut self, n: usize) {
+        let pod = self.pod(n).to_string();
+        self.stopped[n] = self
+            .scenario
+            .stop_manager_pod(&pod)
+            .await
+            .expect("pod stops");
     }
 
-    pub fn restart(&mut self, n: usize) {
-        if self.managers[n].is_some() {
-            self.stop(n, nix::sys::signal::Signal::SIGKILL);
-        }
-        self.managers[n] = Some(self.spawn(n));
+    /// Kills instance `n`'s manager pod as a dying node does: SIGKILL, no
+    /// grace, no restart.
+    pub async fn kill_pod(&mut self, n: usize) {
+        let pod = self.pod(n).to_string();
+        self.stopped[n] = self
+            .scenario
+            .kill_manager_pod(&pod)
+            .await
+            .expect("pod dies");
+    }
+
+    /// Starts a stopped manager pod again.
+    pub fn start_pod(&mut self, n: usize) {
+        let relaunch = self.stopped[n].take().expect("a stopped pod");
+        self.scenario
+            .relaunch_manager_pod(n, &relaunch)
+            .expect("pod starts again");
+    }
+
+    /// SIGKILLs instance `n`'s manager process; the kubelet restarts it.
+    /// Waits until it runs again.
+    pub async fn crash(&self, n: usize) {
+        let m = self.manager(n);
+        let before = m.restart_count();
+        m.kill().expect("SIGKILL");
+        m.wait_for_restarts(before + 1, secs(30))
+            .await
+            .expect("the kubelet restarts it");
+        m.wait_running(secs(30)).await.expect("running again");
     }
 
     pub async fn metrics(&self, n: usize) -> String {
@@ -136,6 +222,37 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The AutoResizePolicies of the namespace.
+    pub fn policies(&self) -> Api<kube::api::DynamicObject> {
+        let gvk =
+            kube::api::GroupVersionKind::gvk("autoresize.cnpg.io", "v1alpha1", "AutoResizePolicy");
+        Api::namespaced_with(
+            self.scenario.client.clone(),
+            &self.scenario.namespace,
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "autoresizepolicies"),
+        )
+    }
+
+    /// Creates AutoResizePolicy `name` with `spec`.
+    pub async fn create_policy(&self, name: &str, spec: Value) {
+        let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "autoresize.cnpg.io/v1alpha1", "kind": "AutoResizePolicy",
+            "metadata": {"name": name, "namespace": self.scenario.namespace},
+            "spec": spec,
+        }))
+        .expect("a policy object");
+        self.policies()
+            .create(&Default::default(), &object)
+            .await
+            .expect("the policy is accepted");
+    }
+
+    /// Policy `name`'s status (Null when none).
+    pub async fn policy_status(&self, name: &str) -> Value {
+        let object = self.policies().get(name).await.expect("the policy");
+        object.data.get("status").cloned().unwrap_or(Value::Null)
     }
 
     pub async fn status(&self) -> Value {
@@ -247,9 +364,9 @@ impl Env {
     }
 
     pub fn logs(&self) -> String {
-        self.managers
-            .iter()
-            .flatten()
+        let mut pods = self.scenario.manager_pods();
+        pods.sort_by(|a, b| a.pod.cmp(&b.pod));
+        pods.iter()
             .map(|m| format!("--- {} ---\n{}", m.pod, tail(&m.logs(), 60)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -277,6 +394,17 @@ pub async fn get_text(url: &str) -> Option<String> {
         .await
         .ok()?;
     response.text().await.ok()
+}
+
+/// The HTTP status of a GET, None when nothing answers.
+pub async fn get_status(url: &str) -> Option<u16> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
 }
 
 pub async fn get_json(url: &str) -> Option<Value> {
@@ -323,14 +451,17 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-/// Waits until the simulator has grown `volume`'s filesystem to `bytes`.
-pub async fn wait_grown(volume: &cnpg_testbed::Volume, bytes: u64) {
+/// Waits until the simulator has grown `volume`'s device to `device_bytes`
+/// and the filesystem shows what such a device shows (less than the device:
+/// ext4 keeps its metadata).
+pub async fn wait_grown(volume: &cnpg_testbed::Volume, device_bytes: u64) {
+    let expected = volume.total_bytes_after_grow(device_bytes);
     wait_until(
-        &format!("the filesystem grown to {bytes}"),
-        secs(10),
+        &format!("the filesystem of a {device_bytes}-byte device ({expected} bytes)"),
+        secs(20),
         || async {
             let total = volume.stats().map_err(|e| e.to_string())?.total_bytes;
-            (total >= bytes).then_some(()).ok_or(total.to_string())
+            (total >= expected).then_some(()).ok_or(total.to_string())
         },
     )
     .await;

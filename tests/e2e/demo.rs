@@ -79,6 +79,7 @@ fn run_demo_then(signal: Signal) {
         !demo_leftovers().is_empty(),
         "the demo's volumes and processes are running"
     );
+    explore_as_told(&text);
 
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let started = Instant::now();
@@ -111,6 +112,59 @@ fn run_demo_then(signal: Signal) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The demo names a kubeconfig and endpoint URLs: they answer, and the
+/// commands it suggests work.
+fn explore_as_told(text: &str) {
+    let kubeconfig = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .unwrap_or_else(|| panic!("no kubeconfig in:\n{text}"))
+        .to_string();
+    let urls: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://") && (w.ends_with("/metrics") || w.contains("/v1/")))
+        .collect();
+    assert!(
+        urls.len() >= 6,
+        "two managers' /metrics, /v1/status, /v1/decisions: {urls:?}"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for url in &urls {
+            let answer = reqwest::get(*url).await;
+            assert!(answer.is_ok(), "{url}: {answer:?}");
+        }
+        let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            kube::Api::default_namespaced(client);
+        assert!(!pvcs
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+    });
+    let status = Command::new(binary())
+        .args(["status", "--cluster", "demo"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(table.contains("demo-1"), "{table}");
 }
 
 /// Both signals in one test: the demo's paths are shared by name, so two

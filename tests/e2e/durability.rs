@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use cnpg_testbed::scenario::Scenario;
-use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ fn successes(events: &[serde_json::Value], pvc: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_survives_restarting_every_manager() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}, "strategy": {"maxActionsPerDay": 1}});
-    let mut env = Env::start(
+    let env = Env::start(
         Scenario::builder("pg")
             .postgres(false)
             .instances(2)
@@ -57,7 +56,7 @@ async fn the_budget_survives_restarting_every_manager() {
     env.wait_kube_event("AutoResizeRateLimited", secs(10)).await;
 
     for n in 0..2 {
-        env.restart(n);
+        env.crash(n).await;
     }
     env.wait_leader(secs(15)).await;
     env.wait_blocked(0, "data", "rate_limit", secs(30)).await;
@@ -65,8 +64,10 @@ async fn the_budget_survives_restarting_every_manager() {
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }
 
-/// Scenario 16: the leader is SIGKILLed -> another pod leads within the
-/// lease duration (plus one renew interval); no volume grows twice.
+/// Scenario 16: the leader's node dies (SIGKILL, no grace, no restart) ->
+/// another pod takes the lease once it expired (never before) and resizes
+/// what crossed; no volume grows twice for one crossing. No wall-clock
+/// bound: how fast failover is, is measured in benches/, not asserted here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}});
@@ -79,33 +80,56 @@ async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     )
     .await;
     let leader = env.wait_leader(secs(15)).await;
-    let n = env.index_of(&leader);
-    for i in &env.scenario.instances {
-        i.data().volume.fill_to_percent(85.0).unwrap();
+    let dead = env.index_of(&leader);
+    let transitions = lease(&env)
+        .await
+        .spec
+        .unwrap()
+        .lease_transitions
+        .unwrap_or(0);
+    env.kill_pod(dead).await;
+    // Only the survivors' volumes cross: the dead pod reports nothing.
+    let survivors: Vec<usize> = (0..3).filter(|n| *n != dead).collect();
+    for n in &survivors {
+        env.scenario.instances[*n]
+            .data()
+            .volume
+            .fill_to_percent(85.0)
+            .unwrap();
     }
-    env.stop(n, Signal::SIGKILL);
-    let killed = Instant::now();
-    let successor = env.wait_new_leader(&leader, secs(10)).await;
-    // Lease 3s, plus up to one renew interval (1s) between the leader's last
-    // renewal and its death, plus 1s of slack for a loaded machine.
-    assert!(
-        killed.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        killed.elapsed()
+    let successor = env.wait_new_leader(&leader, secs(30)).await;
+    let taken = lease(&env).await.spec.unwrap();
+    assert_eq!(
+        taken.lease_transitions,
+        Some(transitions + 1),
+        "taken over by expiry, once"
     );
-    assert_ne!(successor, leader);
-    for i in 0..3 {
-        env.wait_request(&format!("pg-{}", i + 1), 192 * MIB, secs(30))
-            .await;
+    assert!(survivors.contains(&env.index_of(&successor)));
+    for n in &survivors {
+        env.wait_request(env.pod(*n), 192 * MIB, secs(30)).await;
     }
-    env.hold_request("pg-1", 192 * MIB, secs(2)).await;
+    env.hold_request(env.pod(survivors[0]), 192 * MIB, secs(2))
+        .await;
     let events = env.resize_events().await;
-    for i in 1..=3 {
-        assert_eq!(successes(&events, &format!("pg-{i}")), 1, "{events:?}");
+    for n in &survivors {
+        assert_eq!(successes(&events, env.pod(*n)), 1, "{events:?}");
     }
+    // The dead pod's volume never crossed (its pod reports nothing), but it
+    // is now smaller than its peers: size parity grows it, once, no budget.
+    env.wait_request(&leader, 192 * MIB, secs(30)).await;
+    let events = env.resize_events().await;
+    assert_eq!(successes(&events, &leader), 1, "{events:?}");
 }
 
-/// A graceful stop releases the lease: the successor takes over at once.
+async fn lease(env: &Env) -> k8s_openapi::api::coordination::v1::Lease {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    api.get("cnpg-autoresize-pg").await.expect("the lease")
+}
+
+/// A graceful stop (the pod is deleted: SIGTERM) releases the lease (holder
+/// cleared, not left to expire), the process exits 0, and a successor takes
+/// the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_lease_and_exits_zero() {
     let mut env = Env::start(
@@ -118,20 +142,48 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     .await;
     let leader = env.wait_leader(secs(15)).await;
     let n = env.index_of(&leader);
-    let started = Instant::now();
-    let status = env.stop(n, Signal::SIGTERM).expect("exits");
-    assert!(status.success(), "{status:?}");
+    // Every version of the Lease from now on, as a watch sees them.
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        use futures::StreamExt;
+        let seen = seen.clone();
+        let stream = kube::runtime::watcher(
+            api,
+            kube::runtime::watcher::Config::default().fields("metadata.name=cnpg-autoresize-pg"),
+        );
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(Ok(e)) = stream.next().await {
+                if let kube::runtime::watcher::Event::Apply(l)
+                | kube::runtime::watcher::Event::InitApply(l) = e
+                {
+                    let spec = l.spec.unwrap_or_default();
+                    seen.lock()
+                        .unwrap()
+                        .push((spec.holder_identity, spec.lease_duration_seconds));
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pod = env.manager(n);
+    env.delete_pod(n).await;
+    let exit = pod.final_exit().expect("it exited within the grace period");
+    assert!(exit.success(), "{exit:?}\n{}", pod.logs());
+    let successor = env.wait_new_leader(&leader, secs(30)).await;
+    recorder.abort();
+    let versions = seen.lock().unwrap().clone();
+    let released = versions
+        .iter()
+        .position(|(holder, duration)| holder.is_none() && *duration == Some(1));
+    let taken = versions
+        .iter()
+        .position(|(holder, _)| holder.as_deref() == Some(successor.as_str()));
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
-    let successor = env.wait_new_leader(&leader, secs(3)).await;
-    // Well under the 3s lease: it was released, not left to expire.
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "{successor} after {:?}",
-        started.elapsed()
+        matches!((released, taken), (Some(r), Some(t)) if r < t),
+        "released, then taken: {versions:?}"
     );
 }
 
@@ -140,7 +192,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_outage_loses_nothing() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}});
-    let mut env = Env::start(
+    let env = Env::start(
         Scenario::builder("pg")
             .postgres(false)
             .instances(2)
@@ -159,28 +211,39 @@ async fn an_api_outage_loses_nothing() {
         .volume
         .fill_to_percent(85.0)
         .unwrap();
-    // Throughout the outage, no manager exits.
+    // Throughout the outage no manager exits or fails its liveness probe,
+    // /readyz stays 200 on every pod (a sidecar's readiness would take
+    // PostgreSQL out of its Service), and the API's trouble is a metric.
+    let mut api_down_seen = [false; 2];
     while Instant::now() < outage_end {
-        for m in env.managers.iter_mut().flatten() {
-            assert!(
-                m.wait_exit(Duration::ZERO).unwrap().is_none(),
-                "manager {} exited\n{}",
-                m.pod,
-                m.logs()
-            );
+        for n in 0..2 {
+            let m = env.manager(n);
+            assert_eq!(m.restart_count(), 0, "{} restarted\n{}", m.pod, env.logs());
+            let ready = get_status(&m.url("/readyz")).await;
+            assert_eq!(ready, Some(200), "{} not ready during the outage", m.pod);
+            let up = metric(&env.metrics(n).await, "cnpg_autoresize_api_up", &[]);
+            api_down_seen[n] |= up == Some(0.0);
         }
         tokio::time::sleep(
             Duration::from_millis(500).min(outage_end.saturating_duration_since(Instant::now())),
         )
         .await;
     }
-    let recovered = Instant::now();
-    env.wait_request("pg-1", 192 * MIB, secs(30)).await;
+    let leader = env.leader().await.expect("a leader after the outage");
     assert!(
-        recovered.elapsed() < Duration::from_secs(5),
-        "resumed after {:?}",
-        recovered.elapsed()
+        api_down_seen[env.index_of(&leader)],
+        "the leader saw the API down"
     );
+    for n in 0..2 {
+        let history = env.manager(n).readiness_history();
+        assert!(
+            history.iter().all(|c| c.ready),
+            "{}: {history:?}",
+            env.pod(n)
+        );
+    }
+    // Work resumes after recovery (how fast is measured in benches/).
+    env.wait_request("pg-1", 192 * MIB, secs(30)).await;
     wait_until("the record", secs(10), || async {
         let events = env.resize_events().await;
         (successes(&events, "pg-1") == 1)
@@ -213,7 +276,7 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(env.requested("pg-1").await, 128 * MIB);
     assert!(env.resize_events().await.is_empty());
-    env.stop(0, Signal::SIGKILL);
+    env.kill_pod(0).await;
 
     // Step 2 fails (the status mirror) and the process dies right after.
     env.scenario.sandbox.faults().clear();
@@ -221,9 +284,9 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
         .sandbox
         .faults()
         .set_error_rate("patch", "clusters/status", 1.0, 500);
-    env.restart(0);
+    env.start_pod(0);
     env.wait_request("pg-1", 192 * MIB, secs(30)).await;
-    env.stop(0, Signal::SIGKILL);
+    env.kill_pod(0).await;
     assert!(
         env.resize_events().await.is_empty(),
         "the mirror write was failing"
@@ -237,7 +300,7 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
     env.scenario.sandbox.faults().clear();
     wait_grown(&data, 192 * MIB).await;
     data.fill_to_percent(90.0).unwrap();
-    env.restart(0);
+    env.start_pod(0);
     wait_until("the repaired record", secs(20), || async {
         let events = env.resize_events().await;
         (successes(&events, "pg-1") == 1)

@@ -7,4 +7,7 @@ mod demo;
 mod durability;
 mod growth;
 mod observability;
+mod production;
+mod triggers;
+mod upstream;
 mod wal_safety;

@@ -377,6 +377,8 @@ struct State {
     restarts: Vec<Restart>,
     readiness: Vec<ReadinessChange>,
     stopped: bool,
+    /// How the process ended when the pod was stopped for good.
+    final_exit: Option<std::process::ExitStatus>,
 }
 
 #[derive(Debug)]
@@ -477,6 +479,12 @@ impl Container {
     /// Restarts so far (Kubernetes' `restartCount`).
     pub fn restart_count(&self) -> u32 {
         lock(&self.shared.state).restarts.len() as u32
+    }
+
+    /// How the process exited when the pod was stopped for good (SIGTERM
+    /// honoured within the grace period: its own exit status).
+    pub fn final_exit(&self) -> Option<std::process::ExitStatus> {
+        lock(&self.shared.state).final_exit
     }
 
     /// Every restart so far, with its cause.
@@ -838,10 +846,19 @@ async fn terminate(shared: &Shared, child: &mut tokio::process::Child, grace: Du
     if let Some(pid) = child.id().filter(|_| !grace.is_zero()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    if grace.is_zero() || tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
+    let exited = if grace.is_zero() {
+        None
+    } else {
+        tokio::time::timeout(grace, child.wait()).await.ok()
+    };
+    let status = match exited {
+        Some(status) => status.ok(),
+        None => {
+            let _ = child.start_kill();
+            child.wait().await.ok()
+        }
+    };
+    lock(&shared.state).final_exit = status;
     // Whatever the process left in its group goes too, as with a container.
     if let Some(pid) = lock(&shared.state).pid {
         let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);

@@ -92,6 +92,8 @@ pub struct Planner {
     logged_unreadable: HashSet<String>,
     /// Policies refused as duplicates, already told so.
     refused_duplicates: HashSet<String>,
+    /// Each PVC's `status.capacity` as last seen, and when it last changed.
+    capacity_seen: HashMap<String, (Option<String>, Instant)>,
     _lifeline: Lifeline,
 }
 
@@ -170,6 +172,7 @@ impl Planner {
             fresh: HashMap::new(),
             logged_unreadable: HashSet::new(),
             refused_duplicates: HashSet::new(),
+            capacity_seen: HashMap::new(),
             _lifeline: lifeline,
         }
     }
@@ -204,10 +207,10 @@ impl Planner {
         self.missing_cluster_logged = false;
         // Without the policies' first list we cannot know the source yet;
         // a policy watch that keeps failing (no CRD) means the fork's blocks.
-        let policies_known = session.policies.health.synced()
-            || session
-                .policies
-                .health
+        let policy_watch = &session.policies.health;
+        let policies_known = policy_watch.synced()
+            || policy_watch.not_served()
+            || policy_watch
                 .failing_since()
                 .is_some_and(|t| t.elapsed() > SETTLE);
         if !policies_known || !session.pvcs.health.synced() {
@@ -235,7 +238,7 @@ impl Planner {
                 p.metadata.name.as_deref() == Some(name) && p.metadata.resource_version == *stale
             })
         });
-        let pvcs = stored
+        let pvcs: Vec<PersistentVolumeClaim> = stored
             .iter()
             .map(|p| {
                 let name = p.metadata.name.clone().unwrap_or_default();
@@ -245,17 +248,21 @@ impl Planner {
                 }
             })
             .collect();
-        let mut reports: BTreeMap<String, _> = session
-            .peers
-            .reports
-            .iter()
-            .map(|(pod, r)| (pod.clone(), r.aged()))
-            .collect();
+        let mut reports: BTreeMap<String, _> = BTreeMap::new();
+        let mut sampled: HashMap<String, Instant> = HashMap::new();
+        for (pod, r) in &session.peers.reports {
+            reports.insert(pod.clone(), r.aged());
+            sampled.insert(pod.clone(), r.sampled_at());
+        }
         let local = self.local.borrow();
         if local.complete() {
             reports.insert(self.settings.pod_name.clone(), local.served_report());
+            if let Some(taken) = local.taken {
+                sampled.insert(self.settings.pod_name.clone(), taken);
+            }
         }
         drop(local);
+        self.forget_figures_older_than_their_volume(&pvcs, &mut reports, &sampled);
         Some(Snapshot {
             cluster,
             policy: policies.into_iter().next(),
@@ -267,6 +274,54 @@ impl Planner {
                 .is_none_or(|t| t.elapsed() >= self.settings.disk_status_interval),
             previous: self.last_decisions.clone(),
         })
+    }
+
+    /// A PVC whose capacity just changed has a new filesystem: a report
+    /// sampled before the change describes the old one (the kubelet grows
+    /// the filesystem, the instance probes it up to a probe interval later).
+    /// Deciding from it would resize again: its figures for that volume are
+    /// left out until the instance reports again.
+    fn forget_figures_older_than_their_volume(
+        &mut self,
+        pvcs: &[PersistentVolumeClaim],
+        reports: &mut BTreeMap<String, crate::api::report::InstanceReport>,
+        sampled: &HashMap<String, Instant>,
+    ) {
+        let now = Instant::now();
+        let first_sight = self.session.as_ref().map_or(now, |s| s.started);
+        let mut seen = HashMap::new();
+        for pvc in pvcs {
+            let Some(volume) = crate::engine::classify_pvc(pvc, &self.settings.cluster) else {
+                continue;
+            };
+            let capacity = pvc
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .map(|q| q.0.clone());
+            let changed_at = match self.capacity_seen.get(&volume.pvc) {
+                Some((known, at)) if *known == capacity => *at,
+                // First sight: changed before this session, whenever that was.
+                None => first_sight - Duration::from_secs(3600),
+                Some(_) => now,
+            };
+            seen.insert(volume.pvc.clone(), (capacity, changed_at));
+            let stale = sampled
+                .get(&volume.instance)
+                .is_some_and(|taken| *taken < changed_at);
+            if let (true, Some(report)) = (stale, reports.get_mut(&volume.instance)) {
+                match (volume.volume_type, volume.tablespace.as_deref()) {
+                    (crate::api::cluster::VolumeType::Data, _) => report.data = None,
+                    (crate::api::cluster::VolumeType::Wal, _) => report.wal = None,
+                    (_, Some(t)) => {
+                        report.tablespaces.remove(t);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.capacity_seen = seen;
     }
 
     /// A second policy for one cluster is refused: condition and event, once.
@@ -557,6 +612,7 @@ impl Handler<LeadershipChanged> for Planner {
                 self.no_status_since.clear();
                 self.fresh.clear();
                 self.last_decisions.clear();
+                self.capacity_seen.clear();
             }
             _ => {}
         }

@@ -166,8 +166,10 @@ pub async fn run_pass(
         }
         match writer.resize(pvc, d, now).await {
             ResizeOutcome::Applied(event) => {
-                tracing::info!(pvc = %d.volume.pvc, from = %event.previous_size, to = %event.new_size,
-                    trigger = event.trigger.as_deref().unwrap_or(""), "resized");
+                tracing::info!(pvc = %d.volume.pvc, instance = %d.volume.instance,
+                    from = %event.previous_size, to = %event.new_size,
+                    trigger = event.trigger.as_deref().unwrap_or(""),
+                    filesystem_bytes = d.filesystem_bytes.unwrap_or(0), "resized");
                 recorded.push(event);
                 result.announcements.extend(notices::resized(d));
             }

@@ -37,6 +37,12 @@ pub struct Received {
 }
 
 impl Received {
+    /// When the instance took the sample, on this pod's clock.
+    pub fn sampled_at(&self) -> Instant {
+        let age = Duration::from_secs_f64(self.report.age_seconds.unwrap_or(0.0).max(0.0));
+        self.at.checked_sub(age).unwrap_or(self.at)
+    }
+
     /// The report with its age now: its age when served plus the time since.
     pub fn aged(&self) -> InstanceReport {
         let mut report = self.report.clone();

@@ -33,11 +33,18 @@ pub struct WatchHealth {
     synced: AtomicBool,
     /// The error the watch keeps failing with, and since when.
     failing: Mutex<Option<(Instant, String)>>,
+    /// The API server answered 404: the resource is not served (no CRD).
+    not_served: AtomicBool,
 }
 
 impl WatchHealth {
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst)
+    }
+
+    /// The resource is not served at all (its CRD is not installed).
+    pub fn not_served(&self) -> bool {
+        self.not_served.load(Ordering::SeqCst)
     }
 
     /// Since when the watch fails, if it does.
@@ -146,10 +153,13 @@ where
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
+                // A (re)list starting says nothing yet about whether it works.
+                Ok(watcher::Event::Init) => {}
                 Ok(event) => {
                     if matches!(event, watcher::Event::InitDone) {
                         state.synced.store(true, Ordering::SeqCst);
                     }
+                    state.not_served.store(false, Ordering::SeqCst);
                     let recovered = state
                         .failing
                         .lock()
@@ -170,6 +180,7 @@ where
                         _ => 0,
                     };
                     metrics.count_api("watch", resource, code);
+                    state.not_served.store(code == 404, Ordering::SeqCst);
                     metrics.watch_up.with_label_values(&[resource]).set(0);
                     let mut failing = state.failing.lock().unwrap_or_else(|p| p.into_inner());
                     let new_state = failing.as_ref().is_none_or(|(_, last)| *last != text);
