@@ -139,7 +139,16 @@ pub fn main() -> ExitCode {
             listen,
             kubeconfig_out,
         } => {
-            run_async(async move { kube_sandbox::serve_until_signal(listen, kubeconfig_out).await })
+            run_async(async move {
+                // The Cluster schema of the fields the project reads and
+                // writes (the sandbox prunes the rest, like a real server),
+                // and the project's own AutoResizePolicy CRD.
+                let crds = vec![
+                    crate::api::crd::generated_cluster_crd_yaml()?,
+                    crate::api::crd::policy_crd_yaml()?,
+                ];
+                kube_sandbox::serve_until_signal(listen, kubeconfig_out, crds).await
+            })
         }
     }
 }

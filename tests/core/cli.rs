@@ -142,6 +142,146 @@ fn plan_examples_decide_as_documented() {
     }
 }
 
+/// (pvc, action, reason, newSize, trigger, warnings) of a decision.
+fn detailed(decisions: &[Value]) -> Vec<Value> {
+    decisions
+        .iter()
+        .map(|d| {
+            serde_json::json!([
+                d["pvc"],
+                d["action"],
+                d["reason"],
+                d["newSize"],
+                d["trigger"],
+                d["warnings"],
+                d["budgetRemaining"]
+            ])
+        })
+        .collect()
+}
+
+#[test]
+fn plan_examples_of_parity_refusal_forecast_cooldown_recommend_and_slots() {
+    use serde_json::json;
+    let cases: Vec<(&str, Vec<Value>)> = vec![
+        (
+            "plan/size-parity.yaml",
+            vec![
+                json!(["pg-main-1", "none", "not_triggered", null, null, [], 3]),
+                json!(["pg-main-2", "none", "not_triggered", null, null, [], 3]),
+                json!([
+                    "pg-main-3",
+                    "resize",
+                    null,
+                    "14Gi",
+                    "parity",
+                    ["size_parity"],
+                    3
+                ]),
+            ],
+        ),
+        (
+            "plan/expansion-failed.yaml",
+            vec![json!([
+                "pg-main-1",
+                "blocked",
+                "expansion_failed",
+                null,
+                null,
+                [],
+                2
+            ])],
+        ),
+        (
+            "plan/forecast.yaml",
+            vec![
+                json!(["pg-main-1", "resize", null, "150Gi", "forecast", [], 3]),
+                json!(["pg-main-2", "resize", null, "128320Mi", "usage", [], 3]),
+            ],
+        ),
+        (
+            "plan/cooldown.yaml",
+            vec![json!([
+                "pg-main-1",
+                "blocked",
+                "cooldown",
+                null,
+                null,
+                [],
+                2
+            ])],
+        ),
+        (
+            "plan/recommend.yaml",
+            vec![json!([
+                "pg-reporting-1",
+                "resize",
+                null,
+                "60Gi",
+                "usage",
+                [],
+                3
+            ])],
+        ),
+        (
+            "plan/ha-slots.yaml",
+            vec![
+                json!(["pg-main-1-wal", "resize", null, "6Gi", "usage", [], 3]),
+                json!([
+                    "pg-main-2-wal",
+                    "blocked",
+                    "slot_retention_exceeded",
+                    null,
+                    null,
+                    [],
+                    3
+                ]),
+            ],
+        ),
+        (
+            "plan/foreign-entries.yaml",
+            vec![json!(["pg-main-1", "resize", null, "14Gi", "usage", [], 2])],
+        ),
+    ];
+    for (file, want) in cases {
+        assert_eq!(detailed(&plan(file)), want, "{file}");
+    }
+    let out = run(
+        &[
+            "plan",
+            example("plan/foreign-entries.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        notes.matches("counts toward no budget").count(),
+        2,
+        "{notes}"
+    );
+    assert!(notes.contains("missing field `timestamp`"), "{notes}");
+    assert!(notes.contains("`pending`"), "{notes}");
+}
+
+#[test]
+fn every_plan_example_is_checked_and_says_how_to_try_it() {
+    let source = include_str!("cli.rs");
+    let dir = example("plan");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            source.contains(&format!("\"plan/{name}\"")),
+            "examples/plan/{name} is decided by no test"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!("# Try: cnpg-autoresize plan examples/plan/{name}")),
+            "examples/plan/{name} does not say how to try it"
+        );
+    }
+}
+
 #[test]
 fn plan_output_has_exactly_the_contract_fields() {
     let decisions = plan("plan/wal-health-unavailable.yaml");

@@ -86,8 +86,21 @@ async fn every_metric_is_present_with_the_right_values_after_a_resize() {
     .await;
 
     let text = env.metrics(n).await;
-    // Per-slot series exist only where a slot does: on the primary, pg-1.
-    let primary = env.metrics(0).await;
+    // Per-slot series exist only where a slot does: on the primary, pg-1,
+    // once its WAL check has run after the slot was created (the first one
+    // may predate it).
+    let primary = wait_until("the primary reports slot spare", secs(30), || async {
+        let text = env.metrics(0).await;
+        match metric(
+            &text,
+            "cnpg_wal_slot_retention_bytes",
+            &[("slot_name", "spare")],
+        ) {
+            Some(_) => Ok(text),
+            None => Err(text),
+        }
+    })
+    .await;
     for name in SPEC_METRICS {
         let source = if *name == "cnpg_wal_slot_retention_bytes" {
             &primary

@@ -8,5 +8,5 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:0".into())
         .parse()?;
     let kubeconfig = args.next().map(std::path::PathBuf::from);
-    kube_sandbox::serve_until_signal(listen, kubeconfig).await
+    kube_sandbox::serve_until_signal(listen, kubeconfig, Vec::new()).await
 }

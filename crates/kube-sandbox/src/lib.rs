@@ -375,12 +375,15 @@ pub fn fork_cluster_crd() -> anyhow::Result<String> {
 }
 
 /// For the CLI: serves until SIGINT/SIGTERM, printing the address; writes an admin kubeconfig.
+/// `crds` are served from the start (CRD manifests, YAML or JSON).
 pub async fn serve_until_signal(
     listen: SocketAddr,
     kubeconfig_out: Option<PathBuf>,
+    crds: Vec<String>,
 ) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(SandboxConfig {
         listen,
+        crds,
         ..SandboxConfig::default()
     })
     .await?;
