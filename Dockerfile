@@ -25,10 +25,13 @@ WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and build artifacts between builds; the
 # binary is copied out of the cache mount in the same step.
+# --no-default-features: the manager only (run, plan, validate, status); the
+# test bed behind `demo` and `sandbox` (an API server, a PostgreSQL launcher)
+# does not ship beside the database. hack/check-lean.sh proves it in CI.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin cnpg-autoresize \
+    cargo build --release --locked --no-default-features --bin cnpg-autoresize \
     && install -D -m 0755 target/release/cnpg-autoresize /out/cnpg-autoresize
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -518,3 +518,23 @@ fn every_command_has_help() {
         );
     }
 }
+
+#[test]
+fn the_image_builds_the_in_pod_binary_without_the_test_bed() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let build = dockerfile
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("the Dockerfile builds with cargo");
+    assert!(build.contains("--no-default-features"), "{build}");
+    assert!(build.contains("--bin cnpg-autoresize"), "{build}");
+    // And the feature it leaves out is the one that carries the test bed.
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("default = [\"testbed\"]")
+            && manifest.contains("testbed = [\"dep:kube-sandbox\", \"dep:cnpg-testbed\"]"),
+        "Cargo.toml features changed: update the Dockerfile and hack/check-lean.sh"
+    );
+}

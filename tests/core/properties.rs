@@ -196,7 +196,9 @@ proptest! {
         growth in proptest::option::of(1.0f64..1e9),
     ) {
         let events: Vec<Value> = past.iter().map(|(minutes, ok)| past_event(now() - SignedDuration::from_mins(*minutes), request, *ok)).collect();
-        let recent_successes = past.iter().filter(|(m, ok)| *ok && SignedDuration::from_mins(*m) < BUDGET_WINDOW).count() as u32;
+        // Two successes at the same minute are one record of one resize
+        // (same PVC, timestamp and sizes): counted once.
+        let recent_successes = past.iter().filter(|(m, ok)| *ok && SignedDuration::from_mins(*m) < BUDGET_WINDOW).map(|(m, _)| *m).collect::<std::collections::BTreeSet<_>>().len() as u32;
         let latest_success = past.iter().filter(|(_, ok)| *ok).map(|(m, _)| *m).min();
         let used = request / 100 * used_pct;
         let fs = VolumeStats { total_bytes: request, used_bytes: used, available_bytes: request - used, growth_bytes_per_second: growth, ..Default::default() };

@@ -4,13 +4,14 @@
 //! - `session.rs`: watches of the Cluster, the policies, the PVCs and the
 //!   instance pods (started when leadership is gained);
 //! - `peers.rs`: every peer's report, by long-poll of its `/v1/status`;
-//! - this file: the actor, which turns changes into planning passes and
-//!   builds each pass's snapshot;
+//! - this file: the actor, which turns changes into planning passes;
+//! - `snapshot.rs`: what a pass decides from;
 //! - `pass.rs`: one pass — the pure engine decides, `execute.rs` writes the
 //!   PVCs and the owner's status, `feed.rs` publishes the decisions;
-//! - `notices.rs` and `events.rs`: which Kubernetes Events to record, and
-//!   recording them.
+//! - `notices.rs`, `announce.rs` and `events.rs`: which Kubernetes Events
+//!   to record, about which objects, and recording them.
 
+mod announce;
 pub mod disk_status;
 pub mod events;
 pub mod execute;
@@ -19,12 +20,11 @@ pub mod notices;
 pub mod pass;
 pub mod peers;
 pub mod session;
+mod snapshot;
 
 use super::leader::{Fence, Leadership};
 use super::status::LocalStatus;
 use super::supervision::{injected_panic, Lifeline, Liveness};
-use crate::api::cluster::Cluster;
-use crate::api::policy::AutoResizePolicy;
 use crate::engine::{EngineSettings, Reason};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -34,11 +34,11 @@ use feed::DecisionFeed;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use kube::api::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
-use notices::{Aggregator, Notice};
-use pass::{run_pass, DecisionKey, PassResult, Snapshot};
+use notices::Aggregator;
+use pass::{run_pass, DecisionKey, PassResult};
 use peers::PeerReport;
 use session::{Replan, Session};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -177,216 +177,6 @@ impl Planner {
         }
     }
 
-    /// The policies that target this cluster, oldest first: the first governs.
-    fn policies(&self, session: &Session) -> Vec<AutoResizePolicy> {
-        let mut policies: Vec<AutoResizePolicy> = session
-            .policies
-            .store
-            .state()
-            .iter()
-            .filter(|p| p.spec.cluster == self.settings.cluster)
-            .map(|p| (**p).clone())
-            .collect();
-        policies.sort_by(|a, b| {
-            let age = |p: &AutoResizePolicy| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            age(a).cmp(&age(b)).then(a.name().cmp(b.name()))
-        });
-        policies
-    }
-
-    fn snapshot(&mut self, ctx: &mut Context<Self>) -> Option<Snapshot> {
-        let session = self.session.as_mut()?;
-        let settled = session.started.elapsed() > SETTLE;
-        let Some(cluster) = session.cluster.store.state().first().map(|c| (**c).clone()) else {
-            if settled && !self.missing_cluster_logged {
-                tracing::warn!(cluster = %self.settings.cluster, "cluster not found; nothing to plan");
-                self.missing_cluster_logged = true;
-            }
-            return None;
-        };
-        self.missing_cluster_logged = false;
-        // Without the policies' first list we cannot know the source yet;
-        // a policy watch that keeps failing (no CRD) means the fork's blocks.
-        let policy_watch = &session.policies.health;
-        let policies_known = policy_watch.synced()
-            || policy_watch.not_served()
-            || policy_watch
-                .failing_since()
-                .is_some_and(|t| t.elapsed() > SETTLE);
-        if !policies_known || !session.pvcs.health.synced() {
-            return None;
-        }
-        let wait = (self.settings.engine.status_max_age.unsigned_abs() / 2)
-            .max(Duration::from_millis(200));
-        let pods = session.pods.store.state();
-        session.peers.sync(
-            &pods,
-            &self.settings.pod_name,
-            self.settings.http_port,
-            wait,
-            &ctx.address(),
-        );
-
-        let mut policies = self.policies(self.session.as_ref()?);
-        let duplicates = policies.split_off(policies.len().min(1));
-        self.refuse_duplicates(&policies, &duplicates, ctx);
-        let session = self.session.as_ref()?;
-
-        let stored = session.pvcs.store.state();
-        self.fresh.retain(|name, (stale, _)| {
-            stored.iter().any(|p| {
-                p.metadata.name.as_deref() == Some(name) && p.metadata.resource_version == *stale
-            })
-        });
-        let pvcs: Vec<PersistentVolumeClaim> = stored
-            .iter()
-            .map(|p| {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                match self.fresh.get(&name) {
-                    Some((_, fresh)) => fresh.clone(),
-                    None => (**p).clone(),
-                }
-            })
-            .collect();
-        let mut reports: BTreeMap<String, _> = BTreeMap::new();
-        let mut sampled: HashMap<String, Instant> = HashMap::new();
-        for (pod, r) in &session.peers.reports {
-            reports.insert(pod.clone(), r.aged());
-            sampled.insert(pod.clone(), r.sampled_at());
-        }
-        let local = self.local.borrow();
-        if local.complete() {
-            reports.insert(self.settings.pod_name.clone(), local.served_report());
-            if let Some(taken) = local.taken {
-                sampled.insert(self.settings.pod_name.clone(), taken);
-            }
-        }
-        drop(local);
-        self.forget_figures_older_than_their_volume(&pvcs, &mut reports, &sampled);
-        Some(Snapshot {
-            cluster,
-            policy: policies.into_iter().next(),
-            pvcs,
-            reports,
-            now: jiff::Timestamp::now(),
-            may_write_disk_status: self
-                .last_disk_write
-                .is_none_or(|t| t.elapsed() >= self.settings.disk_status_interval),
-            previous: self.last_decisions.clone(),
-        })
-    }
-
-    /// A PVC whose capacity just changed has a new filesystem: a report
-    /// sampled before the change describes the old one (the kubelet grows
-    /// the filesystem, the instance probes it up to a probe interval later).
-    /// Deciding from it would resize again: its figures for that volume are
-    /// left out until the instance reports again.
-    fn forget_figures_older_than_their_volume(
-        &mut self,
-        pvcs: &[PersistentVolumeClaim],
-        reports: &mut BTreeMap<String, crate::api::report::InstanceReport>,
-        sampled: &HashMap<String, Instant>,
-    ) {
-        let now = Instant::now();
-        let first_sight = self.session.as_ref().map_or(now, |s| s.started);
-        let mut seen = HashMap::new();
-        for pvc in pvcs {
-            let Some(volume) = crate::engine::classify_pvc(pvc, &self.settings.cluster) else {
-                continue;
-            };
-            let capacity = pvc
-                .status
-                .as_ref()
-                .and_then(|s| s.capacity.as_ref())
-                .and_then(|c| c.get("storage"))
-                .map(|q| q.0.clone());
-            let changed_at = match self.capacity_seen.get(&volume.pvc) {
-                Some((known, at)) if *known == capacity => *at,
-                // First sight: changed before this session, whenever that was.
-                None => first_sight - Duration::from_secs(3600),
-                Some(_) => now,
-            };
-            seen.insert(volume.pvc.clone(), (capacity, changed_at));
-            let stale = sampled
-                .get(&volume.instance)
-                .is_some_and(|taken| *taken < changed_at);
-            if let (true, Some(report)) = (stale, reports.get_mut(&volume.instance)) {
-                match (volume.volume_type, volume.tablespace.as_deref()) {
-                    (crate::api::cluster::VolumeType::Data, _) => report.data = None,
-                    (crate::api::cluster::VolumeType::Wal, _) => report.wal = None,
-                    (_, Some(t)) => {
-                        report.tablespaces.remove(t);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.capacity_seen = seen;
-    }
-
-    /// A second policy for one cluster is refused: condition and event, once.
-    fn refuse_duplicates(
-        &mut self,
-        governing: &[AutoResizePolicy],
-        duplicates: &[AutoResizePolicy],
-        ctx: &mut Context<Self>,
-    ) {
-        let names: HashSet<String> = duplicates.iter().map(|p| p.name().to_string()).collect();
-        self.refused_duplicates.retain(|n| names.contains(n));
-        let Some(winner) = governing.first().map(|p| p.name().to_string()) else {
-            return;
-        };
-        for dup in duplicates {
-            if !self.refused_duplicates.insert(dup.name().to_string()) {
-                continue;
-            }
-            let message = format!(
-                "cluster {} is already governed by the older policy {winner}; this policy is ignored",
-                self.settings.cluster
-            );
-            tracing::warn!(policy = dup.name(), governing = %winner, "second policy for one cluster refused");
-            let writer = self.writer.clone();
-            let owner = execute::Owner::Policy(dup.name().to_string());
-            let wanted = vec![(
-                "Ready".to_string(),
-                false,
-                "DuplicatePolicy".to_string(),
-                message.clone(),
-            )];
-            let notice = Notice {
-                severity: notices::Severity::Warning,
-                reason: "AutoResizeDuplicatePolicy",
-                message,
-                pvc: String::new(),
-            };
-            let regarding = self.policy_reference(dup);
-            let recorder = self.recorder.clone();
-            let fence = self.fence.clone();
-            ctx.spawn(
-                async move {
-                    let now = jiff::Timestamp::now();
-                    let write = writer
-                        .write_status(&owner, &serde_json::Value::Null, |current| {
-                            let merged =
-                                pass::merge_conditions(current.get("conditions"), &wanted, now);
-                            (current.get("conditions") != Some(&merged))
-                                .then(|| serde_json::json!({"conditions": merged}))
-                        })
-                        .await;
-                    if let Err(error) = write {
-                        tracing::warn!(%error, "cannot mark the duplicate policy");
-                    }
-                    if fence.holds() {
-                        if let Err(error) = recorder.publish(&regarding, &notice).await {
-                            tracing::warn!(%error, "cannot record event");
-                        }
-                    }
-                }
-                .into_actor(self),
-            );
-        }
-    }
-
     fn replan(&mut self, ctx: &mut Context<Self>) {
         if self.session.is_none() {
             return;
@@ -477,71 +267,6 @@ impl Planner {
         if self.dirty || result.replan_now {
             ctx.notify(Replan);
         }
-    }
-
-    fn policy_reference(&self, p: &AutoResizePolicy) -> ObjectReference {
-        ObjectReference {
-            api_version: Some(crate::api::policy::API_VERSION.to_string()),
-            kind: Some(crate::api::policy::KIND.to_string()),
-            name: Some(p.name().to_string()),
-            namespace: Some(self.settings.namespace.clone()),
-            uid: p.metadata.uid.clone(),
-            ..Default::default()
-        }
-    }
-
-    /// Events go on the owner of the configuration, and on the Cluster too
-    /// when a policy governs it.
-    fn owner_references(
-        &self,
-        cluster: &Cluster,
-        policy: Option<&AutoResizePolicy>,
-    ) -> Vec<ObjectReference> {
-        let mut refs: Vec<ObjectReference> = policy
-            .map(|p| self.policy_reference(p))
-            .into_iter()
-            .collect();
-        refs.push(ObjectReference {
-            api_version: Some(crate::api::cluster::API_VERSION.to_string()),
-            kind: Some(crate::api::cluster::KIND.to_string()),
-            name: Some(self.settings.cluster.clone()),
-            namespace: Some(self.settings.namespace.clone()),
-            uid: cluster.metadata.uid.clone(),
-            ..Default::default()
-        });
-        refs
-    }
-
-    fn publish_notices(
-        &self,
-        notices: Vec<Notice>,
-        regarding: Vec<ObjectReference>,
-        ctx: &mut Context<Self>,
-    ) {
-        if notices.is_empty() {
-            return;
-        }
-        let recorder = self.recorder.clone();
-        let fence = self.fence.clone();
-        ctx.spawn(
-            async move {
-                for notice in notices {
-                    match notice.severity {
-                        notices::Severity::Normal => tracing::info!(reason = notice.reason, pvc = %notice.pvc, "{}", notice.message),
-                        notices::Severity::Warning => tracing::warn!(reason = notice.reason, pvc = %notice.pvc, "{}", notice.message),
-                    }
-                    for object in &regarding {
-                        if !fence.holds() {
-                            break;
-                        }
-                        if let Err(error) = recorder.publish(object, &notice).await {
-                            tracing::warn!(%error, reason = notice.reason, "cannot record event");
-                        }
-                    }
-                }
-            }
-            .into_actor(self),
-        );
     }
 }
 

@@ -1,0 +1,163 @@
+//! What one planning pass decides from: the Cluster, the governing policy,
+//! the PVCs (with copies read fresh after a refused patch), and every
+//! instance's latest report — minus figures sampled before their volume's
+//! capacity last changed.
+
+use super::pass::Snapshot;
+use super::session::Session;
+use super::{Planner, SETTLE};
+use crate::api::policy::AutoResizePolicy;
+use crate::api::report::InstanceReport;
+use actix::prelude::*;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+impl Planner {
+    /// The policies that target this cluster, oldest first: the first governs.
+    fn policies(&self, session: &Session) -> Vec<AutoResizePolicy> {
+        let mut policies: Vec<AutoResizePolicy> = session
+            .policies
+            .store
+            .state()
+            .iter()
+            .filter(|p| p.spec.cluster == self.settings.cluster)
+            .map(|p| (**p).clone())
+            .collect();
+        policies.sort_by(|a, b| {
+            let age = |p: &AutoResizePolicy| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            age(a).cmp(&age(b)).then(a.name().cmp(b.name()))
+        });
+        policies
+    }
+
+    pub(super) fn snapshot(&mut self, ctx: &mut Context<Self>) -> Option<Snapshot> {
+        let session = self.session.as_mut()?;
+        let settled = session.started.elapsed() > SETTLE;
+        let Some(cluster) = session.cluster.store.state().first().map(|c| (**c).clone()) else {
+            if settled && !self.missing_cluster_logged {
+                tracing::warn!(cluster = %self.settings.cluster, "cluster not found; nothing to plan");
+                self.missing_cluster_logged = true;
+            }
+            return None;
+        };
+        self.missing_cluster_logged = false;
+        // Without the policies' first list we cannot know the source yet;
+        // a policy watch that keeps failing (no CRD) means the fork's blocks.
+        let policy_watch = &session.policies.health;
+        let policies_known = policy_watch.synced()
+            || policy_watch.not_served()
+            || policy_watch
+                .failing_since()
+                .is_some_and(|t| t.elapsed() > SETTLE);
+        if !policies_known || !session.pvcs.health.synced() {
+            return None;
+        }
+        let wait = (self.settings.engine.status_max_age.unsigned_abs() / 2)
+            .max(Duration::from_millis(200));
+        let pods = session.pods.store.state();
+        session.peers.sync(
+            &pods,
+            &self.settings.pod_name,
+            self.settings.http_port,
+            wait,
+            &ctx.address(),
+        );
+
+        let mut policies = self.policies(self.session.as_ref()?);
+        let duplicates = policies.split_off(policies.len().min(1));
+        self.refuse_duplicates(&policies, &duplicates, ctx);
+        let session = self.session.as_ref()?;
+
+        let stored = session.pvcs.store.state();
+        self.fresh.retain(|name, (stale, _)| {
+            stored.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(name) && p.metadata.resource_version == *stale
+            })
+        });
+        let pvcs: Vec<PersistentVolumeClaim> = stored
+            .iter()
+            .map(|p| {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                match self.fresh.get(&name) {
+                    Some((_, fresh)) => fresh.clone(),
+                    None => (**p).clone(),
+                }
+            })
+            .collect();
+        let mut reports: BTreeMap<String, _> = BTreeMap::new();
+        let mut sampled: HashMap<String, Instant> = HashMap::new();
+        for (pod, r) in &session.peers.reports {
+            reports.insert(pod.clone(), r.aged());
+            sampled.insert(pod.clone(), r.sampled_at());
+        }
+        let local = self.local.borrow();
+        if local.complete() {
+            reports.insert(self.settings.pod_name.clone(), local.served_report());
+            if let Some(taken) = local.taken {
+                sampled.insert(self.settings.pod_name.clone(), taken);
+            }
+        }
+        drop(local);
+        self.forget_figures_older_than_their_volume(&pvcs, &mut reports, &sampled);
+        Some(Snapshot {
+            cluster,
+            policy: policies.into_iter().next(),
+            pvcs,
+            reports,
+            now: jiff::Timestamp::now(),
+            may_write_disk_status: self
+                .last_disk_write
+                .is_none_or(|t| t.elapsed() >= self.settings.disk_status_interval),
+            previous: self.last_decisions.clone(),
+        })
+    }
+
+    /// A PVC whose capacity just changed has a new filesystem: a report
+    /// sampled before the change describes the old one (the kubelet grows
+    /// the filesystem, the instance probes it up to a probe interval later).
+    /// Deciding from it would resize again: its figures for that volume are
+    /// left out until the instance reports again.
+    fn forget_figures_older_than_their_volume(
+        &mut self,
+        pvcs: &[PersistentVolumeClaim],
+        reports: &mut BTreeMap<String, InstanceReport>,
+        sampled: &HashMap<String, Instant>,
+    ) {
+        let now = Instant::now();
+        let first_sight = self.session.as_ref().map_or(now, |s| s.started);
+        let mut seen = HashMap::new();
+        for pvc in pvcs {
+            let Some(volume) = crate::engine::classify_pvc(pvc, &self.settings.cluster) else {
+                continue;
+            };
+            let capacity = pvc
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .map(|q| q.0.clone());
+            let changed_at = match self.capacity_seen.get(&volume.pvc) {
+                Some((known, at)) if *known == capacity => *at,
+                // First sight: changed before this session, whenever that was.
+                None => first_sight - Duration::from_secs(3600),
+                Some(_) => now,
+            };
+            seen.insert(volume.pvc.clone(), (capacity, changed_at));
+            let stale = sampled
+                .get(&volume.instance)
+                .is_some_and(|taken| *taken < changed_at);
+            if let (true, Some(report)) = (stale, reports.get_mut(&volume.instance)) {
+                match (volume.volume_type, volume.tablespace.as_deref()) {
+                    (crate::api::cluster::VolumeType::Data, _) => report.data = None,
+                    (crate::api::cluster::VolumeType::Wal, _) => report.wal = None,
+                    (_, Some(t)) => {
+                        report.tablespaces.remove(t);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.capacity_seen = seen;
+    }
+}
