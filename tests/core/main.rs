@@ -2,4 +2,5 @@
 //! properties, and the `plan`/`validate` command-line contracts.
 
 mod cli;
+mod docs;
 mod properties;
