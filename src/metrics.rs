@@ -37,7 +37,8 @@ impl VolumeLabels {
 /// What a pod knows about the decision for one of its volumes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecisionMetrics {
-    pub blocked_reason: Option<Reason>,
+    /// The decision's reason (`cnpg_disk_resize_blocked{reason}` is 1 for it).
+    pub reason: Option<Reason>,
     pub at_limit: bool,
     pub budget_remaining: Option<u32>,
     pub next_action_at: Option<jiff::Timestamp>,
@@ -175,7 +176,7 @@ impl Metrics {
             resize_blocked: gauge_vec(
                 &r,
                 "cnpg_disk_resize_blocked",
-                "1 for the reason the volume is currently not resized, 0 for the others.",
+                "1 for the reason the volume is currently not resized (its decision's reason, none for a resize), 0 for the others.",
                 &["volume_type", "tablespace", "reason"],
             )?,
             budget_remaining: gauge_vec(
@@ -430,10 +431,15 @@ impl Metrics {
         self.resize_stuck
             .with_label_values(&l)
             .set(i64::from(d.stuck));
-        if let Some(b) = d.budget_remaining {
-            self.budget_remaining
+        // Unknown (invalid_config): absent, not the last known figure.
+        match d.budget_remaining {
+            Some(b) => self
+                .budget_remaining
                 .with_label_values(&l)
-                .set(i64::from(b));
+                .set(i64::from(b)),
+            None => {
+                let _ = self.budget_remaining.remove_label_values(&l);
+            }
         }
         let next = d
             .next_action_at
@@ -441,7 +447,7 @@ impl Metrics {
             .unwrap_or(0.0);
         self.next_action_timestamp.with_label_values(&l).set(next);
         for reason in Reason::ALL {
-            let active = d.blocked_reason == Some(reason);
+            let active = d.reason == Some(reason);
             self.resize_blocked
                 .with_label_values(&[l[0], l[1], reason.as_str()])
                 .set(i64::from(active));

@@ -54,6 +54,13 @@ fn the_checked_in_policy_crd_is_the_generators_output() {
         doc["metadata"]["name"],
         "autoresizepolicies.autoresize.cnpg.io"
     );
+    // Descriptions are what `kubectl explain` shows users: no notes for us.
+    for internal in ["SPEC", "§", "[`"] {
+        assert!(
+            !checked_in.contains(internal),
+            "a CRD description carries {internal:?}: reword the doc comment in src/api"
+        );
+    }
 }
 
 /// Kubernetes' structural-schema rules for what the generator produces: a type on every

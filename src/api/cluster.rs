@@ -188,7 +188,7 @@ pub enum ResizeResult {
 /// One resize record: on its PVC (annotation) and mirrored in the owner's
 /// `status.autoResizeEvents` — the audit log and the budget source. An entry
 /// without a readable timestamp or with an unknown `result` does not read
-/// (see [`Lenient`]) and counts toward no budget.
+/// and counts toward no budget.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoResizeEvent {

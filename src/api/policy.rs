@@ -37,7 +37,7 @@ pub const KIND: &str = "AutoResizePolicy";
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = super::crd::policy_spec_schema)]
-/// Which Cluster, and a `resize` block per kind of volume (SPEC §2 and §10).
+/// Which Cluster, and a `resize` block per kind of volume.
 pub struct AutoResizePolicySpec {
     /// The CloudNativePG Cluster this policy governs, in the same namespace.
     pub cluster: String,
@@ -111,4 +111,23 @@ impl AutoResizePolicy {
     pub fn disk_status(&self) -> Option<&ClusterDiskStatus> {
         self.status.as_ref()?.disk_status.as_ref()?.ok()
     }
+}
+
+/// The policies that target `cluster`, in the order that settles which one
+/// governs: the oldest first, ties broken by name. The planner and `status`
+/// must agree on it.
+pub fn targeting<'p>(
+    policies: impl IntoIterator<Item = &'p AutoResizePolicy>,
+    cluster: &str,
+) -> Vec<AutoResizePolicy> {
+    let mut found: Vec<AutoResizePolicy> = policies
+        .into_iter()
+        .filter(|p| p.spec.cluster == cluster)
+        .cloned()
+        .collect();
+    found.sort_by(|a, b| {
+        let age = |p: &AutoResizePolicy| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        age(a).cmp(&age(b)).then(a.name().cmp(b.name()))
+    });
+    found
 }

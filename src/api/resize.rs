@@ -463,6 +463,17 @@ fn optional_duration(
     errors: &mut Vec<FieldIssue>,
 ) -> Option<Duration> {
     let text = value.filter(|t| !t.is_empty())?;
+    if text.chars().count() > super::crd::MAX_SHORT_STRING_LENGTH as usize {
+        errors.push(FieldIssue::new(
+            path,
+            format!(
+                "must be at most {} characters (the CRD's maxLength), got {} ({text:?})",
+                super::crd::MAX_SHORT_STRING_LENGTH,
+                text.chars().count()
+            ),
+        ));
+        return None;
+    }
     match parse_go_duration(text) {
         Ok(d) if !d.is_zero() => Some(d),
         Ok(_) => {

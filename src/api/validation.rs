@@ -80,7 +80,23 @@ pub fn validate_policy(
         },
         context,
     );
+    use crate::api::crd::{MAX_POLICY_TABLESPACES, MAX_TABLESPACE_NAME_LENGTH};
     let spec = FieldPath::new("spec");
+    // The CRD's rule, word for word: the API server refuses such a policy
+    // whatever the Cluster looks like.
+    if let Some(data) = policy.spec.storage.as_ref().and_then(|s| s.resize.as_ref()) {
+        if policy.spec.wal_storage.is_none() && data.is_enabled() && !data.acknowledges_wal_risk() {
+            report.errors.push(FieldIssue::new(
+                &spec
+                    .child("storage")
+                    .child("resize")
+                    .child("strategy")
+                    .child("walSafetyPolicy")
+                    .child("acknowledgeWALRisk"),
+                crate::api::crd::SINGLE_VOLUME_MESSAGE,
+            ));
+        }
+    }
     if policy.spec.cluster.trim().is_empty() {
         report.errors.push(FieldIssue::new(
             &spec.child("cluster"),
@@ -97,6 +113,15 @@ pub fn validate_policy(
             ));
         }
     }
+    if policy.spec.tablespaces.len() > MAX_POLICY_TABLESPACES as usize {
+        report.errors.push(FieldIssue::new(
+            &spec.child("tablespaces"),
+            format!(
+                "at most {MAX_POLICY_TABLESPACES} tablespaces (the CRD's maxItems), got {}",
+                policy.spec.tablespaces.len()
+            ),
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, t) in policy.spec.tablespaces.iter().enumerate() {
         let path = spec.child("tablespaces").index(i).child("name");
@@ -104,6 +129,15 @@ pub fn validate_policy(
             report
                 .errors
                 .push(FieldIssue::new(&path, "a tablespace needs its name"));
+        } else if t.name.chars().count() > MAX_TABLESPACE_NAME_LENGTH as usize {
+            report.errors.push(FieldIssue::new(
+                &path,
+                format!(
+                    "must be at most {MAX_TABLESPACE_NAME_LENGTH} characters (PostgreSQL's limit, the CRD's maxLength), got {} ({:?})",
+                    t.name.chars().count(),
+                    t.name
+                ),
+            ));
         } else if !seen.insert(t.name.as_str()) {
             report.errors.push(FieldIssue::new(
                 &path,
@@ -141,12 +175,15 @@ pub fn validate_policy(
     report
 }
 
-/// The Cluster a policy implies when none is given.
+/// The Cluster a policy implies when none is given: each tablespace once
+/// (a name configured twice is one error, not two sets of block errors).
 fn cluster_assumed_from(policy: &AutoResizePolicy) -> Cluster {
+    let mut seen = std::collections::HashSet::new();
     let tablespaces: Vec<serde_json::Value> = policy
         .spec
         .tablespaces
         .iter()
+        .filter(|t| seen.insert(t.name.as_str()))
         .map(|t| serde_json::json!({"name": t.name, "storage": {}}))
         .collect();
     let mut spec = serde_json::json!({"storage": {}, "tablespaces": tablespaces});
@@ -170,7 +207,13 @@ pub fn validate(source: Source<'_>, context: ValidationContext) -> ValidationRep
             .child("walSafetyPolicy")
             .child("acknowledgeWALRisk");
         let single_volume_data = block.volume_type == VolumeType::Data && single_volume;
-        if block.resize.is_enabled() && single_volume_data && !block.resize.acknowledges_wal_risk()
+        // A policy is held to its CRD's rule (it cannot see the Cluster):
+        // without walStorage, it governs a single volume. That case is
+        // checked in validate_policy, whatever the Cluster has.
+        if block.resize.is_enabled()
+            && single_volume_data
+            && source.policy.is_none()
+            && !block.resize.acknowledges_wal_risk()
         {
             report.errors.push(FieldIssue::new(
                 &ack_path,
@@ -331,7 +374,8 @@ fn warnings_for(
             (policy.min_step_set, "minStep"),
             (policy.max_step_set, "maxStep"),
         ] {
-            if set {
+            // maxStep still caps the growth a horizon adds.
+            if set && !(name == "maxStep" && policy.horizon.is_some()) {
                 warnings.push(FieldIssue::new(
                     &expansion.child(name),
                     format!("{name} only applies to percentage steps; with an absolute step it is ignored"),

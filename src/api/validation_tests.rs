@@ -451,3 +451,107 @@ fn resolved_defaults_match_the_spec() {
         }
     );
 }
+
+mod policies {
+    use super::super::policy::AutoResizePolicy;
+    use super::super::validation::{validate_policy, ValidationContext};
+    use super::cluster;
+    use serde_json::{json, Value};
+
+    fn policy(spec: Value) -> AutoResizePolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "autoresize.cnpg.io/v1alpha1", "kind": "AutoResizePolicy",
+            "metadata": {"name": "p", "namespace": "default"}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// `(field, message)` of every error.
+    fn errors(policy: &AutoResizePolicy, with: Option<Value>) -> Vec<(String, String)> {
+        let cluster = with.map(cluster);
+        validate_policy(policy, cluster.as_ref(), ValidationContext::default())
+            .errors
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect()
+    }
+
+    const ACK: &str = "spec.storage.resize.strategy.walSafetyPolicy.acknowledgeWALRisk";
+
+    #[test]
+    fn without_wal_storage_a_policy_needs_the_acknowledgement_whatever_the_cluster_has() {
+        // The API server refuses this policy (a CEL rule of its CRD cannot see
+        // the Cluster), so validate must refuse it with or without the Cluster.
+        let p = policy(json!({"cluster": "pg", "storage": {"resize": {"enabled": true}}}));
+        let with_wal = json!({"storage": {"size": "10Gi"}, "walStorage": {"size": "2Gi"}});
+        let without_wal = json!({"storage": {"size": "10Gi"}});
+        for cluster in [None, Some(with_wal), Some(without_wal)] {
+            let found = errors(&p, cluster.clone());
+            assert_eq!(found.len(), 1, "{cluster:?}: {found:?}");
+            assert_eq!(found[0].0, ACK);
+            assert_eq!(found[0].1, crate::api::crd::SINGLE_VOLUME_MESSAGE);
+        }
+        let named = policy(json!({"cluster": "pg", "walStorage": {},
+            "storage": {"resize": {"enabled": true}}}));
+        assert_eq!(errors(&named, None), []);
+    }
+
+    #[test]
+    fn the_crds_size_limits_are_checked() {
+        let many: Vec<Value> = (0..9).map(|i| json!({"name": format!("t{i}")})).collect();
+        let found = errors(&policy(json!({"cluster": "pg", "tablespaces": many})), None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "spec.tablespaces");
+        assert!(
+            found[0].1.contains("at most 8") && found[0].1.contains("got 9"),
+            "{found:?}"
+        );
+
+        let long = "t".repeat(64);
+        let found = errors(
+            &policy(json!({"cluster": "pg", "tablespaces": [{"name": long}]})),
+            None,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "spec.tablespaces[0].name");
+        assert!(
+            found[0].1.contains("at most 63") && found[0].1.contains("got 64"),
+            "{found:?}"
+        );
+
+        let duration = "1m".repeat(33);
+        let found = errors(
+            &policy(
+                json!({"cluster": "pg", "walStorage": {}, "storage": {"resize": {
+                "enabled": true, "strategy": {"cooldown": duration}}}}),
+            ),
+            None,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "spec.storage.resize.strategy.cooldown");
+        assert!(
+            found[0].1.contains("at most 64") && found[0].1.contains("got 66"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_tablespace_configured_twice_reports_its_block_once() {
+        let broken = json!({"enabled": true, "expansion": {"step": "0"}});
+        let p = policy(json!({"cluster": "pg", "tablespaces": [
+            {"name": "a", "resize": broken}, {"name": "a", "resize": broken}]}));
+        let found = errors(&p, None);
+        let step = "spec.tablespaces[0].resize.expansion.step";
+        assert_eq!(
+            found.iter().filter(|(f, _)| f == step).count(),
+            1,
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|(f, m)| f == "spec.tablespaces[1].name" && m.contains("configured twice")),
+            "{found:?}"
+        );
+    }
+}

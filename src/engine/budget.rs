@@ -3,7 +3,7 @@
 
 use super::journal::Journal;
 use super::Trigger;
-use crate::api::cluster::ResizeResult;
+use crate::api::cluster::{AutoResizeEvent, ResizeResult};
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 
@@ -22,11 +22,19 @@ pub struct Budget {
 
 /// Counts successful resizes of `pvc` with `timestamp > now - 24h`; size
 /// parity grows use no budget.
-pub fn budget_for(journal: &Journal, pvc: &str, max_actions: u32, now: Timestamp) -> Budget {
+pub fn budget_for(
+    journal: &Journal,
+    pvc: &str,
+    max_actions: u32,
+    now: Timestamp,
+    refused: Option<&AutoResizeEvent>,
+) -> Budget {
     let window_start = now - BUDGET_WINDOW;
     let mut counted: Vec<Timestamp> = journal
         .of_pvc(pvc)
         .filter(|e| e.result == ResizeResult::Success)
+        // The storage refused it: its record is being marked a failure.
+        .filter(|e| Some(*e) != refused)
         .filter(|e| e.trigger.as_deref() != Some(Trigger::Parity.as_str()))
         .map(|e| e.timestamp)
         .filter(|t| *t > window_start)

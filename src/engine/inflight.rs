@@ -78,16 +78,6 @@ pub fn pvc_in_flight(
         .filter(|e| parse_non_negative_bytes(&e.new_size).ok() == Some(requested))
         .map(|e| e.timestamp);
     let status = pvc.status.as_ref();
-    let capacity = status
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| parse_non_negative_bytes(&q.0).ok());
-    if let Some(capacity) = capacity.filter(|c| requested > *c) {
-        return Some(InFlight {
-            evidence: format!("requested {requested} bytes > capacity {capacity} bytes"),
-            since: record_since,
-        });
-    }
     let condition = status
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
@@ -96,6 +86,20 @@ pub fn pvc_in_flight(
             matches!(c.type_.as_str(), "Resizing" | "FileSystemResizePending")
                 && c.status != "False"
         });
+    let capacity = status
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| parse_non_negative_bytes(&q.0).ok());
+    if let Some(capacity) = capacity.filter(|c| requested > *c) {
+        // Without our record (a resize by hand), the condition dates it.
+        let since = record_since.or(condition
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0));
+        return Some(InFlight {
+            evidence: format!("requested {requested} bytes > capacity {capacity} bytes"),
+            since,
+        });
+    }
     if let Some(condition) = condition {
         return Some(InFlight {
             evidence: format!("PVC condition {}", condition.type_),

@@ -138,17 +138,19 @@ fn readable<'a>(
             "the resize record on the PVC is unreadable, so its budget is unknown: {error}"
         ));
     }
+    let latest = pass.journal.latest_success(&volume.pvc);
     let budget = budget_for(
         pass.journal,
         &volume.pvc,
         policy.max_actions_per_day,
         pass.input.now,
+        refused_record(pvc, current, latest),
     );
     Ok(Facts {
         volume,
         pvc,
         current,
-        latest: pass.journal.latest_success(&volume.pvc),
+        latest,
         budget,
         single_volume_data: volume.volume_type == VolumeType::Data
             && pass.input.source.single_volume(),
@@ -241,12 +243,7 @@ fn refused(f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
     let said = refusal(f.pvc)?;
     d.stuck = true;
     d.refusal = Some(Refusal {
-        record: f
-            .latest
-            .filter(|e| {
-                crate::api::resize::parse_non_negative_bytes(&e.new_size).ok() == Some(f.current)
-            })
-            .cloned(),
+        record: refused_record(f.pvc, f.current, f.latest).cloned(),
         message: said.clone(),
     });
     Some(Verdict(
@@ -258,6 +255,18 @@ fn refused(f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
             format_bytes(f.current)
         ),
     ))
+}
+
+/// The record of the resize the storage refused: the latest success, when it
+/// set the request the PVC still has.
+fn refused_record<'e>(
+    pvc: &PersistentVolumeClaim,
+    current: u64,
+    latest: Option<&'e AutoResizeEvent>,
+) -> Option<&'e AutoResizeEvent> {
+    refusal(pvc)?;
+    latest
+        .filter(|e| crate::api::resize::parse_non_negative_bytes(&e.new_size).ok() == Some(current))
 }
 
 /// Rule 4: a resize is still under way.

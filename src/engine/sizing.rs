@@ -12,7 +12,8 @@ pub fn round_up_to_mib(bytes: u128) -> u64 {
 
 /// The increment: a percentage clamped to [minStep, maxStep], or the
 /// absolute step; with `horizon` and a forecast, at least the growth
-/// expected over the horizon, still capped at maxStep.
+/// expected over the horizon, that growth capped at maxStep (a forecast can
+/// be wild; the configured step is never cut by it).
 pub fn increment(
     current: u64,
     policy: &ResizePolicy,
@@ -33,7 +34,7 @@ pub fn increment(
         Some((horizon, rate)) => {
             // f64 -> u128 saturates; the cap keeps it sane anyway.
             let expected = (rate * horizon.as_secs_f64()).ceil() as u128;
-            step.max(expected).min(policy.max_step as u128)
+            step.max(expected.min(policy.max_step as u128))
         }
         None => step,
     }

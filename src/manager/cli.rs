@@ -47,7 +47,7 @@ pub enum Command {
     Demo(super::demo::DemoArgs),
     /// Check a Cluster's resize configuration or an AutoResizePolicy (exit 1 on errors).
     #[command(
-        after_help = "Examples:\n  cnpg-autoresize validate examples/clusters/data-and-wal.yaml\n  cnpg-autoresize validate examples/policies/pg-main.yaml --cluster-file examples/clusters/data-and-wal.yaml --output json"
+        after_help = "Examples:\n  cnpg-autoresize validate examples/clusters/data-and-wal.yaml\n  cnpg-autoresize validate examples/policies/data-and-wal.yaml --cluster-file examples/policies/cluster-upstream.yaml --output json"
     )]
     Validate {
         /// Cluster or AutoResizePolicy manifest (YAML or JSON); "-" or absent reads standard input.

@@ -163,17 +163,23 @@ pub async fn status(
         .get(cluster_name)
         .await
         .with_context(|| format!("reading cluster {ns}/{cluster_name}"))?;
-    // Without the AutoResizePolicy CRD (the fork's clusters) there is no policy.
-    let mut policies: Vec<AutoResizePolicy> = Api::namespaced(client.clone(), &ns)
+    // Without the AutoResizePolicy CRD (the fork's clusters) there is no
+    // policy; any other failure leaves the source unknown: an error, not a guess.
+    let listed: Vec<AutoResizePolicy> = match Api::namespaced(client.clone(), &ns)
         .list(&ListParams::default())
         .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context(format!(
+                "listing the AutoResizePolicies of {ns} (one may govern {cluster_name})"
+            )))
+        }
+    };
+    let policy = crate::api::policy::targeting(&listed, cluster_name)
         .into_iter()
-        .filter(|p: &AutoResizePolicy| p.spec.cluster == cluster_name)
-        .collect();
-    policies.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let policy = policies.into_iter().next();
+        .next();
     let pvcs: Vec<PersistentVolumeClaim> = Api::namespaced(client, &ns)
         .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={cluster_name}")))
         .await

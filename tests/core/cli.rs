@@ -189,7 +189,7 @@ fn plan_examples_of_parity_refusal_forecast_cooldown_recommend_and_slots() {
                 null,
                 null,
                 [],
-                2
+                3
             ])],
         ),
         (
@@ -505,18 +505,34 @@ fn validate_rejects_what_is_not_a_cluster_with_exit_2() {
 
 #[test]
 fn every_command_has_help() {
-    for args in [
-        vec!["--help"],
-        vec!["plan", "--help"],
-        vec!["validate", "--help"],
-    ] {
-        let out = run(&args, None);
-        assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
+    for command in ["plan", "validate", "status", "run", "demo", "sandbox"] {
+        let out = run(&[command, "--help"], None);
+        assert!(out.status.success(), "{command}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Usage"), "{command}: {help}");
+        assert!(help.contains("Example"), "{command} --help has no example");
+        // Every example file the help names exists.
+        for word in help
+            .split_whitespace()
+            .filter(|w| w.starts_with("examples/"))
+        {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(word);
+            assert!(
+                path.is_file(),
+                "{command} --help names {word}, which does not exist"
+            );
+        }
     }
+    let out = run(&["--help"], None);
+    assert!(out.status.success());
+    // No command at all: the overview, starting with the demo.
+    let out = run(&[], None);
+    let overview = String::from_utf8_lossy(&out.stdout);
+    let first = overview
+        .lines()
+        .find(|l| l.starts_with("  cnpg-autoresize "))
+        .unwrap_or_default();
+    assert!(first.contains("cnpg-autoresize demo"), "{overview}");
 }
 
 #[test]

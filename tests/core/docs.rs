@@ -145,7 +145,7 @@ fn exposed_metric_families() -> BTreeMap<String, String> {
     metrics.record_decision(
         &labels,
         &DecisionMetrics {
-            blocked_reason: Some(Reason::RateLimit),
+            reason: Some(Reason::RateLimit),
             at_limit: true,
             budget_remaining: Some(0),
             next_action_at: Some(jiff::Timestamp::UNIX_EPOCH),

@@ -216,13 +216,13 @@ async fn an_api_outage_loses_nothing() {
     // PostgreSQL out of its Service), and the API's trouble is a metric.
     let mut api_down_seen = [false; 2];
     while Instant::now() < outage_end {
-        for n in 0..2 {
+        for (n, down_seen) in api_down_seen.iter_mut().enumerate() {
             let m = env.manager(n);
             assert_eq!(m.restart_count(), 0, "{} restarted\n{}", m.pod, env.logs());
             let ready = get_status(&m.url("/readyz")).await;
             assert_eq!(ready, Some(200), "{} not ready during the outage", m.pod);
             let up = metric(&env.metrics(n).await, "cnpg_autoresize_api_up", &[]);
-            api_down_seen[n] |= up == Some(0.0);
+            *down_seen |= up == Some(0.0);
         }
         tokio::time::sleep(
             Duration::from_millis(500).min(outage_end.saturating_duration_since(Instant::now())),

@@ -705,6 +705,58 @@ async fn a_failing_watch_is_an_error_and_a_metric() {
     );
 }
 
+/// A policy watch that fails for another reason than "not served" (here the
+/// Role forbids it) leaves the configuration's source unknown: the planner
+/// must not fall back to the Cluster's own blocks, which a policy could
+/// contradict (a Recommend-mode policy, a lower limit). It plans nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_policy_watch_plans_nothing_rather_than_guess_the_source() {
+    let without_policies = MANAGER_ROLE.replace(
+        "  - autoresizepolicies\n  verbs:\n  - get\n  - list\n  - watch",
+        "  - autoresizepolicies\n  verbs:\n  - get",
+    );
+    assert_ne!(
+        without_policies, MANAGER_ROLE,
+        "the Role's policy rule as rendered"
+    );
+    let env = Env::start_custom(
+        Scenario::builder("pg")
+            .postgres(false)
+            .data(64 * MIB, json!({"enabled": true, "strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}}))
+            .wal(16 * MIB, json!({"enabled": false})),
+        ManagerOptions::default(),
+        fork_cluster_crd(),
+        &without_policies,
+    )
+    .await;
+    env.wait_leader(secs(15)).await;
+    env.scenario.instances[0]
+        .data()
+        .volume
+        .fill_to_percent(90.0)
+        .unwrap();
+    env.wait_metric(
+        0,
+        "cnpg_autoresize_watch_up",
+        &[("resource", "autoresizepolicies")],
+        0.0,
+        secs(30),
+    )
+    .await;
+    // Well past the 5 s after which the planner used to assume the fork.
+    env.hold_request("pg-1", 64 * MIB, secs(10)).await;
+    let text = env.metrics(0).await;
+    assert_eq!(
+        metric(
+            &text,
+            "cnpg_disk_resize_blocked",
+            &[("volume_type", "data")]
+        ),
+        None,
+        "no decision at all: {text}"
+    );
+}
+
 /// CNPG's initdb and join Job pods carry the cluster label too: the leader
 /// must not poll them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

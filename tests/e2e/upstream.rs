@@ -208,6 +208,22 @@ async fn a_second_policy_for_one_cluster_is_refused() {
     .await;
     env.wait_kube_event("AutoResizeDuplicatePolicy", secs(10))
         .await;
+    // It is about the policy alone: no related PVC (not one without a name).
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    let duplicate = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("AutoResizeDuplicatePolicy"))
+        .unwrap();
+    assert_eq!(duplicate.related, None, "{duplicate:?}");
+    assert_eq!(
+        duplicate.regarding.and_then(|r| r.name).as_deref(),
+        Some("second")
+    );
     env.scenario.instances[0]
         .data()
         .volume

@@ -42,7 +42,7 @@ impl EventRecorder {
         }
     }
 
-    /// Records `notice` about `regarding`, with the PVC as the related object.
+    /// Records `notice` about `regarding`, with its PVC (if any) as the related object.
     pub async fn publish(&self, regarding: &ObjectReference, notice: &Notice) -> kube::Result<()> {
         let key = (
             regarding.kind.clone().unwrap_or_default(),
@@ -99,7 +99,8 @@ impl EventRecorder {
             action: Some("AutoResize".into()),
             note: Some(note),
             regarding: Some(regarding.clone()),
-            related: Some(ObjectReference {
+            // A notice about no PVC (a duplicate policy) relates to nothing.
+            related: (!notice.pvc.is_empty()).then(|| ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("PersistentVolumeClaim".into()),
                 name: Some(notice.pvc.clone()),

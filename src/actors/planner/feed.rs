@@ -69,9 +69,8 @@ impl VolumeDecision {
 
     pub fn metrics(&self) -> DecisionMetrics {
         let s = &self.summary;
-        let blocked = s.action == Action::Blocked || s.reason == Some(Reason::InvalidConfig);
         DecisionMetrics {
-            blocked_reason: s.reason.filter(|_| blocked),
+            reason: s.reason,
             at_limit: self.at_limit,
             budget_remaining: s.budget_remaining,
             next_action_at: self

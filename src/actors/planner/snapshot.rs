@@ -16,19 +16,8 @@ use std::time::{Duration, Instant};
 impl Planner {
     /// The policies that target this cluster, oldest first: the first governs.
     fn policies(&self, session: &Session) -> Vec<AutoResizePolicy> {
-        let mut policies: Vec<AutoResizePolicy> = session
-            .policies
-            .store
-            .state()
-            .iter()
-            .filter(|p| p.spec.cluster == self.settings.cluster)
-            .map(|p| (**p).clone())
-            .collect();
-        policies.sort_by(|a, b| {
-            let age = |p: &AutoResizePolicy| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            age(a).cmp(&age(b)).then(a.name().cmp(b.name()))
-        });
-        policies
+        let stored = session.policies.store.state();
+        crate::api::policy::targeting(stored.iter().map(|p| &**p), &self.settings.cluster)
     }
 
     pub(super) fn snapshot(&mut self, ctx: &mut Context<Self>) -> Option<Snapshot> {
@@ -42,14 +31,14 @@ impl Planner {
             return None;
         };
         self.missing_cluster_logged = false;
-        // Without the policies' first list we cannot know the source yet;
-        // a policy watch that keeps failing (no CRD) means the fork's blocks.
+        // Without the policies' first list we cannot know the source yet.
+        // Not served (no CRD: the fork) means the Cluster's blocks; any
+        // other failure (RBAC, a broken CRD) means we do not know, and
+        // guessing the fork's blocks could act where a policy says
+        // otherwise: nothing is planned (the watch error is logged and
+        // cnpg_autoresize_watch_up says it).
         let policy_watch = &session.policies.health;
-        let policies_known = policy_watch.synced()
-            || policy_watch.not_served()
-            || policy_watch
-                .failing_since()
-                .is_some_and(|t| t.elapsed() > SETTLE);
+        let policies_known = policy_watch.synced() || policy_watch.not_served();
         if !policies_known || !session.pvcs.health.synced() {
             return None;
         }

@@ -259,6 +259,28 @@ fn horizon_sizes_the_step_from_the_forecast_within_max_step() {
 }
 
 #[test]
+fn horizon_never_cuts_an_absolute_step_larger_than_max_step() {
+    // maxStep caps the forecast's growth, not the step the user wrote.
+    let c = data_cluster(
+        json!({"enabled": true, "expansion": {"step": "60Gi", "horizon": "1h", "maxStep": "50Gi"}}),
+    );
+    let pvcs = [data_pvc("pg-1", "10Gi", "10Gi")];
+    let grow = |rate: f64| {
+        let mut s = stats(10 * GI, 90);
+        s.growth_bytes_per_second = Some(rate);
+        decide_all(&c, &pvcs, &[("pg-1", healthy(s))])
+            .remove(0)
+            .new_size
+    };
+    assert_eq!(grow(MI as f64), Some(70 * GI), "the step beats 3600Mi");
+    assert_eq!(
+        grow(100.0 * MI as f64),
+        Some(70 * GI),
+        "351Gi of forecast, capped at 50Gi, is less than the step"
+    );
+}
+
+#[test]
 fn cooldown_blocks_a_second_resize_and_comes_before_the_budget() {
     let c = data_cluster(
         json!({"enabled": true, "strategy": {"cooldown": "1h", "maxActionsPerDay": 1}}),

@@ -321,6 +321,27 @@ fn a_resize_in_flight_for_over_ten_minutes_is_stuck() {
 }
 
 #[test]
+fn a_resize_by_hand_in_flight_for_long_is_stuck_too() {
+    // No record of ours: the PVC's Resizing condition dates the resize.
+    let mut c = cluster(json!({"enabled": true}), None);
+    c.spec.wal_storage = Some(Default::default());
+    let mut claim = pvc("pg-1", "PG_DATA", "12Gi", "10Gi");
+    let resizing = |at: &str| {
+        serde_json::from_value(json!([{"type": "Resizing", "status": "True",
+            "lastTransitionTime": at}]))
+        .unwrap()
+    };
+    let fs = Some(report(Some(stats(10 * GI, 95)), None, None));
+    claim.status.as_mut().unwrap().conditions = Some(resizing("2026-11-26T11:00:00Z"));
+    let d = run(&c, std::slice::from_ref(&claim), fs.clone()).remove(0);
+    assert_eq!(d.reason, Some(Reason::ResizeInProgress));
+    assert!(d.stuck, "an hour in flight");
+    claim.status.as_mut().unwrap().conditions = Some(resizing("2026-11-26T11:58:00Z"));
+    let d = run(&c, &[claim], fs).remove(0);
+    assert!(!d.stuck, "two minutes in flight");
+}
+
+#[test]
 fn budget_counts_only_recent_successes_of_this_pvc() {
     let resize = json!({"enabled": true, "strategy": {"maxActionsPerDay": 2}});
     let mut c = cluster(resize, None);
