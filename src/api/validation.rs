@@ -207,12 +207,13 @@ pub fn validate(source: Source<'_>, context: ValidationContext) -> ValidationRep
             .child("walSafetyPolicy")
             .child("acknowledgeWALRisk");
         let single_volume_data = block.volume_type == VolumeType::Data && single_volume;
-        // A policy is held to its CRD's rule (it cannot see the Cluster):
-        // without walStorage, it governs a single volume. That case is
-        // checked in validate_policy, whatever the Cluster has.
+        // A policy without walStorage is held to its CRD's rule in
+        // validate_policy, whatever the Cluster has; one with walStorage
+        // for a single-volume Cluster is checked here, as the engine
+        // blocks it (single_volume_no_ack).
         if block.resize.is_enabled()
             && single_volume_data
-            && source.policy.is_none()
+            && source.policy.is_none_or(|p| p.spec.wal_storage.is_some())
             && !block.resize.acknowledges_wal_risk()
         {
             report.errors.push(FieldIssue::new(

@@ -494,6 +494,12 @@ mod policies {
         let named = policy(json!({"cluster": "pg", "walStorage": {},
             "storage": {"resize": {"enabled": true}}}));
         assert_eq!(errors(&named, None), []);
+        // Naming walStorage for a Cluster that has none: WAL is on the data
+        // volume after all, and the engine blocks it (single_volume_no_ack).
+        let found = errors(&named, Some(json!({"storage": {"size": "10Gi"}})));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, ACK);
+        assert!(found[0].1.contains("no spec.walStorage"), "{found:?}");
     }
 
     #[test]
