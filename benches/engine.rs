@@ -1,10 +1,12 @@
 //! The pure decision engine and quantity handling, with criterion.
 //!
-//! `cargo bench --bench engine` (figures in docs/benchmarks.md). CI only
-//! compiles this file (`cargo clippy --all-targets`).
+//! `cargo bench --bench engine` (figures in docs/benchmarks.md);
+//! `cargo bench --bench engine -- decide_10k` for the 10 000-volume case
+//! only. CI only compiles this file (`cargo clippy --all-targets`).
 //!
-//! A cluster of 1, 3 or 10 instances, each with a data, a WAL and two
-//! tablespace volumes (4, 12 or 40 volumes), every block enabled with a
+//! A cluster of 1, 3 or 10 instances — and, in `decide_10k`, 2 500 — each
+//! with a data, a WAL and two tablespace volumes (4, 12, 40 or 10 000
+//! volumes), every block enabled with a
 //! limit, a WAL safety policy and a 50-entry `status.autoResizeEvents`
 //! journal spread over the last 30 hours. The instances' reports mix quiet
 //! volumes (not triggered), volumes past their trigger (the full path down
@@ -212,6 +214,33 @@ fn bench_decide(c: &mut Criterion) {
     group.finish();
 }
 
+/// 10 000 volumes in one `decide` call: 2 500 instances of 4 volumes each.
+const LARGE_INSTANCES: usize = 2_500;
+
+fn bench_decide_large(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide_10k");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    let cluster = cluster(LARGE_INSTANCES);
+    let pvcs = pvcs(LARGE_INSTANCES);
+    let reports = reports(LARGE_INSTANCES);
+    let input = PlanInput {
+        source: cnpg_autoresize::api::source::Source::fork(&cluster),
+        pvcs: &pvcs,
+        instances: &reports,
+        now: now(),
+        settings: EngineSettings::default(),
+    };
+    assert_eq!(decide(&input).len(), pvcs.len());
+    group.throughput(Throughput::Elements(pvcs.len() as u64));
+    group.bench_with_input(
+        BenchmarkId::new("volumes", pvcs.len()),
+        &input,
+        |b, input| b.iter(|| decide(black_box(input))),
+    );
+    group.finish();
+}
+
 const QUANTITIES: [&str; 8] = [
     "10Gi",
     "1.5Gi",
@@ -266,6 +295,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_decide, bench_quantity
+    targets = bench_decide, bench_decide_large, bench_quantity
 }
 criterion_main!(benches);
