@@ -358,7 +358,9 @@ async fn invalid_values_at_runtime_block_the_volume() {
 }
 
 /// Scenario 20: a StorageClass without expansion -> one clear event, no
-/// retry storm; and the manager never asks to shrink.
+/// retry storm; and the manager never asks to shrink. The refusal is
+/// remembered even while its record cannot reach the status (or has not
+/// come back through the watch yet): here every status write fails at first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_resize_is_reported_once_and_not_retried() {
     let env = Env::start(
@@ -372,6 +374,8 @@ async fn a_refused_resize_is_reported_once_and_not_retried() {
             .wal(16 * MIB, json!({"enabled": false})),
     )
     .await;
+    let faults = env.scenario.sandbox.faults();
+    faults.set_error_rate("patch", "clusters/status", 1.0, 500);
     env.scenario.instances[0]
         .data()
         .volume
@@ -395,12 +399,15 @@ async fn a_refused_resize_is_reported_once_and_not_retried() {
         ],
     );
     assert_eq!(refused, Some(1.0), "exactly one attempt\n{text}");
-    let events = env.resize_events().await;
-    assert_eq!(
-        events.iter().filter(|e| e["result"] == "failure").count(),
-        1,
-        "{events:?}"
-    );
+    // Once the status can be written, the failure is recorded, once.
+    faults.set_error_rate("patch", "clusters/status", 0.0, 500);
+    wait_until("the failure in the status", secs(20), || async {
+        let events = env.resize_events().await;
+        (events.iter().filter(|e| e["result"] == "failure").count() == 1)
+            .then_some(())
+            .ok_or(format!("{events:?}"))
+    })
+    .await;
     assert_eq!(env.requested("pg-1").await, 128 * MIB);
     env.wait_metric(
         0,

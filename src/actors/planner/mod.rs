@@ -94,6 +94,8 @@ pub struct Planner {
     refused_duplicates: HashSet<String>,
     /// Each PVC's `status.capacity` as last seen, and when it last changed.
     capacity_seen: HashMap<String, (Option<String>, Instant)>,
+    /// Refused resizes of the last `failure_backoff` (see `Snapshot::refused`).
+    refused: Vec<crate::api::cluster::AutoResizeEvent>,
     _lifeline: Lifeline,
 }
 
@@ -173,6 +175,7 @@ impl Planner {
             logged_unreadable: HashSet::new(),
             refused_duplicates: HashSet::new(),
             capacity_seen: HashMap::new(),
+            refused: Vec::new(),
             _lifeline: lifeline,
         }
     }
@@ -216,6 +219,11 @@ impl Planner {
             self.last_disk_write = Some(Instant::now());
         }
         self.retry_at = result.retry_after.map(|d| Instant::now() + d);
+        let forget_before = jiff::Timestamp::now()
+            - jiff::SignedDuration::try_from(self.settings.failure_backoff)
+                .unwrap_or(jiff::SignedDuration::from_mins(10));
+        self.refused.extend(result.refused.iter().cloned());
+        self.refused.retain(|e| e.timestamp > forget_before);
         match (&result.write_error, &self.last_write_error) {
             (Some(e), last) if last.as_ref() != Some(e) => {
                 tracing::warn!(error = %e, "cannot write the status; the PVC records keep the history")

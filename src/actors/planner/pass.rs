@@ -38,6 +38,10 @@ pub struct Snapshot {
     pub may_write_disk_status: bool,
     /// The decisions of the previous pass (pvc, action, reason).
     pub previous: Vec<DecisionKey>,
+    /// Refused resizes this leader recorded lately: their record lives only
+    /// in the owner's status, which the watch may not show yet (or a write
+    /// may have failed); without them the next pass would try again.
+    pub refused: Vec<AutoResizeEvent>,
 }
 
 pub type DecisionKey = (String, Action, Option<Reason>);
@@ -60,6 +64,8 @@ pub struct PassResult {
     pub keys: Vec<DecisionKey>,
     /// Status entries that could not be read (dropped by this pass's write).
     pub unreadable_entries: Vec<String>,
+    /// Resizes the API server refused in this pass.
+    pub refused: Vec<AutoResizeEvent>,
 }
 
 /// The owner's status as this pass reads it: only our fields, leniently.
@@ -96,6 +102,7 @@ pub async fn run_pass(
         now,
         may_write_disk_status,
         previous,
+        refused,
     } = snapshot;
     let source = Source {
         cluster: &cluster,
@@ -105,7 +112,8 @@ pub async fn run_pass(
         Some(p) => Owner::Policy(p.name().to_string()),
         None => Owner::Cluster(cluster.name().to_string()),
     };
-    let journal = Journal::of(&source, &pvcs);
+    let mut journal = Journal::of(&source, &pvcs);
+    journal.events = journal::merged(&[&journal.events, &refused]);
     result.unreadable_entries = lenient::split(source.status_events())
         .1
         .iter()
@@ -188,6 +196,7 @@ pub async fn run_pass(
                     &error,
                     settings.failure_backoff,
                 ));
+                result.refused.push(event.clone());
                 recorded.push(event);
             }
             ResizeOutcome::Transient(error) => {

@@ -99,6 +99,7 @@ impl Planner {
                 .last_disk_write
                 .is_none_or(|t| t.elapsed() >= self.settings.disk_status_interval),
             previous: self.last_decisions.clone(),
+            refused: self.refused.clone(),
         })
     }
 
