@@ -77,7 +77,9 @@ pub fn same_records(a: &[AutoResizeEvent], b: &[AutoResizeEvent]) -> bool {
 /// read (their budget is unknown: no resize for them).
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
-    pub events: Vec<AutoResizeEvent>,
+    events: Vec<AutoResizeEvent>,
+    /// Positions in `events` per PVC: every volume looks up its own records.
+    by_pvc: HashMap<String, Vec<usize>>,
     pub unreadable: HashMap<String, String>,
 }
 
@@ -102,16 +104,44 @@ impl Journal {
                 }
             }
         }
+        Journal::indexed(merged(&[&status, &recorded]), unreadable)
+    }
+
+    fn indexed(events: Vec<AutoResizeEvent>, unreadable: HashMap<String, String>) -> Journal {
+        let mut by_pvc: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            by_pvc.entry(e.pvc_name.clone()).or_default().push(i);
+        }
         Journal {
-            events: merged(&[&status, &recorded]),
+            events,
+            by_pvc,
             unreadable,
         }
     }
 
+    /// This journal and `records` (merged as [`merged`] does).
+    pub fn with(self, records: &[AutoResizeEvent]) -> Journal {
+        if records.is_empty() {
+            return self;
+        }
+        Journal::indexed(merged(&[&self.events, records]), self.unreadable)
+    }
+
+    /// Every record, oldest first.
+    pub fn events(&self) -> &[AutoResizeEvent] {
+        &self.events
+    }
+
     /// The records of one PVC, oldest first.
-    pub fn of_pvc(&self, pvc: &str) -> impl Iterator<Item = &AutoResizeEvent> + '_ {
-        let pvc = pvc.to_string();
-        self.events.iter().filter(move |e| e.pvc_name == pvc)
+    pub fn of_pvc<'a, 'p>(
+        &'a self,
+        pvc: &'p str,
+    ) -> impl Iterator<Item = &'a AutoResizeEvent> + use<'a, 'p> {
+        self.by_pvc
+            .get(pvc)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.events[i])
     }
 
     /// The latest successful resize of `pvc`.

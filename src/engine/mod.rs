@@ -291,19 +291,28 @@ pub fn decide(input: &PlanInput<'_>) -> Vec<Decision> {
 /// [`decide`] with the journal already built (the planner needs it too).
 pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
     let cluster = input.source.cluster.name();
-    let mut volumes: Vec<(VolumeRef, &PersistentVolumeClaim)> = input
+    // Each kind of volume's block is resolved once per pass, each request
+    // parsed once: a cluster has few kinds and many PVCs.
+    let mut configs: HashMap<(VolumeType, Option<String>), rules::Config> = HashMap::new();
+    for c in input.source.volumes() {
+        // The first block of a kind governs it (as Source::volume finds it).
+        configs
+            .entry((c.volume_type, c.tablespace.map(str::to_string)))
+            .or_insert_with(|| rules::Config::of(&c));
+    }
+    let mut volumes: Vec<(VolumeRef, &PersistentVolumeClaim, Result<u64, String>)> = input
         .pvcs
         .iter()
-        .filter_map(|pvc| classify_pvc(pvc, cluster).map(|v| (v, pvc)))
+        .filter_map(|pvc| classify_pvc(pvc, cluster).map(|v| (v, pvc, requested_bytes(pvc))))
         .collect();
     volumes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut largest: HashMap<(VolumeType, Option<String>), u64> = HashMap::new();
-    for (v, pvc) in &volumes {
-        if let Ok(bytes) = requested_bytes(pvc) {
+    for (v, _, requested) in &volumes {
+        if let Ok(bytes) = requested {
             let entry = largest
                 .entry((v.volume_type, v.tablespace.clone()))
                 .or_default();
-            *entry = (*entry).max(bytes);
+            *entry = (*entry).max(*bytes);
         }
     }
     let pass = rules::Pass {
@@ -314,7 +323,10 @@ pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
     };
     volumes
         .into_iter()
-        .filter_map(|(volume, pvc)| rules::decide_volume(&pass, volume, pvc))
+        .filter_map(|(volume, pvc, requested)| {
+            let config = configs.get(&(volume.volume_type, volume.tablespace.clone()))?;
+            rules::decide_volume(&pass, config, volume, pvc, requested)
+        })
         .collect()
 }
 

@@ -3,7 +3,7 @@
 //! or lets the next one look.
 
 use super::budget::{budget_for, cooldown_until, Budget};
-use super::inflight::{self, filesystem_in_flight, is_bound, pvc_in_flight, refusal};
+use super::inflight::{filesystem_in_flight, is_bound, pvc_in_flight, refusal};
 use super::journal::Journal;
 use super::sizing::new_size;
 use super::wal::{wal_safety, WalVerdict};
@@ -31,6 +31,27 @@ pub(super) struct Pass<'a> {
     pub ha_slot_prefix: String,
 }
 
+/// One kind of volume's configuration, resolved once per pass.
+pub(super) struct Config {
+    enabled: bool,
+    resolved: Result<ResizePolicy, String>,
+}
+
+impl Config {
+    pub(super) fn of(config: &crate::api::source::VolumeConfig<'_>) -> Config {
+        Config {
+            enabled: config.resize.is_enabled(),
+            resolved: config.resize.resolve(&config.path).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        }
+    }
+}
+
 /// Everything known about one volume once its configuration reads.
 struct Facts<'a> {
     volume: &'a VolumeRef,
@@ -44,19 +65,17 @@ struct Facts<'a> {
 
 pub(super) fn decide_volume(
     pass: &Pass<'_>,
+    config: &Config,
     volume: VolumeRef,
     pvc: &PersistentVolumeClaim,
+    requested: Result<u64, String>,
 ) -> Option<Decision> {
-    let config = pass
-        .input
-        .source
-        .volume(volume.volume_type, volume.tablespace.as_deref())?;
-    if !config.resize.is_enabled() {
+    if !config.enabled {
         return None;
     }
     let mut d = Decision::new(volume.clone());
     // 0. The configuration, the PVC and its records must be readable; never guess.
-    let facts = match readable(pass, &volume, pvc, config.resize.resolve(&config.path)) {
+    let facts = match readable(pass, &volume, pvc, &config.resolved, requested) {
         Ok(facts) => facts,
         Err(message) => {
             return Some(d.finish(Verdict(
@@ -123,16 +142,11 @@ fn readable<'a>(
     pass: &'a Pass<'_>,
     volume: &'a VolumeRef,
     pvc: &'a PersistentVolumeClaim,
-    resolved: Result<ResizePolicy, Vec<crate::api::FieldIssue>>,
+    resolved: &Result<ResizePolicy, String>,
+    requested: Result<u64, String>,
 ) -> Result<Facts<'a>, String> {
-    let policy = resolved.map_err(|errors| {
-        errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    let current = inflight::requested_bytes(pvc)?;
+    let policy = resolved.clone()?;
+    let current = requested?;
     if let Some(error) = pass.journal.unreadable.get(&volume.pvc) {
         return Err(format!(
             "the resize record on the PVC is unreadable, so its budget is unknown: {error}"

@@ -112,8 +112,7 @@ pub async fn run_pass(
         Some(p) => Owner::Policy(p.name().to_string()),
         None => Owner::Cluster(cluster.name().to_string()),
     };
-    let mut journal = Journal::of(&source, &pvcs);
-    journal.events = journal::merged(&[&journal.events, &refused]);
+    let journal = Journal::of(&source, &pvcs).with(&refused);
     result.unreadable_entries = lenient::split(source.status_events())
         .1
         .iter()
@@ -161,7 +160,8 @@ pub async fn run_pass(
         if !d.executes() {
             continue;
         }
-        if let Some(refused) = recently_refused(&journal.events, d, now, settings.failure_backoff) {
+        if let Some(refused) = recently_refused(journal.events(), d, now, settings.failure_backoff)
+        {
             // Still the same refusal: a standing condition, not a new attempt.
             result.conditions.push(refused_notice(
                 d,
@@ -225,7 +225,7 @@ pub async fn run_pass(
         pvcs.iter()
             .map(|_| crate::api::resize::MAX_ACTIONS_PER_DAY_CEILING),
     );
-    let all_events = journal::merged(&[&journal.events, &recorded]);
+    let all_events = journal::merged(&[journal.events(), &recorded]);
     let conditions = policy.as_ref().map(|_| policy_conditions(&decisions));
     let last_resize = all_events
         .iter()
