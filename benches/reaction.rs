@@ -10,6 +10,8 @@
 //! REACTION_ITERATIONS=50 REACTION_PROBE_INTERVALS=1s,500ms,250ms REACTION_CPU_SECONDS=30 \
 //!     cargo bench --bench reaction
 //! CNPG_AUTORESIZE_BIN=/path/to/cnpg-autoresize cargo bench --bench reaction
+//! REACTION_BASELINE_PERCENT=77 REACTION_FILL_PERCENT=83 REACTION_PROBE_INTERVALS=1s \
+//!     cargo bench --bench reaction    # a gradual crossing instead of a jump
 //! ```
 //!
 //! Cargo builds the `cnpg-autoresize` binary with the bench (same profile)
@@ -26,10 +28,12 @@
 //! `REACTION_CPU_SECONDS` with the volumes quiet (from
 //! `/proc/<pid>/task/*/schedstat`, and clock ticks of `/proc/<pid>/stat`).
 //!
-//! One sample: bring the chosen data volume to 50% used and let the
+//! One sample: bring the chosen data volume to 50% used (knob
+//! `REACTION_BASELINE_PERCENT`) and let the
 //! managers settle (the leader's decision for it says `not_triggered` at the
 //! PVC's current size, then 1–2 probe intervals, a random phase against the
-//! probe timer); fill it to 85% (trigger: `usageThreshold` 80) and take `t0`
+//! probe timer); fill it to 85% (`REACTION_FILL_PERCENT`; trigger:
+//! `usageThreshold` 80) and take `t0`
 //! when the fill returns; `t1` is when a watch on the PVCs (sandbox admin
 //! client) sees the larger request. Each resize grows the volume by 16Mi
 //! (`maxActionsPerDay: 10`), and size parity (SPEC §3 rule 1) grows the
@@ -52,8 +56,15 @@ use support::{ms, summary, RequestWatch, MIB};
 const CLUSTER: &str = "pg";
 /// `maxActionsPerDay` (its ceiling): samples per PVC and scenario.
 const BUDGET: usize = 10;
-const BASELINE_PERCENT: f64 = 50.0;
-const FILL_PERCENT: f64 = 85.0;
+/// Where a sample starts and where the fill takes it (trigger: 80%).
+/// Defaults: 50 -> 85, the sudden jump. 77 -> 83 is a gradual crossing,
+/// which the disk probe watches at 4x its base rate (>= 70% used).
+fn baseline_percent() -> f64 {
+    support::env_or("REACTION_BASELINE_PERCENT", 50.0)
+}
+fn fill_percent() -> f64 {
+    support::env_or("REACTION_FILL_PERCENT", 85.0)
+}
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The goals (milliseconds).
 const GOAL_P99_MS: f64 = 500.0;
@@ -269,7 +280,7 @@ impl Bed {
         }
 
         // Settle at the baseline, then a random phase against the probe timer.
-        volume.fill_to_percent(BASELINE_PERCENT)?;
+        volume.fill_to_percent(baseline_percent())?;
         let leader_url = self.manager(&leader)?.url("/v1/decisions");
         if let Err(e) = support::wait_not_triggered(
             &self.http,
@@ -294,7 +305,7 @@ impl Bed {
         self.watch.drain();
 
         let started = Instant::now();
-        volume.fill_to_percent(FILL_PERCENT)?;
+        volume.fill_to_percent(fill_percent())?;
         let t0 = Instant::now();
         let wall0 = SystemTime::now();
 
@@ -441,7 +452,9 @@ fn main() -> Result<()> {
     println!();
     println!(
         "reaction: trigger crossed (fill returned) -> PVC patch seen by a watch; product defaults \
-         (lease 15s, renew 5s) but --probe-interval; {n} samples per case; run took {:.0} s; load now {}",
+         (lease 15s, renew 5s) but --probe-interval; {n} samples per case; fill {:.0}% -> {:.0}%; run took {:.0} s; load now {}",
+        baseline_percent(),
+        fill_percent(),
         started.elapsed().as_secs_f64(),
         support::loadavg()
     );
@@ -546,9 +559,12 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "command: REACTION_ITERATIONS={n} REACTION_PROBE_INTERVALS={} REACTION_CPU_SECONDS={} cargo bench --bench reaction",
+        "command: REACTION_ITERATIONS={n} REACTION_PROBE_INTERVALS={} REACTION_CPU_SECONDS={} \
+         REACTION_BASELINE_PERCENT={} REACTION_FILL_PERCENT={} cargo bench --bench reaction",
         intervals.join(","),
-        cpu_window.as_secs()
+        cpu_window.as_secs(),
+        baseline_percent(),
+        fill_percent()
     );
     Ok(())
 }
