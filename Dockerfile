@@ -28,9 +28,11 @@ COPY . .
 # --no-default-features: the manager only (run, plan, validate, status); the
 # test bed behind `demo` and `sandbox` (an API server, a PostgreSQL launcher)
 # does not ship beside the database. hack/check-lean.sh proves it in CI.
+# Symbols are stripped here only (benchmarks and profiles keep them).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
+    CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --locked --no-default-features --bin cnpg-autoresize \
     && install -D -m 0755 target/release/cnpg-autoresize /out/cnpg-autoresize
 
