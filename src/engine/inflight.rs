@@ -5,7 +5,7 @@ use crate::api::cluster::AutoResizeEvent;
 use crate::api::report::VolumeStats;
 use crate::api::resize::parse_non_negative_bytes;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimCondition};
 
 /// `allocatedResourceStatuses.storage` values meaning the storage refused
 /// the expansion (Kubernetes >= 1.34, and the names older servers used).
@@ -37,83 +37,106 @@ pub fn requested_bytes(pvc: &PersistentVolumeClaim) -> Result<u64, String> {
         .map_err(|e| format!("PVC {name} spec.resources.requests.storage: {e}"))
 }
 
-pub fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
-    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+/// What one PVC says, read once per pass: its request, its capacity and the
+/// state of a resize the storage reports.
+pub struct Claim<'a> {
+    pub pvc: &'a PersistentVolumeClaim,
+    /// `spec.resources.requests.storage` in bytes, or why it does not read.
+    pub requested: Result<u64, String>,
+    capacity: Option<u64>,
+    allocated: Option<&'a str>,
 }
 
-fn allocated_state(pvc: &PersistentVolumeClaim) -> Option<&str> {
-    pvc.status
-        .as_ref()?
-        .allocated_resource_statuses
-        .as_ref()?
-        .get("storage")
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-}
+impl<'a> Claim<'a> {
+    pub fn of(pvc: &'a PersistentVolumeClaim) -> Self {
+        let status = pvc.status.as_ref();
+        Claim {
+            pvc,
+            requested: requested_bytes(pvc),
+            capacity: status
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .and_then(|q| parse_non_negative_bytes(&q.0).ok()),
+            allocated: status
+                .and_then(|s| s.allocated_resource_statuses.as_ref())
+                .and_then(|a| a.get("storage"))
+                .map(String::as_str)
+                .filter(|s| !s.is_empty()),
+        }
+    }
 
-/// The storage refused the expansion: the state and the PVC's own words.
-pub fn refusal(pvc: &PersistentVolumeClaim) -> Option<String> {
-    let state = allocated_state(pvc).filter(|s| REFUSED.contains(s))?;
-    // The resizer and the kubelet explain in a *ResizeError condition.
-    let said = pvc
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|c| c.status != "False")
-        .find(|c| c.type_.ends_with("ResizeError") || c.message.is_some())
-        .and_then(|c| c.message.clone())
-        .unwrap_or_else(|| "no message on the PVC".to_string());
-    Some(format!("{state}: {said}"))
-}
+    pub fn is_bound(&self) -> bool {
+        self.pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    }
 
-/// Rule 4, from the PVC alone (no filesystem figures needed).
-pub fn pvc_in_flight(
-    pvc: &PersistentVolumeClaim,
-    requested: u64,
-    latest: Option<&AutoResizeEvent>,
-) -> Option<InFlight> {
-    let record_since = latest
-        .filter(|e| parse_non_negative_bytes(&e.new_size).ok() == Some(requested))
-        .map(|e| e.timestamp);
-    let status = pvc.status.as_ref();
-    let condition = status
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|c| {
+    fn refused_state(&self) -> Option<&'a str> {
+        self.allocated.filter(|s| REFUSED.contains(s))
+    }
+
+    /// The storage refused the expansion.
+    pub fn is_refused(&self) -> bool {
+        self.refused_state().is_some()
+    }
+
+    /// The storage refused the expansion: the state and the PVC's own words.
+    pub fn refusal(&self) -> Option<String> {
+        let state = self.refused_state()?;
+        // The resizer and the kubelet explain in a *ResizeError condition.
+        let said = self
+            .conditions()
+            .filter(|c| c.status != "False")
+            .find(|c| c.type_.ends_with("ResizeError") || c.message.is_some())
+            .and_then(|c| c.message.clone())
+            .unwrap_or_else(|| "no message on the PVC".to_string());
+        Some(format!("{state}: {said}"))
+    }
+
+    fn conditions(&self) -> impl Iterator<Item = &'a PersistentVolumeClaimCondition> {
+        self.pvc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+    }
+
+    /// Rule 4, from the PVC alone (no filesystem figures needed).
+    pub fn in_flight(&self, requested: u64, latest: Option<&AutoResizeEvent>) -> Option<InFlight> {
+        // Only a resize in flight needs the date of our record.
+        let record_since = || {
+            latest
+                .filter(|e| parse_non_negative_bytes(&e.new_size).ok() == Some(requested))
+                .map(|e| e.timestamp)
+        };
+        let condition = self.conditions().find(|c| {
             matches!(c.type_.as_str(), "Resizing" | "FileSystemResizePending")
                 && c.status != "False"
         });
-    let capacity = status
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| parse_non_negative_bytes(&q.0).ok());
-    if let Some(capacity) = capacity.filter(|c| requested > *c) {
-        // Without our record (a resize by hand), the condition dates it.
-        let since = record_since.or(condition
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| t.0));
-        return Some(InFlight {
-            evidence: format!("requested {requested} bytes > capacity {capacity} bytes"),
-            since,
-        });
+        if let Some(capacity) = self.capacity.filter(|c| requested > *c) {
+            // Without our record (a resize by hand), the condition dates it.
+            let since = record_since().or(condition
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0));
+            return Some(InFlight {
+                evidence: format!("requested {requested} bytes > capacity {capacity} bytes"),
+                since,
+            });
+        }
+        if let Some(condition) = condition {
+            return Some(InFlight {
+                evidence: format!("PVC condition {}", condition.type_),
+                since: record_since().or(condition.last_transition_time.as_ref().map(|t| t.0)),
+            });
+        }
+        // Any other state than the refusals (rule 3) means a resize is pending.
+        if let Some(state) = self.allocated.filter(|s| !REFUSED.contains(s)) {
+            return Some(InFlight {
+                evidence: format!("allocatedResourceStatuses.storage is {state}"),
+                since: record_since(),
+            });
+        }
+        None
     }
-    if let Some(condition) = condition {
-        return Some(InFlight {
-            evidence: format!("PVC condition {}", condition.type_),
-            since: record_since.or(condition.last_transition_time.as_ref().map(|t| t.0)),
-        });
-    }
-    // Any other state than the refusals (rule 3) means a resize is pending.
-    if let Some(state) = allocated_state(pvc).filter(|s| !REFUSED.contains(s)) {
-        return Some(InFlight {
-            evidence: format!("allocatedResourceStatuses.storage is {state}"),
-            since: record_since,
-        });
-    }
-    None
 }
 
 /// Rule 4 with the filesystem: our latest resize set the request, but the

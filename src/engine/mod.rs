@@ -20,6 +20,7 @@ mod wal;
 
 pub use budget::{budget_for, cooldown_until, Budget, BUDGET_WINDOW};
 pub use inflight::requested_bytes;
+use inflight::Claim;
 pub use sizing::{new_size, round_up_to_mib, MIB};
 pub use summary::DecisionSummary;
 pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER, LABEL_POD_ROLE};
@@ -33,7 +34,7 @@ use jiff::{SignedDuration, Timestamp};
 use journal::Journal;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -293,26 +294,22 @@ pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
     let cluster = input.source.cluster.name();
     // Each kind of volume's block is resolved once per pass, each request
     // parsed once: a cluster has few kinds and many PVCs.
-    let mut configs: HashMap<(VolumeType, Option<String>), rules::Config> = HashMap::new();
+    let mut configs: PerKind<rules::Config> = PerKind::default();
     for c in input.source.volumes() {
         // The first block of a kind governs it (as Source::volume finds it).
-        configs
-            .entry((c.volume_type, c.tablespace.map(str::to_string)))
-            .or_insert_with(|| rules::Config::of(&c));
+        configs.get_or_insert_with(c.volume_type, c.tablespace, || rules::Config::of(&c));
     }
-    let mut volumes: Vec<(VolumeRef, &PersistentVolumeClaim, Result<u64, String>)> = input
+    let mut volumes: Vec<(VolumeRef, Claim<'_>)> = input
         .pvcs
         .iter()
-        .filter_map(|pvc| classify_pvc(pvc, cluster).map(|v| (v, pvc, requested_bytes(pvc))))
+        .filter_map(|pvc| classify_pvc(pvc, cluster).map(|v| (v, Claim::of(pvc))))
         .collect();
-    volumes.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut largest: HashMap<(VolumeType, Option<String>), u64> = HashMap::new();
-    for (v, _, requested) in &volumes {
-        if let Ok(bytes) = requested {
-            let entry = largest
-                .entry((v.volume_type, v.tablespace.clone()))
-                .or_default();
-            *entry = (*entry).max(*bytes);
+    volumes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut largest: PerKind<u64> = PerKind::default();
+    for (v, claim) in &volumes {
+        if let Ok(bytes) = claim.requested {
+            let entry = largest.get_or_insert_with(v.volume_type, v.tablespace.as_deref(), || 0);
+            *entry = (*entry).max(bytes);
         }
     }
     let pass = rules::Pass {
@@ -321,13 +318,64 @@ pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
         largest: &largest,
         ha_slot_prefix: input.source.cluster.ha_slot_prefix(),
     };
+    // Volumes and reports are both sorted by instance: walk them together
+    // rather than search the reports for every volume.
+    let mut reports = input.instances.iter().peekable();
     volumes
         .into_iter()
-        .filter_map(|(volume, pvc, requested)| {
-            let config = configs.get(&(volume.volume_type, volume.tablespace.clone()))?;
-            rules::decide_volume(&pass, config, volume, pvc, requested)
+        .filter_map(|(volume, claim)| {
+            while reports
+                .next_if(|(instance, _)| **instance < volume.instance)
+                .is_some()
+            {}
+            let report = reports
+                .peek()
+                .filter(|(instance, _)| **instance == volume.instance)
+                .map(|(_, report)| *report);
+            let config = configs.get(volume.volume_type, volume.tablespace.as_deref())?;
+            rules::decide_volume(&pass, config, volume, &claim, report)
         })
         .collect()
+}
+
+/// A value per kind of volume (role, and tablespace). A cluster has a
+/// handful of kinds, so a list searched by borrowed keys beats a map that
+/// needs an owned key for every lookup.
+pub(crate) struct PerKind<T>(Vec<(VolumeType, Option<String>, T)>);
+
+impl<T> Default for PerKind<T> {
+    fn default() -> Self {
+        PerKind(Vec::new())
+    }
+}
+
+impl<T> PerKind<T> {
+    fn position(&self, volume_type: VolumeType, tablespace: Option<&str>) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|(t, ts, _)| *t == volume_type && ts.as_deref() == tablespace)
+    }
+
+    pub(crate) fn get(&self, volume_type: VolumeType, tablespace: Option<&str>) -> Option<&T> {
+        self.position(volume_type, tablespace).map(|i| &self.0[i].2)
+    }
+
+    fn get_or_insert_with(
+        &mut self,
+        volume_type: VolumeType,
+        tablespace: Option<&str>,
+        make: impl FnOnce() -> T,
+    ) -> &mut T {
+        let i = match self.position(volume_type, tablespace) {
+            Some(i) => i,
+            None => {
+                self.0
+                    .push((volume_type, tablespace.map(str::to_string), make()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].2
+    }
 }
 
 #[cfg(test)]

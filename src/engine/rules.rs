@@ -3,12 +3,13 @@
 //! or lets the next one look.
 
 use super::budget::{budget_for, cooldown_until, Budget};
-use super::inflight::{filesystem_in_flight, is_bound, pvc_in_flight, refusal};
+use super::inflight::{filesystem_in_flight, Claim};
 use super::journal::Journal;
 use super::sizing::new_size;
 use super::wal::{wal_safety, WalVerdict};
 use super::{
-    Action, Decision, PlanInput, Reason, Refusal, Thresholds, Trigger, VolumeRef, WarningCode,
+    Action, Decision, PerKind, PlanInput, Reason, Refusal, Thresholds, Trigger, VolumeRef,
+    WarningCode,
 };
 use crate::api::cluster::{AutoResizeEvent, VolumeType};
 use crate::api::duration::format_go_duration;
@@ -16,8 +17,6 @@ use crate::api::quantity::format_bytes;
 use crate::api::report::{InstanceReport, VolumeStats};
 use crate::api::resize::{Mode, ResizePolicy, Step};
 use crate::api::validation::wal_guarded;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use std::collections::HashMap;
 
 /// What a rule concluded: the action, the reason code, and a sentence.
 pub(super) struct Verdict(Action, Option<Reason>, String);
@@ -27,7 +26,7 @@ pub(super) struct Pass<'a> {
     pub input: &'a PlanInput<'a>,
     pub journal: &'a Journal,
     /// The largest request among the cluster's PVCs, per role (and tablespace).
-    pub largest: &'a HashMap<(VolumeType, Option<String>), u64>,
+    pub largest: &'a PerKind<u64>,
     pub ha_slot_prefix: String,
 }
 
@@ -55,7 +54,8 @@ impl Config {
 /// Everything known about one volume once its configuration reads.
 struct Facts<'a> {
     volume: &'a VolumeRef,
-    pvc: &'a PersistentVolumeClaim,
+    claim: &'a Claim<'a>,
+    report: Option<&'a InstanceReport>,
     policy: ResizePolicy,
     current: u64,
     latest: Option<&'a AutoResizeEvent>,
@@ -67,22 +67,29 @@ pub(super) fn decide_volume(
     pass: &Pass<'_>,
     config: &Config,
     volume: VolumeRef,
-    pvc: &PersistentVolumeClaim,
-    requested: Result<u64, String>,
+    claim: &Claim<'_>,
+    report: Option<&InstanceReport>,
 ) -> Option<Decision> {
     if !config.enabled {
         return None;
     }
-    let mut d = Decision::new(volume.clone());
+    // The decision takes the volume's name once the rules are done with it.
+    let mut d = Decision::new(VolumeRef {
+        instance: String::new(),
+        volume_type: volume.volume_type,
+        tablespace: None,
+        pvc: String::new(),
+    });
     // 0. The configuration, the PVC and its records must be readable; never guess.
-    let facts = match readable(pass, &volume, pvc, &config.resolved, requested) {
+    let facts = match readable(pass, &volume, claim, report, &config.resolved) {
         Ok(facts) => facts,
         Err(message) => {
+            d.volume = volume;
             return Some(d.finish(Verdict(
                 Action::Blocked,
                 Some(Reason::InvalidConfig),
                 message,
-            )))
+            )));
         }
     };
     d.current_size = Some(facts.current);
@@ -96,14 +103,13 @@ pub(super) fn decide_volume(
     d.thresholds = Some(Thresholds::of(&facts.policy));
     // Whatever rule resizes records the filesystem total it saw (if any),
     // so the next pass can tell the resize is still in flight.
-    d.filesystem_bytes = pass
-        .input
-        .instances
-        .get(&volume.instance)
+    d.filesystem_bytes = facts
+        .report
         .and_then(|r| volume_stats(r, &volume))
         .map(VolumeStats::size_bytes);
 
     let verdict = settle(pass, &facts, &mut d);
+    d.volume = volume;
     Some(d.finish(verdict))
 }
 
@@ -112,8 +118,7 @@ fn settle(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Verdict {
     if let Some(v) = parity(pass, f, d) {
         return v;
     }
-    let report = pass.input.instances.get(&f.volume.instance);
-    let stats = match fresh_stats(pass, f.volume, report) {
+    let stats = match fresh_stats(pass, f.volume, f.report) {
         Ok(stats) => stats,
         Err(v) => return v,
     };
@@ -131,7 +136,7 @@ fn settle(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Verdict {
     {
         return v;
     }
-    if let Some(v) = report.and_then(|r| wal(pass, f, r, &why, d)) {
+    if let Some(v) = f.report.and_then(|r| wal(pass, f, r, &why, d)) {
         return v;
     }
     size(f, stats, &why, d)
@@ -141,12 +146,12 @@ fn settle(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Verdict {
 fn readable<'a>(
     pass: &'a Pass<'_>,
     volume: &'a VolumeRef,
-    pvc: &'a PersistentVolumeClaim,
+    claim: &'a Claim<'a>,
+    report: Option<&'a InstanceReport>,
     resolved: &Result<ResizePolicy, String>,
-    requested: Result<u64, String>,
 ) -> Result<Facts<'a>, String> {
     let policy = resolved.clone()?;
-    let current = requested?;
+    let current = claim.requested.clone()?;
     if let Some(error) = pass.journal.unreadable.get(&volume.pvc) {
         return Err(format!(
             "the resize record on the PVC is unreadable, so its budget is unknown: {error}"
@@ -158,11 +163,12 @@ fn readable<'a>(
         &volume.pvc,
         policy.max_actions_per_day,
         pass.input.now,
-        refused_record(pvc, current, latest),
+        refused_record(claim, current, latest),
     );
     Ok(Facts {
         volume,
-        pvc,
+        claim,
+        report,
         current,
         latest,
         budget,
@@ -176,12 +182,13 @@ fn readable<'a>(
 /// `spec.storage.size`) grows to the largest at once — before its instance
 /// reports anything, without a trigger, without budget.
 fn parity(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
-    let key = (f.volume.volume_type, f.volume.tablespace.clone());
-    let largest = *pass.largest.get(&key)?;
-    if f.current >= largest || !is_bound(f.pvc) || refusal(f.pvc).is_some() {
+    let largest = *pass
+        .largest
+        .get(f.volume.volume_type, f.volume.tablespace.as_deref())?;
+    if f.current >= largest || !f.claim.is_bound() || f.claim.is_refused() {
         return None;
     }
-    if pvc_in_flight(f.pvc, f.current, f.latest).is_some() {
+    if f.claim.in_flight(f.current, f.latest).is_some() {
         return None;
     }
     let target = f.policy.limit.map_or(largest, |limit| largest.min(limit));
@@ -254,10 +261,10 @@ fn volume_stats<'r>(report: &'r InstanceReport, volume: &VolumeRef) -> Option<&'
 /// Rule 3: the storage refused the expansion. Nothing is retried until the
 /// request changes; the record of that resize becomes a failure.
 fn refused(f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
-    let said = refusal(f.pvc)?;
+    let said = f.claim.refusal()?;
     d.stuck = true;
     d.refusal = Some(Refusal {
-        record: refused_record(f.pvc, f.current, f.latest).cloned(),
+        record: refused_record(f.claim, f.current, f.latest).cloned(),
         message: said.clone(),
     });
     Some(Verdict(
@@ -274,11 +281,13 @@ fn refused(f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
 /// The record of the resize the storage refused: the latest success, when it
 /// set the request the PVC still has.
 fn refused_record<'e>(
-    pvc: &PersistentVolumeClaim,
+    claim: &Claim<'_>,
     current: u64,
     latest: Option<&'e AutoResizeEvent>,
 ) -> Option<&'e AutoResizeEvent> {
-    refusal(pvc)?;
+    if !claim.is_refused() {
+        return None;
+    }
     latest
         .filter(|e| crate::api::resize::parse_non_negative_bytes(&e.new_size).ok() == Some(current))
 }
@@ -290,7 +299,9 @@ fn in_flight(
     stats: &VolumeStats,
     d: &mut Decision,
 ) -> Option<Verdict> {
-    let flight = pvc_in_flight(f.pvc, f.current, f.latest)
+    let flight = f
+        .claim
+        .in_flight(f.current, f.latest)
         .or_else(|| filesystem_in_flight(f.current, f.latest, stats))?;
     d.stuck = flight.since.is_some_and(|since| {
         pass.input.now.duration_since(since) > pass.input.settings.stuck_after

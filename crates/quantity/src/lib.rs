@@ -133,6 +133,41 @@ fn nanos_ceil(digits: &[u8], exp10: i128) -> Option<u128> {
     (value <= MAX_NANOS).then_some(value)
 }
 
+/// The magnitude in nanos of a whole number of at most 19 digits whose
+/// exponent keeps it whole in nanos — every size a PVC or a configuration
+/// holds — in plain u128 arithmetic. `None` sends everything else
+/// (fractions, finer than a nano, overflow) to [`digits_nanos`], which
+/// agrees where both apply.
+fn whole_nanos(int_part: &str, frac_part: &str, exp10: i64, exp2: u32) -> Option<u128> {
+    if !frac_part.is_empty() || int_part.is_empty() || int_part.len() > 19 {
+        return None;
+    }
+    let scale = 10u128.checked_pow(u32::try_from(exp10.checked_add(9)?).ok()?)?;
+    let value = u128::from(int_part.parse::<u64>().ok()?)
+        .checked_mul(1u128 << exp2)?
+        .checked_mul(scale)?;
+    (value <= MAX_NANOS).then_some(value)
+}
+
+/// The magnitude in nanos of any number, digit by digit; `None` when above
+/// `MAX_NANOS`.
+fn digits_nanos(int_part: &str, frac_part: &str, exp10: i64, exp2: u32) -> Option<u128> {
+    let mut digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .skip_while(|&b| b == b'0')
+        .map(|b| b - b'0')
+        .collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if exp2 > 0 {
+        mul_digits(&mut digits, 1u64 << exp2);
+    }
+    let exp = i128::from(exp10) - frac_part.len() as i128;
+    nanos_ceil(&digits, exp)
+}
+
 impl Quantity {
     /// Parses `<signedNumber><suffix>` exactly like `resource.ParseQuantity`.
     pub fn parse(text: &str) -> Result<Quantity, QuantityError> {
@@ -167,22 +202,13 @@ impl Quantity {
             return Err(invalid(text, reason));
         };
 
-        let mut digits: Vec<u8> = int_part
-            .bytes()
-            .chain(frac_part.bytes())
-            .skip_while(|&b| b == b'0')
-            .map(|b| b - b'0')
-            .collect();
-        let mut mag = 0u128;
-        if !digits.is_empty() {
-            if exp2 > 0 {
-                mul_digits(&mut digits, 1u64 << exp2);
-            }
-            let exp = i128::from(exp10) - frac_part.len() as i128;
-            mag = nanos_ceil(&digits, exp).ok_or_else(|| QuantityError::TooLarge {
+        let mag = whole_nanos(int_part, frac_part, exp10, exp2)
+            .or_else(|| digits_nanos(int_part, frac_part, exp10, exp2));
+        let Some(mut mag) = mag else {
+            return Err(QuantityError::TooLarge {
                 text: text.to_string(),
-            })?;
-        }
+            });
+        };
         if format == Format::BinarySI {
             mag = mag.min(BINARY_CAP_NANOS);
             if mag > 0 && mag < NANO {
@@ -678,6 +704,25 @@ mod tests {
         assert!(serde_json::from_str::<Quantity>("1e400").is_err());
     }
 
+    #[test]
+    fn whole_numbers_take_the_short_path_and_the_rest_do_not() {
+        assert_eq!(whole_nanos("100", "", 0, 30), Some((100u128 << 30) * NANO));
+        assert_eq!(whole_nanos("5", "", 12, 0), Some(5 * 10u128.pow(21)));
+        assert_eq!(whole_nanos("1", "5", 0, 30), None, "a fraction");
+        assert_eq!(
+            whole_nanos("5", "", -3, 0),
+            Some(5_000_000),
+            "5m is whole in nanos"
+        );
+        assert_eq!(whole_nanos("5", "", -12, 0), None, "finer than a nano");
+        assert_eq!(
+            whole_nanos("9223372036854775807", "", 0, 60),
+            None,
+            "overflow"
+        );
+        assert_eq!(whole_nanos("", "", 0, 0), None);
+    }
+
     /// Valid quantity strings built from the grammar.
     fn quantity_text() -> impl Strategy<Value = String> {
         let number = prop_oneof!["[0-9]{1,12}", "[0-9]{1,10}\\.[0-9]{0,10}", "\\.[0-9]{1,10}",];
@@ -719,6 +764,17 @@ mod tests {
             let again = parse(&canonical);
             prop_assert_eq!(&again, &q);
             prop_assert_eq!(again.to_string(), canonical);
+        }
+
+        #[test]
+        fn the_whole_number_path_agrees_with_the_digit_path(
+            int in "[0-9]{1,20}",
+            suffix in "(|n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e-?[0-9]{1,2}|E-?[0-9]{1,2})",
+        ) {
+            let (_, exp10, exp2) = interpret_suffix(&suffix).expect("a valid suffix");
+            if let Some(fast) = whole_nanos(&int, "", exp10, exp2) {
+                prop_assert_eq!(Some(fast), digits_nanos(&int, "", exp10, exp2));
+            }
         }
 
         #[test]
