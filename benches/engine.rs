@@ -189,26 +189,35 @@ fn reports(instances: usize) -> BTreeMap<String, InstanceReport> {
         .collect()
 }
 
+/// A cluster of `instances` with its PVCs and reports, decided once as a
+/// sanity check (one decision per volume), then measured in `group` under `id`.
+fn bench_cluster(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    instances: usize,
+    id: BenchmarkId,
+) {
+    let cluster = cluster(instances);
+    let pvcs = pvcs(instances);
+    let reports = reports(instances);
+    let input = PlanInput {
+        source: cnpg_autoresize::api::source::Source::fork(&cluster),
+        pvcs: &pvcs,
+        instances: &reports,
+        now: now(),
+        settings: EngineSettings::default(),
+    };
+    assert_eq!(decide(&input).len(), pvcs.len());
+    group.throughput(Throughput::Elements(pvcs.len() as u64));
+    group.bench_with_input(id, &input, |b, input| b.iter(|| decide(black_box(input))));
+}
+
 fn bench_decide(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
     for instances in [1usize, 3, 10] {
-        let cluster = cluster(instances);
-        let pvcs = pvcs(instances);
-        let reports = reports(instances);
-        let input = PlanInput {
-            source: cnpg_autoresize::api::source::Source::fork(&cluster),
-            pvcs: &pvcs,
-            instances: &reports,
-            now: now(),
-            settings: EngineSettings::default(),
-        };
-        // Sanity: one decision per volume.
-        assert_eq!(decide(&input).len(), pvcs.len());
-        group.throughput(Throughput::Elements(pvcs.len() as u64));
-        group.bench_with_input(
+        bench_cluster(
+            &mut group,
+            instances,
             BenchmarkId::new("instances", instances),
-            &input,
-            |b, input| b.iter(|| decide(black_box(input))),
         );
     }
     group.finish();
@@ -221,23 +230,9 @@ fn bench_decide_large(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide_10k");
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(10));
-    let cluster = cluster(LARGE_INSTANCES);
-    let pvcs = pvcs(LARGE_INSTANCES);
-    let reports = reports(LARGE_INSTANCES);
-    let input = PlanInput {
-        source: cnpg_autoresize::api::source::Source::fork(&cluster),
-        pvcs: &pvcs,
-        instances: &reports,
-        now: now(),
-        settings: EngineSettings::default(),
-    };
-    assert_eq!(decide(&input).len(), pvcs.len());
-    group.throughput(Throughput::Elements(pvcs.len() as u64));
-    group.bench_with_input(
-        BenchmarkId::new("volumes", pvcs.len()),
-        &input,
-        |b, input| b.iter(|| decide(black_box(input))),
-    );
+    // Four volumes per instance: the id names the volume count.
+    let id = BenchmarkId::new("volumes", LARGE_INSTANCES * 4);
+    bench_cluster(&mut group, LARGE_INSTANCES, id);
     group.finish();
 }
 

@@ -20,24 +20,18 @@
 //! manager's own `cnpg_autoresize_api_requests_total` counters.
 
 use anyhow::{bail, Context, Result};
-use cnpg_testbed::scenario::{ManagerOptions, ManagerProcess, Scenario};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
+use cnpg_testbed::scenario::{ManagerProcess, Scenario};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::{binary, clock_ticks, cpu_ticks, lease_holder, product_options};
+
+mod support;
 
 const MIB: u64 = 1 << 20;
 /// The Role the Helm chart renders for the manager.
 const MANAGER_ROLE: &str = include_str!("../tests/packaging/manager-role.yaml");
 const CLUSTER: &str = "pg";
-
-fn binary() -> PathBuf {
-    std::env::var_os("CNPG_AUTORESIZE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cnpg-autoresize")))
-}
 
 fn env_secs(name: &str, default: u64) -> Duration {
     Duration::from_secs(
@@ -46,41 +40,6 @@ fn env_secs(name: &str, default: u64) -> Duration {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default),
     )
-}
-
-/// The product's defaults (`cnpg-autoresize run --help`).
-fn product_options() -> ManagerOptions {
-    ManagerOptions {
-        probe_interval: "1s".into(),
-        wal_interval: "10s".into(),
-        slot_query_timeout: "5s".into(),
-        pg_timeout: "5s".into(),
-        lease_duration: "15s".into(),
-        renew_interval: "5s".into(),
-        log_level: "info".into(),
-        extra_args: Vec::new(),
-    }
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after "(comm)": state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
 }
 
 /// (VmRSS in KiB, Threads) of `pid`.
@@ -137,15 +96,6 @@ struct Measured {
     requests: BTreeMap<String, f64>,
 }
 
-async fn leader_of(scenario: &Scenario) -> Option<String> {
-    let api: Api<Lease> = Api::namespaced(scenario.client.clone(), &scenario.namespace);
-    let lease = api
-        .get_opt(&format!("cnpg-autoresize-{CLUSTER}"))
-        .await
-        .ok()??;
-    lease.spec?.holder_identity.filter(|h| !h.is_empty())
-}
-
 async fn measure_phase(
     instances: usize,
     settle: Duration,
@@ -181,7 +131,7 @@ async fn measure_phase(
             ready += usize::from(ok);
         }
         if ready == managers.len() {
-            if let Some(l) = leader_of(&scenario).await {
+            if let Some(l) = lease_holder(&scenario.client, &scenario.namespace, CLUSTER).await {
                 break l;
             }
         }
@@ -226,7 +176,7 @@ async fn measure_phase(
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_>>()?;
     let ticks = clock_ticks();
-    let still_leader = leader_of(&scenario).await;
+    let still_leader = lease_holder(&scenario.client, &scenario.namespace, CLUSTER).await;
     if still_leader.as_deref() != Some(leader.as_str()) {
         eprintln!("warning: leadership moved during the window ({leader} -> {still_leader:?})");
     }

@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 
+/// Cluster "pg" without PostgreSQL whose data volume, of `data_bytes` with
+/// `resize`, is the one under test; its WAL volume is small and not resized.
+pub fn data_volume_cluster(data_bytes: u64, resize: Value) -> ScenarioBuilder {
+    Scenario::builder("pg")
+        .postgres(false)
+        .data(data_bytes, resize)
+        .wal(16 * MIB, serde_json::json!({"enabled": false}))
+}
+
 /// The Role the Helm chart renders for the manager (kept in sync by hack/check-chart.sh).
 pub const MANAGER_ROLE: &str = include_str!("../packaging/manager-role.yaml");
 

@@ -19,14 +19,7 @@ fn successes(events: &[serde_json::Value], pvc: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_survives_restarting_every_manager() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}, "strategy": {"maxActionsPerDay": 1}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(2)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize).instances(2)).await;
     let data = env.scenario.instances[0].data().volume.clone();
     data.fill_to_percent(85.0).unwrap();
     env.wait_request("pg-1", 192 * MIB, secs(30)).await;
@@ -71,14 +64,7 @@ async fn the_budget_survives_restarting_every_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}});
-    let mut env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(3)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let mut env = Env::start(data_volume_cluster(128 * MIB, resize).instances(3)).await;
     let leader = env.wait_leader(secs(15)).await;
     let dead = env.index_of(&leader);
     let transitions = lease(&env)
@@ -132,14 +118,8 @@ async fn lease(env: &Env) -> k8s_openapi::api::coordination::v1::Lease {
 /// the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_lease_and_exits_zero() {
-    let mut env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(2)
-            .data(64 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let mut env =
+        Env::start(data_volume_cluster(64 * MIB, json!({"enabled": true})).instances(2)).await;
     let leader = env.wait_leader(secs(15)).await;
     let n = env.index_of(&leader);
     // Every version of the Lease from now on, as a watch sees them.
@@ -192,14 +172,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_outage_loses_nothing() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(2)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize).instances(2)).await;
     env.wait_leader(secs(15)).await;
     env.scenario
         .sandbox
@@ -258,13 +231,7 @@ async fn an_api_outage_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}, "strategy": {"maxActionsPerDay": 1}});
-    let mut env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let mut env = Env::start(data_volume_cluster(128 * MIB, resize)).await;
     env.wait_leader(secs(15)).await;
     // Step 1 fails (the PVC patch): nothing happens, nothing is recorded.
     env.scenario
@@ -364,14 +331,11 @@ async fn invalid_values_at_runtime_block_the_volume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_resize_is_reported_once_and_not_retried() {
     let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .expandable(false)
-            .data(
-                128 * MIB,
-                json!({"enabled": true, "expansion": {"step": "64Mi"}}),
-            )
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(
+            128 * MIB,
+            json!({"enabled": true, "expansion": {"step": "64Mi"}}),
+        )
+        .expandable(false),
     )
     .await;
     let faults = env.scenario.sandbox.faults();

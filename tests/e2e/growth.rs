@@ -90,13 +90,7 @@ async fn wal_volume_grows() {
 async fn limit_is_respected() {
     let resize =
         json!({"enabled": true, "expansion": {"step": "50%", "minStep": "1Mi", "limit": "160Mi"}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize)).await;
     let data = &env.scenario.instances[0].data().volume;
     data.fill_to_percent(85.0).unwrap();
     // 50% would be 192Mi: capped at the limit.
@@ -121,13 +115,7 @@ async fn limit_is_respected() {
 async fn min_step_clamps_small_percentages_up() {
     let resize = json!({"enabled": true, "triggers": {"usageThreshold": 1},
         "expansion": {"step": "5%", "minStep": "1Gi"}, "strategy": {"maxActionsPerDay": 1}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(2 * GIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(2 * GIB, resize)).await;
     env.scenario.instances[0]
         .data()
         .volume
@@ -141,13 +129,7 @@ async fn min_step_clamps_small_percentages_up() {
 async fn max_step_clamps_large_percentages_down() {
     let resize = json!({"enabled": true, "triggers": {"usageThreshold": 1},
         "expansion": {"step": "50%", "maxStep": "2Gi"}, "strategy": {"maxActionsPerDay": 1}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(10 * GIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(10 * GIB, resize)).await;
     env.scenario.instances[0]
         .data()
         .volume
@@ -162,13 +144,7 @@ async fn max_step_clamps_large_percentages_down() {
 async fn min_available_alone_triggers() {
     let resize = json!({"enabled": true, "triggers": {"usageThreshold": 99, "minAvailable": "300Mi"},
         "expansion": {"step": "256Mi"}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(GIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(GIB, resize)).await;
     let data = &env.scenario.instances[0].data().volume;
     data.fill_to_percent(60.0).unwrap(); // ~410Mi available: nothing happens
     env.hold_request("pg-1", GIB, secs(2)).await;

@@ -201,13 +201,7 @@ async fn every_metric_is_present_with_the_right_values_after_a_resize() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_status_long_poll() {
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(64 * MIB, json!({"enabled": true}))).await;
     let m = env.manager(0);
     wait_until("ready", secs(15), || async {
         let ready = reqwest::get(m.url("/readyz"))
@@ -411,15 +405,10 @@ async fn a_steady_state_writes_no_status() {
 /// `cnpg-autoresize status` prints each volume as the planner sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_command_shows_volumes_and_the_last_resize() {
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(
-                128 * MIB,
-                json!({"enabled": true, "expansion": {"step": "64Mi", "limit": "1Gi"}}),
-            )
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
+    let env = Env::start(data_volume_cluster(
+        128 * MIB,
+        json!({"enabled": true, "expansion": {"step": "64Mi", "limit": "1Gi"}}),
+    ))
     .await;
     env.scenario.instances[0]
         .data()

@@ -32,13 +32,7 @@ fn status_patches(env: &Env) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_status_entries_do_not_stop_planning() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}, "strategy": {"maxActionsPerDay": 1}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize)).await;
     let foreign = json!({"status": {"autoResizeEvents": [{"timestamp": null, "instanceName": "pg-1", "pvcName": "pg-1",
         "volumeType": "data", "previousSize": "96Mi", "newSize": "128Mi", "result": "success"}]}});
     env.scenario
@@ -91,13 +85,7 @@ async fn foreign_status_entries_do_not_stop_planning() {
 async fn a_small_step_on_ext4_resizes_again_once_the_filesystem_grew() {
     let resize =
         json!({"enabled": true, "expansion": {"step": "4Mi"}, "strategy": {"maxActionsPerDay": 3}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(64 * MIB, resize)).await;
     let data = env.scenario.instances[0].data().volume.clone();
     assert!(data.filesystem_total_bytes() < 60 * MIB, "ext4-shaped");
     data.fill_to_percent(90.0).unwrap();
@@ -312,13 +300,7 @@ async fn lagging_ha_slots_on_a_standby_do_not_block_its_wal_volume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_patch_is_followed_by_a_decision_from_the_fresh_pvc() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize)).await;
     env.wait_leader(secs(15)).await;
     let faults = env.scenario.sandbox.faults();
     // The planner's PVC watch will not catch up for a while.
@@ -371,14 +353,7 @@ async fn a_refused_patch_is_followed_by_a_decision_from_the_fresh_pvc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_peer_is_not_fresh_and_an_impostor_is_ignored() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}});
-    let mut env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(2)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let mut env = Env::start(data_volume_cluster(128 * MIB, resize).instances(2)).await;
     let leader = env.wait_leader(secs(15)).await;
     let follower = 1 - env.index_of(&leader);
     let follower_pod = env.pod(follower).to_string();
@@ -469,14 +444,8 @@ async fn serve_forever(addr: std::net::SocketAddr, body: Value) {
 /// and remove their decision gauges rather than export stale ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_back_off_when_the_leader_cannot_be_reached() {
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(3)
-            .data(128 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env =
+        Env::start(data_volume_cluster(128 * MIB, json!({"enabled": true})).instances(3)).await;
     let leader = env.wait_leader(secs(15)).await;
     let followers: Vec<usize> = (0..3).filter(|n| env.pod(*n) != leader).collect();
     for n in &followers {
@@ -500,6 +469,9 @@ async fn followers_back_off_when_the_leader_cannot_be_reached() {
         env.crash(*n).await;
     }
     env.scenario.sandbox.reset_requests();
+    // A rate needs a window: 20 s tells a backed-off follower (a handful of
+    // lookups) from one polling every 500 ms (40), and is past the 9 s after
+    // which unanswered followers drop their decision gauges.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let requests = env.scenario.sandbox.requests();
     for n in &followers {
@@ -539,14 +511,8 @@ async fn followers_back_off_when_the_leader_cannot_be_reached() {
 /// decision feed move only on material changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_churn_wakes_nobody() {
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(2)
-            .data(256 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env =
+        Env::start(data_volume_cluster(256 * MIB, json!({"enabled": true})).instances(2)).await;
     let leader = env.wait_leader(secs(15)).await;
     let l = env.index_of(&leader);
     let follower = 1 - l;
@@ -595,10 +561,7 @@ async fn gauges_of_an_unreadable_volume_disappear() {
         ..ManagerOptions::default()
     };
     let env = Env::start_with(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(64 * MIB, json!({"enabled": true})),
         options,
     )
     .await;
@@ -628,13 +591,7 @@ async fn gauges_of_an_unreadable_volume_disappear() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_event_describes_the_latest_resize() {
     let resize = json!({"enabled": true, "expansion": {"step": "32Mi"}, "strategy": {"maxActionsPerDay": 3}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize)).await;
     let data = env.scenario.instances[0].data().volume.clone();
     data.fill_to_percent(85.0).unwrap();
     env.wait_request("pg-1", 160 * MIB, secs(30)).await;
@@ -682,10 +639,7 @@ async fn a_failing_watch_is_an_error_and_a_metric() {
         "the Role's pod rule as rendered"
     );
     let env = Env::start_custom(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(64 * MIB, json!({"enabled": true})),
         ManagerOptions::default(),
         fork_cluster_crd(),
         &without_pod_list,
@@ -721,10 +675,10 @@ async fn a_forbidden_policy_watch_plans_nothing_rather_than_guess_the_source() {
         "the Role's policy rule as rendered"
     );
     let env = Env::start_custom(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, json!({"enabled": true, "strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}}))
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(
+            64 * MIB,
+            json!({"enabled": true, "strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}}),
+        ),
         ManagerOptions::default(),
         fork_cluster_crd(),
         &without_policies,
@@ -762,13 +716,7 @@ async fn a_forbidden_policy_watch_plans_nothing_rather_than_guess_the_source() {
 /// must not poll them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_pods_of_the_cluster_are_not_polled() {
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(64 * MIB, json!({"enabled": true}))).await;
     env.wait_leader(secs(15)).await;
     let ip = cnpg_testbed::next_loopback_ip().unwrap();
     let listener = tokio::net::TcpListener::bind((ip, env.port)).await.unwrap();
@@ -802,10 +750,7 @@ async fn panicking_actors_are_restarted_and_a_failing_one_restarts_the_pod() {
         ..ManagerOptions::default()
     };
     let env = Env::start_with(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(64 * MIB, json!({"enabled": true}))
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(64 * MIB, json!({"enabled": true})),
         options,
     )
     .await;

@@ -5,7 +5,7 @@
 //! carry are set through an AutoResizePolicy (the fork's CRD prunes them).
 
 use crate::common::*;
-use cnpg_testbed::scenario::{ManagerOptions, Scenario};
+use cnpg_testbed::scenario::ManagerOptions;
 use cnpg_testbed::ExpansionMode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -13,10 +13,7 @@ use std::time::Duration;
 /// A one-instance cluster without PostgreSQL whose data volume a policy governs.
 async fn with_policy(data_bytes: u64, resize: Value, options: ManagerOptions) -> Env {
     let env = Env::start_with(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(data_bytes, json!({"enabled": false}))
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(data_bytes, json!({"enabled": false})),
         options,
     )
     .await;
@@ -46,13 +43,7 @@ fn records(pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Vec<Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_expansion_is_blocked_and_not_retried() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}, "strategy": {"maxActionsPerDay": 2}});
-    let env = Env::start(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, resize)
-            .wal(16 * MIB, json!({"enabled": false})),
-    )
-    .await;
+    let env = Env::start(data_volume_cluster(128 * MIB, resize)).await;
     let backend = "disk quota exceeded for volume type gp3 (max 160Mi)";
     env.scenario.set_expansion_mode(
         "pg-1",

@@ -31,15 +31,12 @@ async fn policy_events(env: &Env, policy: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_drives_upstream_cloudnativepg() {
     let env = Env::start_with_crd(
-        Scenario::builder("pg")
-            .postgres(false)
-            .instances(2)
-            // Written into the Cluster, as a user migrating from the fork might.
-            .data(
-                128 * MIB,
-                json!({"enabled": true, "expansion": {"step": "1Gi"}}),
-            )
-            .wal(16 * MIB, json!({"enabled": false})),
+        // Written into the Cluster, as a user migrating from the fork might.
+        data_volume_cluster(
+            128 * MIB,
+            json!({"enabled": true, "expansion": {"step": "1Gi"}}),
+        )
+        .instances(2),
         ManagerOptions::default(),
         upstream_cluster_crd(),
     )
@@ -176,10 +173,7 @@ async fn a_policy_guards_wal_volumes_on_upstream_cloudnativepg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_policy_for_one_cluster_is_refused() {
     let env = Env::start_with_crd(
-        Scenario::builder("pg")
-            .postgres(false)
-            .data(128 * MIB, json!({"enabled": false}))
-            .wal(16 * MIB, json!({"enabled": false})),
+        data_volume_cluster(128 * MIB, json!({"enabled": false})),
         ManagerOptions::default(),
         upstream_cluster_crd(),
     )
