@@ -1,6 +1,7 @@
 //! What an instance knows about itself: its volumes' usage and its WAL health.
 //! Served by every pod at `/v1/status`, and the `instances` of a `plan` snapshot.
 
+use crate::api::cluster::VolumeType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -25,6 +26,29 @@ pub struct InstanceReport {
     /// When the report was taken (RFC 3339), for snapshots written by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<jiff::Timestamp>,
+}
+
+impl InstanceReport {
+    /// The figures of one volume: data, WAL, or the named tablespace.
+    pub fn stats(&self, volume_type: VolumeType, tablespace: Option<&str>) -> Option<&VolumeStats> {
+        match volume_type {
+            VolumeType::Data => self.data.as_ref(),
+            VolumeType::Wal => self.wal.as_ref(),
+            VolumeType::Tablespace => self.tablespaces.get(tablespace?),
+        }
+    }
+
+    /// Leaves out the figures of one volume.
+    pub fn forget(&mut self, volume_type: VolumeType, tablespace: Option<&str>) {
+        match (volume_type, tablespace) {
+            (VolumeType::Data, _) => self.data = None,
+            (VolumeType::Wal, _) => self.wal = None,
+            (VolumeType::Tablespace, Some(t)) => {
+                self.tablespaces.remove(t);
+            }
+            (VolumeType::Tablespace, None) => {}
+        }
+    }
 }
 
 /// Filesystem figures as `df` prints them (statvfs), and the growth forecast.

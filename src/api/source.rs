@@ -120,17 +120,6 @@ impl<'a> Source<'a> {
         out
     }
 
-    /// The configuration of one kind of volume, if it has a `resize` block.
-    pub fn volume(
-        &self,
-        volume_type: VolumeType,
-        tablespace: Option<&str>,
-    ) -> Option<VolumeConfig<'a>> {
-        self.volumes()
-            .into_iter()
-            .find(|v| v.volume_type == volume_type && v.tablespace == tablespace)
-    }
-
     /// The owner's `status.autoResizeEvents` as stored, readable or not.
     pub fn status_events(&self) -> &'a [Lenient<AutoResizeEvent>] {
         match self.policy {

@@ -101,13 +101,13 @@ impl<'a> Claim<'a> {
     }
 
     /// Rule 4, from the PVC alone (no filesystem figures needed).
-    pub fn in_flight(&self, requested: u64, latest: Option<&AutoResizeEvent>) -> Option<InFlight> {
-        // Only a resize in flight needs the date of our record.
-        let record_since = || {
-            latest
-                .filter(|e| parse_non_negative_bytes(&e.new_size).ok() == Some(requested))
-                .map(|e| e.timestamp)
-        };
+    /// `own_record`: our latest resize of the PVC, when it set this request.
+    pub fn in_flight(
+        &self,
+        requested: u64,
+        own_record: Option<&AutoResizeEvent>,
+    ) -> Option<InFlight> {
+        let record_since = || own_record.map(|e| e.timestamp);
         let condition = self.conditions().find(|c| {
             matches!(c.type_.as_str(), "Resizing" | "FileSystemResizePending")
                 && c.status != "False"
@@ -144,19 +144,17 @@ impl<'a> Claim<'a> {
 /// A filesystem total is never compared with a PVC size (ext4 keeps
 /// 1.5-5 % for itself); records without `filesystemBytes` do not count.
 pub fn filesystem_in_flight(
-    requested: u64,
-    latest: Option<&AutoResizeEvent>,
+    own_record: Option<&AutoResizeEvent>,
     stats: &VolumeStats,
 ) -> Option<InFlight> {
-    let latest = latest?;
-    let seen = latest.filesystem_bytes?;
-    let new = parse_non_negative_bytes(&latest.new_size).ok()?;
-    (new == requested && stats.size_bytes() <= seen).then(|| InFlight {
+    let record = own_record?;
+    let seen = record.filesystem_bytes?;
+    (stats.size_bytes() <= seen).then(|| InFlight {
         evidence: format!(
             "the filesystem ({} bytes) has not grown past the {seen} bytes it had when the resize to {} was decided",
             stats.size_bytes(),
-            latest.new_size
+            record.new_size
         ),
-        since: Some(latest.timestamp),
+        since: Some(record.timestamp),
     })
 }

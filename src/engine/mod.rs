@@ -296,7 +296,7 @@ pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
     // parsed once: a cluster has few kinds and many PVCs.
     let mut configs: PerKind<rules::Config> = PerKind::default();
     for c in input.source.volumes() {
-        // The first block of a kind governs it (as Source::volume finds it).
+        // The first block of a kind governs it.
         configs.get_or_insert_with(c.volume_type, c.tablespace, || rules::Config::of(&c));
     }
     let mut volumes: Vec<(VolumeRef, Claim<'_>)> = input

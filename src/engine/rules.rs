@@ -15,7 +15,7 @@ use crate::api::cluster::{AutoResizeEvent, VolumeType};
 use crate::api::duration::format_go_duration;
 use crate::api::quantity::format_bytes;
 use crate::api::report::{InstanceReport, VolumeStats};
-use crate::api::resize::{Mode, ResizePolicy, Step};
+use crate::api::resize::{parse_non_negative_bytes, Mode, ResizePolicy, Step};
 use crate::api::validation::wal_guarded;
 
 /// What a rule concluded: the action, the reason code, and a sentence.
@@ -58,7 +58,9 @@ struct Facts<'a> {
     report: Option<&'a InstanceReport>,
     policy: ResizePolicy,
     current: u64,
-    latest: Option<&'a AutoResizeEvent>,
+    /// Our latest successful resize of the PVC, when it set the request the
+    /// PVC still has (rules 3 and 4 look at it).
+    own_record: Option<&'a AutoResizeEvent>,
     budget: Budget,
     single_volume_data: bool,
 }
@@ -73,23 +75,16 @@ pub(super) fn decide_volume(
     if !config.enabled {
         return None;
     }
-    // The decision takes the volume's name once the rules are done with it.
-    let mut d = Decision::new(VolumeRef {
-        instance: String::new(),
-        volume_type: volume.volume_type,
-        tablespace: None,
-        pvc: String::new(),
-    });
+    // The rules borrow the volume; the decision takes it in `finish`.
+    let mut d = Decision::unnamed(volume.volume_type);
     // 0. The configuration, the PVC and its records must be readable; never guess.
     let facts = match readable(pass, &volume, claim, report, &config.resolved) {
         Ok(facts) => facts,
         Err(message) => {
-            d.volume = volume;
-            return Some(d.finish(Verdict(
-                Action::Blocked,
-                Some(Reason::InvalidConfig),
-                message,
-            )));
+            return Some(d.finish(
+                volume,
+                Verdict(Action::Blocked, Some(Reason::InvalidConfig), message),
+            ));
         }
     };
     d.current_size = Some(facts.current);
@@ -105,12 +100,11 @@ pub(super) fn decide_volume(
     // so the next pass can tell the resize is still in flight.
     d.filesystem_bytes = facts
         .report
-        .and_then(|r| volume_stats(r, &volume))
+        .and_then(|r| r.stats(volume.volume_type, volume.tablespace.as_deref()))
         .map(VolumeStats::size_bytes);
 
     let verdict = settle(pass, &facts, &mut d);
-    d.volume = volume;
-    Some(d.finish(verdict))
+    Some(d.finish(volume, verdict))
 }
 
 /// Rules 1 to 11 in order; the first that settles the decision wins.
@@ -157,20 +151,23 @@ fn readable<'a>(
             "the resize record on the PVC is unreadable, so its budget is unknown: {error}"
         ));
     }
-    let latest = pass.journal.latest_success(&volume.pvc);
+    let own_record = pass
+        .journal
+        .latest_success(&volume.pvc)
+        .filter(|e| parse_non_negative_bytes(&e.new_size).ok() == Some(current));
     let budget = budget_for(
         pass.journal,
         &volume.pvc,
         policy.max_actions_per_day,
         pass.input.now,
-        refused_record(claim, current, latest),
+        claim.is_refused().then_some(own_record).flatten(),
     );
     Ok(Facts {
         volume,
         claim,
         report,
         current,
-        latest,
+        own_record,
         budget,
         single_volume_data: volume.volume_type == VolumeType::Data
             && pass.input.source.single_volume(),
@@ -188,7 +185,7 @@ fn parity(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
     if f.current >= largest || !f.claim.is_bound() || f.claim.is_refused() {
         return None;
     }
-    if f.claim.in_flight(f.current, f.latest).is_some() {
+    if f.claim.in_flight(f.current, f.own_record).is_some() {
         return None;
     }
     let target = f.policy.limit.map_or(largest, |limit| largest.min(limit));
@@ -237,25 +234,15 @@ fn fresh_stats<'r>(
             volume.instance
         )));
     }
-    volume_stats(report, volume).ok_or_else(|| {
-        no_status(format!(
-            "instance {} reports no figures for its {} volume",
-            volume.instance,
-            volume.volume_type.as_str()
-        ))
-    })
-}
-
-/// The figures of one volume in its instance's report.
-fn volume_stats<'r>(report: &'r InstanceReport, volume: &VolumeRef) -> Option<&'r VolumeStats> {
-    match volume.volume_type {
-        VolumeType::Data => report.data.as_ref(),
-        VolumeType::Wal => report.wal.as_ref(),
-        VolumeType::Tablespace => volume
-            .tablespace
-            .as_deref()
-            .and_then(|t| report.tablespaces.get(t)),
-    }
+    report
+        .stats(volume.volume_type, volume.tablespace.as_deref())
+        .ok_or_else(|| {
+            no_status(format!(
+                "instance {} reports no figures for its {} volume",
+                volume.instance,
+                volume.volume_type.as_str()
+            ))
+        })
 }
 
 /// Rule 3: the storage refused the expansion. Nothing is retried until the
@@ -264,7 +251,7 @@ fn refused(f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
     let said = f.claim.refusal()?;
     d.stuck = true;
     d.refusal = Some(Refusal {
-        record: refused_record(f.claim, f.current, f.latest).cloned(),
+        record: f.own_record.cloned(),
         message: said.clone(),
     });
     Some(Verdict(
@@ -278,20 +265,6 @@ fn refused(f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
     ))
 }
 
-/// The record of the resize the storage refused: the latest success, when it
-/// set the request the PVC still has.
-fn refused_record<'e>(
-    claim: &Claim<'_>,
-    current: u64,
-    latest: Option<&'e AutoResizeEvent>,
-) -> Option<&'e AutoResizeEvent> {
-    if !claim.is_refused() {
-        return None;
-    }
-    latest
-        .filter(|e| crate::api::resize::parse_non_negative_bytes(&e.new_size).ok() == Some(current))
-}
-
 /// Rule 4: a resize is still under way.
 fn in_flight(
     pass: &Pass<'_>,
@@ -301,8 +274,8 @@ fn in_flight(
 ) -> Option<Verdict> {
     let flight = f
         .claim
-        .in_flight(f.current, f.latest)
-        .or_else(|| filesystem_in_flight(f.current, f.latest, stats))?;
+        .in_flight(f.current, f.own_record)
+        .or_else(|| filesystem_in_flight(f.own_record, stats))?;
     d.stuck = flight.since.is_some_and(|since| {
         pass.input.now.duration_since(since) > pass.input.settings.stuck_after
     });
@@ -503,7 +476,19 @@ fn size(f: &Facts<'_>, stats: &VolumeStats, why: &str, d: &mut Decision) -> Verd
 }
 
 impl Decision {
-    fn finish(mut self, Verdict(action, reason, message): Verdict) -> Self {
+    /// A decision whose names are left empty until [`Decision::finish`]
+    /// gives it its volume: the rules read names from the volume itself.
+    fn unnamed(volume_type: VolumeType) -> Self {
+        Decision::new(VolumeRef {
+            instance: String::new(),
+            volume_type,
+            tablespace: None,
+            pvc: String::new(),
+        })
+    }
+
+    fn finish(mut self, volume: VolumeRef, Verdict(action, reason, message): Verdict) -> Self {
+        self.volume = volume;
         self.action = action;
         self.reason = reason;
         self.message = message;

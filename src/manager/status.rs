@@ -3,7 +3,7 @@
 //! volume, what the planner sees and decides: size, use, forecast, trigger,
 //! budget, next action, state and the last resize with its trigger.
 
-use crate::api::cluster::{Cluster, InstanceDiskStatus, VolumeDiskStatus, VolumeType};
+use crate::api::cluster::{Cluster, InstanceDiskStatus, VolumeDiskStatus};
 use crate::api::duration::format_go_duration;
 use crate::api::policy::AutoResizePolicy;
 use crate::api::quantity::format_bytes;
@@ -59,15 +59,6 @@ pub fn report_from_status(s: &InstanceDiskStatus) -> InstanceReport {
     }
 }
 
-fn volume_stats(report: Option<&InstanceReport>, d: &Decision) -> Option<VolumeStats> {
-    let r = report?;
-    match d.volume.volume_type {
-        VolumeType::Data => r.data,
-        VolumeType::Wal => r.wal,
-        VolumeType::Tablespace => r.tablespaces.get(d.volume.tablespace.as_deref()?).copied(),
-    }
-}
-
 pub fn render(
     decisions: &[Decision],
     reports: &BTreeMap<String, InstanceReport>,
@@ -89,7 +80,10 @@ pub fn render(
     ];
     let mut rows = vec![COLUMNS.map(String::from).to_vec()];
     for d in decisions {
-        let stats = volume_stats(reports.get(&d.volume.instance), d);
+        let stats = reports
+            .get(&d.volume.instance)
+            .and_then(|r| r.stats(d.volume.volume_type, d.volume.tablespace.as_deref()))
+            .copied();
         let used = stats
             .map(|s| format!("{}%", s.percent_used_rounded()))
             .unwrap_or_else(|| "-".into());

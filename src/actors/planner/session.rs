@@ -46,15 +46,6 @@ impl WatchHealth {
     pub fn not_served(&self) -> bool {
         self.not_served.load(Ordering::SeqCst)
     }
-
-    /// Since when the watch fails, if it does.
-    pub fn failing_since(&self) -> Option<Instant> {
-        self.failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|(since, _)| *since)
-    }
 }
 
 /// A reflector store kept by a watch.

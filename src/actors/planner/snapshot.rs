@@ -138,14 +138,7 @@ impl Planner {
                 .get(&volume.instance)
                 .is_some_and(|taken| *taken < changed_at);
             if let (true, Some(report)) = (stale, reports.get_mut(&volume.instance)) {
-                match (volume.volume_type, volume.tablespace.as_deref()) {
-                    (crate::api::cluster::VolumeType::Data, _) => report.data = None,
-                    (crate::api::cluster::VolumeType::Wal, _) => report.wal = None,
-                    (_, Some(t)) => {
-                        report.tablespaces.remove(t);
-                    }
-                    _ => {}
-                }
+                report.forget(volume.volume_type, volume.tablespace.as_deref());
             }
         }
         self.capacity_seen = seen;
