@@ -205,17 +205,19 @@ fn step_order_rule() -> Rule {
             set(f)
         )
     };
+    let min_default = super::quantity::format_bytes(super::resize::DEFAULT_MIN_STEP);
+    let max_default = super::quantity::format_bytes(super::resize::DEFAULT_MAX_STEP);
     let rule = format!(
         "!{}.isGreaterThan({}) || ({} && !isQuantity(string(self.minStep))) || \
          ({} && (!isQuantity(string(self.maxStep)) || string(self.maxStep).startsWith('-')))",
-        effective("minStep", "2Gi"),
-        effective("maxStep", "500Gi"),
+        effective("minStep", &min_default),
+        effective("maxStep", &max_default),
         set("minStep"),
         set("maxStep"),
     );
     Rule::new(
         rule,
-        "minStep must not be greater than maxStep (their defaults: minStep 2Gi, maxStep 500Gi)",
+        format!("minStep must not be greater than maxStep (their defaults: minStep {min_default}, maxStep {max_default})"),
     )
     .field_path(".minStep")
 }

@@ -50,6 +50,13 @@ impl std::fmt::Debug for CelRuleEvaluator {
 
 impl RuleEvaluator for CelRuleEvaluator {
     fn evaluate(&self, ctx: &RuleContext<'_>) -> Vec<FieldError> {
+        // Ratcheting, decided before the schema is serialised: an unchanged
+        // value is checked again only by transition rules (most writes, e.g.
+        // a status patch, leave the spec's rules nothing to do).
+        let unchanged = ctx.old_value == Some(ctx.value);
+        if unchanged && !ctx.rules.iter().any(|r| r.rule.contains("oldSelf")) {
+            return Vec::new();
+        }
         match serde_json::to_value(ctx.schema) {
             Ok(schema) => self.evaluate_node(ctx.path, &schema, ctx.value, ctx.old_value),
             Err(e) => vec![FieldError::new(

@@ -219,9 +219,8 @@ impl Planner {
             self.last_disk_write = Some(Instant::now());
         }
         self.retry_at = result.retry_after.map(|d| Instant::now() + d);
-        let forget_before = jiff::Timestamp::now()
-            - jiff::SignedDuration::try_from(self.settings.failure_backoff)
-                .unwrap_or(jiff::SignedDuration::from_mins(10));
+        let forget_before =
+            pass::backoff_start(jiff::Timestamp::now(), self.settings.failure_backoff);
         self.refused.extend(result.refused.iter().cloned());
         self.refused.retain(|e| e.timestamp > forget_before);
         match (&result.write_error, &self.last_write_error) {

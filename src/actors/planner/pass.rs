@@ -160,8 +160,7 @@ pub async fn run_pass(
         if !d.executes() {
             continue;
         }
-        if let Some(refused) = recently_refused(journal.events(), d, now, settings.failure_backoff)
-        {
+        if let Some(refused) = recently_refused(&journal, d, now, settings.failure_backoff) {
             // Still the same refusal: a standing condition, not a new attempt.
             result.conditions.push(refused_notice(
                 d,
@@ -298,20 +297,22 @@ pub async fn run_pass(
 
 /// A refusal of this very resize (same PVC, same starting size) is recent.
 fn recently_refused<'e>(
-    events: &'e [AutoResizeEvent],
+    journal: &'e Journal,
     d: &Decision,
     now: jiff::Timestamp,
     backoff: Duration,
 ) -> Option<&'e AutoResizeEvent> {
     let current = d.current_size.map(format_bytes)?;
-    let horizon = now
-        - jiff::SignedDuration::try_from(backoff).unwrap_or(jiff::SignedDuration::from_mins(10));
-    events.iter().find(|e| {
-        e.result == ResizeResult::Failure
-            && e.pvc_name == d.volume.pvc
-            && e.previous_size == current
-            && e.timestamp > horizon
+    let horizon = backoff_start(now, backoff);
+    journal.of_pvc(&d.volume.pvc).find(|e| {
+        e.result == ResizeResult::Failure && e.previous_size == current && e.timestamp > horizon
     })
+}
+
+/// Refusals after this instant are not retried yet (`--failure-backoff`).
+pub(super) fn backoff_start(now: jiff::Timestamp, backoff: Duration) -> jiff::Timestamp {
+    // The backoff is 10 min (run.rs); the fallback only guards the conversion.
+    now - jiff::SignedDuration::try_from(backoff).unwrap_or(jiff::SignedDuration::from_mins(10))
 }
 
 fn refused_notice(d: &Decision, from: &str, to: &str, error: &str, backoff: Duration) -> Notice {
