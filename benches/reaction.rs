@@ -36,8 +36,9 @@
 //! `usageThreshold` 80) and take `t0`
 //! when the fill returns; `t1` is when a watch on the PVCs (sandbox admin
 //! client) sees the larger request. Each resize grows the volume by 16Mi
-//! (`maxActionsPerDay: 10`), and size parity (SPEC §3 rule 1) grows the
-//! other data PVC to match right after (the next sample waits for that); a
+//! (`maxActionsPerDay: 10`), and size parity (rule 1 of
+//! docs/reference/decision.md) grows the other data PVC to match right after
+//! (the next sample waits for that); a
 //! scenario gives 10 samples per PVC and a fresh one is started after. Cases: (a) the leader's own data volume,
 //! (b) the peer's. At 50% the disk probe runs at its base interval (it
 //! speeds up 4× only at ≥ 70% used or while usage grows): this measures the
@@ -268,8 +269,9 @@ impl Bed {
         if self.resizes.get(&pvc).copied().unwrap_or(0) >= BUDGET {
             return Ok(Outcome::Exhausted);
         }
-        // Size parity (SPEC §3 rule 1) grows the other data PVC with every
-        // resize: read the request, and wait for the volume to match it.
+        // Size parity (docs/reference/decision.md#1-size-parity) grows the
+        // other data PVC with every resize: read the request, and wait for the
+        // volume to match it.
         let before = support::wait_parity(&self.scenario.pvcs(), CLUSTER, TIMEOUT).await?;
         let deadline = Instant::now() + TIMEOUT;
         while volume.capacity_bytes() < before {

@@ -334,8 +334,9 @@ async fn one_cluster(k: &Knobs) -> Result<()> {
             let instance = &scenario.instances[followers[s % followers.len()]];
             let (pod, pvc) = (instance.pod.clone(), instance.data().pvc.clone());
             let volume = instance.data().volume.clone();
-            // Size parity (SPEC §3 rule 1): every resize grows the cluster's
-            // other data PVCs too; read the request and wait for the volume.
+            // Size parity (docs/reference/decision.md#1-size-parity): every
+            // resize grows the cluster's other data PVCs too; read the request
+            // and wait for the volume.
             let before = support::wait_parity(&scenario.pvcs(), "pg", TIMEOUT).await?;
             let grow_deadline = Instant::now() + TIMEOUT;
             while volume.capacity_bytes() < before {

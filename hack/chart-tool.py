@@ -25,7 +25,8 @@ import yaml
 CRD_KINDS = {"PodMonitor", "PrometheusRule", "Policy"}
 # Kinds that exist only from this Kubernetes version on (validated against it).
 MIN_VERSION = {"MutatingAdmissionPolicy": "1.36.0", "MutatingAdmissionPolicyBinding": "1.36.0"}
-# The project's CRD (generated from the Rust types; section 10 of the spec).
+# The project's CRD, generated from the Rust types (the AutoResizePolicy of
+# docs/reference/configuration.md#the-autoresizepolicy).
 CRD_FILE = "crds/autoresize.cnpg.io_autoresizepolicies.yaml"
 CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION = "autoresize.cnpg.io", "AutoResizePolicy", "autoresizepolicies", "v1alpha1"
 # The injected container's fields that the end-to-end tests' kubelet stand-in
@@ -457,7 +458,7 @@ def cmd_check_crd(a) -> None:
                     except Exception as e:  # celpy.CELParseError
                         errs.append(f"{where}: CEL rule does not parse: {rule['rule']!r}: {str(e).splitlines()[0]}")
             if rules == 0:
-                errs.append("no x-kubernetes-validations: the spec's section 2.1 rules must be CEL rules in the CRD")
+                errs.append("no x-kubernetes-validations: the validation errors must be CEL rules in the CRD (docs/reference/configuration.md#what-the-api-server-checks)")
     errs += _validate_k8s(crd, a.kube_versions.split(","), str(path.name))
     if errs:
         for e in errs:
@@ -572,11 +573,11 @@ def cmd_check_metrics(a) -> None:
                 used.setdefault(m, set()).add(fname)
     unknown = {m: f for m, f in used.items() if m not in allowed}
     if unknown:
-        die("unknown metric names (not in SPEC 5.3): "
+        die(f"unknown metric names (not in {a.metrics}, the names of docs/reference/metrics.md): "
             + ", ".join(f"{m} ({', '.join(sorted(f))})" for m, f in sorted(unknown.items())))
     base = {m for m in used if m in known} | {m.rsplit("_", 1)[0] for m in used if m not in known}
     unused = sorted(known - base)
-    print(f"  {len(used)} metric names used by rules/dashboard, all from SPEC 5.3"
+    print(f"  {len(used)} metric names used by rules/dashboard, all from docs/reference/metrics.md"
           + (f" (not shown anywhere: {', '.join(unused)})" if unused else ""))
 
 

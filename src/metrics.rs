@@ -1,5 +1,6 @@
-//! The Prometheus metrics of SPEC §5.3. Each pod reports its own volumes;
-//! decision metrics come from the decisions the leader publishes.
+//! The Prometheus metrics of docs/reference/metrics.md. Each pod reports its
+//! own volumes; decision metrics come from the decisions the leader
+//! publishes.
 
 use crate::api::cluster::VolumeType;
 use crate::api::report::{InstanceReport, VolumeStats, WalHealth};
@@ -304,9 +305,10 @@ impl Metrics {
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
-        // SPEC §5.3 fixes the name `cnpg_disk_inodes_total`; `promtool check
-        // metrics` rejects `_total` on a gauge but accepts it untyped, and
-        // queries treat both alike. The encoder cannot write untyped families.
+        // `cnpg_disk_inodes_total` is the documented name
+        // (docs/design.md#metrics-note); `promtool check metrics` rejects
+        // `_total` on a gauge but accepts it untyped, and queries treat both
+        // alike. The encoder cannot write untyped families.
         String::from_utf8(out).unwrap_or_default().replace(
             "# TYPE cnpg_disk_inodes_total gauge",
             "# TYPE cnpg_disk_inodes_total untyped",

@@ -363,8 +363,8 @@ pub async fn lease_holder(client: &kube::Client, namespace: &str, cluster: &str)
 }
 
 /// Waits until every data PVC of `cluster` requests the same size (size
-/// parity, SPEC §3 rule 1: a resize grows the cluster's other data PVCs
-/// right after) and returns it.
+/// parity, docs/reference/decision.md#1-size-parity: a resize grows the
+/// cluster's other data PVCs right after) and returns it.
 pub async fn wait_parity(
     api: &Api<PersistentVolumeClaim>,
     cluster: &str,

@@ -1,5 +1,6 @@
-//! The actors that run in every instance pod (SPEC §5.1). They gather facts,
-//! call the pure engine and execute; none of them decides anything itself.
+//! The actors that run in every instance pod (docs/design.md#shape). They
+//! gather facts, call the pure engine and execute; none of them decides
+//! anything itself.
 
 pub mod disk_probe;
 pub mod follower;

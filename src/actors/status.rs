@@ -2,8 +2,9 @@
 //! and the local planner through a watch channel (latest value wins).
 //!
 //! The figures are updated on every probe, but receivers (the leader's
-//! long-poll, the local planner) are woken only by a material change (SPEC
-//! §5.1): churn stays proportional to what matters, not to bytes written.
+//! long-poll, the local planner) are woken only by a material change
+//! (docs/design.md#peers-and-decision-metrics): churn stays proportional to
+//! what matters, not to bytes written.
 
 use crate::api::cluster::VolumeType;
 use crate::api::report::{InstanceReport, VolumeStats, WalHealth};
@@ -163,8 +164,9 @@ impl StatusPublisher {
 
 const MIB: u64 = 1 << 20;
 
-/// SPEC §5.1: >= 1 MiB or 0.1 % of the volume (whichever is larger), a size
-/// change, a trigger crossed, inodes, a volume appearing or disappearing.
+/// A material change: >= 1 MiB or 0.1 % of the volume (whichever is larger),
+/// a size change, a trigger crossed, inodes, a volume appearing or
+/// disappearing.
 fn disks_differ_materially(
     old: &InstanceReport,
     new: &InstanceReport,

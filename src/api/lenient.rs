@@ -1,5 +1,6 @@
-//! Lenient reading of data other programs write (SPEC §3 "Foreign data never
-//! stops planning"). A [`Lenient<T>`] never fails to deserialize: a value that
+//! Lenient reading of data other programs write
+//! (docs/reference/decision.md#foreign-data: foreign data never stops
+//! planning). A [`Lenient<T>`] never fails to deserialize: a value that
 //! does not read as `T` is kept as it was, with the reason, so one bad entry
 //! affects only the decisions that need it instead of making the whole
 //! object (and with it every decision of the cluster) unreadable.

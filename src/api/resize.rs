@@ -1,5 +1,6 @@
-//! The `resize` block (SPEC §2): its wire form, and its resolution into a
-//! typed [`ResizePolicy`] with defaults applied and every value checked.
+//! The `resize` block (docs/reference/configuration.md): its wire form, and
+//! its resolution into a typed [`ResizePolicy`] with defaults applied and
+//! every value checked.
 //!
 //! Resolution is the single place values are interpreted: `validate` reports
 //! its errors, and the decision engine refuses to act on a block that does not
@@ -29,9 +30,10 @@ pub const RECOMMEND_MODE: &str = "Recommend";
 pub const STEP_INTEGER_MESSAGE: &str = "integer step values are ambiguous; use a percentage string like '20%' or a quantity like '5Gi'";
 pub const STEP_ZERO_MESSAGE: &str = "step must be a positive quantity or percentage, not 0";
 
-/// A `resize` block as written (SPEC §2). Values are checked by
-/// [`ResizeConfiguration::resolve`], never by deserialization, so a bad value
-/// is reported with its field path instead of making the object unreadable.
+/// A `resize` block as written (docs/reference/configuration.md). Values are
+/// checked by [`ResizeConfiguration::resolve`], never by deserialization, so a
+/// bad value is reported with its field path instead of making the object
+/// unreadable.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResizeConfiguration {

@@ -1,4 +1,5 @@
-//! Where a cluster's configuration comes from (SPEC §2, §10): an
+//! Where a cluster's configuration comes from
+//! (docs/reference/configuration.md#where-the-configuration-lives): an
 //! `AutoResizePolicy` targeting it when there is one, else the Cluster's own
 //! `resize` blocks (the CloudNativePG fork). Sizes, the WAL volume, the
 //! tablespaces, archiving and the HA slot prefix always come from the Cluster.

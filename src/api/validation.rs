@@ -1,4 +1,5 @@
-//! Validation of a resize configuration (SPEC §2.1 errors, §2.2 warnings),
+//! Validation of a resize configuration (the errors and warnings of
+//! docs/reference/configuration.md#validation-errors and #warnings),
 //! from a Cluster's `resize` blocks or an `AutoResizePolicy`. Errors reject
 //! the configuration; warnings are accepted but told.
 

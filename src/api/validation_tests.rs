@@ -1,4 +1,5 @@
-//! Every validation error and warning of SPEC §2.1/§2.2, as a table.
+//! Every validation error and warning of docs/reference/configuration.md
+//! (#validation-errors, #warnings), as a table.
 
 use super::cluster::Cluster;
 use super::validation::validate_cluster;
@@ -77,7 +78,8 @@ fn case(
     }
 }
 
-/// SPEC §2.1's errors, one per case.
+/// The errors of docs/reference/configuration.md#validation-errors, one per
+/// case.
 pub(super) fn error_cases() -> Vec<ErrorCase> {
     vec![
         case(

@@ -1,5 +1,6 @@
 //! The per-PVC daily budget and the cooldown, derived only from the durable
-//! resize records (SPEC §3 rules 6 and 7), never from process memory.
+//! resize records (rules 6 and 7 of docs/reference/decision.md), never from
+//! process memory.
 
 use super::journal::Journal;
 use super::Trigger;

@@ -1,7 +1,8 @@
-//! The growth forecast (SPEC §2): each instance fits the growth rate of a
-//! volume's used bytes by least squares over the last 30 minutes of its own
-//! samples. With under 5 minutes of samples, or a rate <= 0, there is no
-//! forecast. Pure: the caller passes each sample's monotonic time.
+//! The growth forecast (docs/reference/decision.md#the-growth-forecast): each
+//! instance fits the growth rate of a volume's used bytes by least squares
+//! over the last 30 minutes of its own samples. With under 5 minutes of
+//! samples, or a rate <= 0, there is no forecast. Pure: the caller passes
+//! each sample's monotonic time.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,9 +17,10 @@ const RESOLUTION: Duration = Duration::from_secs(1);
 /// How much history a forecast uses, and needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ForecastSpan {
-    /// Samples older than this are forgotten (SPEC: 30 minutes).
+    /// Samples older than this are forgotten (by default 30 minutes, as documented).
     pub window: Duration,
-    /// No forecast before the samples span this long (SPEC: 5 minutes).
+    /// No forecast before the samples span this long (by default 5 minutes,
+    /// as documented).
     pub min_span: Duration,
 }
 

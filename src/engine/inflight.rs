@@ -1,5 +1,5 @@
-//! What the PVC itself says about a resize (SPEC §3 rules 3 and 4): refused
-//! by the storage, or still under way.
+//! What the PVC itself says about a resize (rules 3 and 4 of
+//! docs/reference/decision.md): refused by the storage, or still under way.
 
 use crate::api::cluster::AutoResizeEvent;
 use crate::api::report::VolumeStats;

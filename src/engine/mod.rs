@@ -1,12 +1,12 @@
-//! The decision, per volume (SPEC §3). Pure: no I/O and no clock — the caller
-//! passes everything it knows, `now` included. `plan` and the in-pod planner
-//! share it, so what `plan` prints is what `run` does.
+//! The decision, per volume (docs/reference/decision.md). Pure: no I/O and no
+//! clock — the caller passes everything it knows, `now` included. `plan` and
+//! the in-pod planner share it, so what `plan` prints is what `run` does.
 //!
 //! Reading order: [`decide`] pairs every PVC of the cluster with its volume's
 //! configuration and the journal of past resizes ([`journal`]); `rules.rs`
-//! applies the rules in the SPEC's order, with `inflight.rs` (what the PVC
-//! says), `budget.rs` (budget and cooldown), `wal.rs` (WAL safety) and
-//! `sizing.rs` (the new size) doing the arithmetic.
+//! applies the rules in the order decision.md gives them, with `inflight.rs`
+//! (what the PVC says), `budget.rs` (budget and cooldown), `wal.rs` (WAL
+//! safety) and `sizing.rs` (the new size) doing the arithmetic.
 
 mod budget;
 pub mod forecast;

@@ -1,6 +1,6 @@
-//! The rules of SPEC §3, one function each, applied in the SPEC's order to
-//! one volume. Each rule either settles the decision (returns a [`Verdict`])
-//! or lets the next one look.
+//! The rules of docs/reference/decision.md#the-rules-in-order, one function
+//! each, applied in that order to one volume. Each rule either settles the
+//! decision (returns a [`Verdict`]) or lets the next one look.
 
 use super::budget::{budget_for, cooldown_until, Budget};
 use super::inflight::{filesystem_in_flight, Claim};

@@ -1,4 +1,5 @@
-//! How big the next size is (SPEC §3 rule 10). Exact integer arithmetic.
+//! How big the next size is (docs/reference/decision.md#10-size). Exact
+//! integer arithmetic.
 
 use crate::api::resize::{ResizePolicy, Step};
 

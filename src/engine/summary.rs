@@ -1,6 +1,6 @@
-//! A decision as the outside world sees it: the `plan` output record
-//! (SPEC §6 fixes these fields and names), also embedded in what the leader
-//! publishes to every pod.
+//! A decision as the outside world sees it: the `plan` output record (its
+//! fields and names are the contract of docs/reference/commands.md#output),
+//! also embedded in what the leader publishes to every pod.
 
 use super::{Action, Decision, Reason, Trigger, WarningCode};
 use crate::api::cluster::VolumeType;

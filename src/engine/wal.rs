@@ -1,5 +1,6 @@
-//! WAL safety (SPEC §3 rule 9): growing a volume that holds WAL must not
-//! hide failing archiving, a `.ready` backlog or an abandoned slot.
+//! WAL safety (docs/reference/decision.md#9-wal-safety): growing a volume that
+//! holds WAL must not hide failing archiving, a `.ready` backlog or an
+//! abandoned slot.
 
 use super::{Reason, WarningCode};
 use crate::api::report::InstanceReport;

@@ -1,4 +1,4 @@
-//! The command line (SPEC §6).
+//! The command line (docs/reference/commands.md).
 
 use super::{plan, validate};
 use clap::{Parser, Subcommand, ValueEnum};

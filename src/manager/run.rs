@@ -96,10 +96,12 @@ pub struct RunArgs {
     /// How often the leader rewrites `status.diskStatus` when only usage changed.
     #[arg(long, env = "AUTORESIZE_STATUS_INTERVAL", default_value = "30s", value_parser = parse_duration, hide = true)]
     pub status_interval: Duration,
-    /// How much history the growth forecast fits (SPEC: 30 minutes).
+    /// How much history the growth forecast fits (30 minutes, as
+    /// docs/reference/decision.md#the-growth-forecast says; benches shorten it).
     #[arg(long, env = "AUTORESIZE_FORECAST_WINDOW", default_value = "30m", value_parser = parse_duration, hide = true)]
     pub forecast_window: Duration,
-    /// How much history the forecast needs before it says anything (SPEC: 5 minutes).
+    /// How much history the forecast needs before it says anything (5 minutes,
+    /// as documented; benches shorten it).
     #[arg(long, env = "AUTORESIZE_FORECAST_MIN_SPAN", default_value = "5m", value_parser = parse_duration, hide = true)]
     pub forecast_min_span: Duration,
     /// Tests only: make ACTOR panic on its next N ticks (ACTOR[:N], N default 1),
@@ -118,7 +120,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|e| format!("duration {text:?}: {e}"))
 }
 
-/// Refuses timings that cannot work together (SPEC §5.1): every write is
+/// Refuses timings that cannot work together
+/// (docs/reference/commands.md#checked-before-anything-starts): every write is
 /// fenced by the lease, so a lease the leader cannot renew in time would
 /// refuse every write, silently.
 fn check_timings(args: &RunArgs) -> Result<(), String> {

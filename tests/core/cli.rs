@@ -1,4 +1,5 @@
-//! The `plan` and `validate` contracts of SPEC §6, run as a user runs them.
+//! The `plan` and `validate` contracts of docs/reference/commands.md, run as
+//! a user runs them.
 
 use serde_json::Value;
 use std::io::Write;

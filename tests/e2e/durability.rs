@@ -1,6 +1,5 @@
-//! SPEC §9 scenarios 5, 16, 17, 18, 19, 20: budgets and records survive
-//! restarts, crashes, leader changes and API outages; bad input and refusals
-//! are loud and never retried in a storm.
+//! Budgets and records survive restarts, crashes, leader changes and API
+//! outages; bad input and refusals are loud and never retried in a storm.
 
 use crate::common::*;
 use cnpg_testbed::scenario::Scenario;
@@ -14,8 +13,8 @@ fn successes(events: &[serde_json::Value], pvc: &str) -> usize {
         .count()
 }
 
-/// Scenario 5 (and the seed's in-memory budget): maxActionsPerDay 1 -> the
-/// second trigger is rate limited, still after every manager restarts.
+/// maxActionsPerDay 1 -> the second trigger is rate limited, still after
+/// every manager restarts (and the seed's in-memory budget).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_survives_restarting_every_manager() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi"}, "strategy": {"maxActionsPerDay": 1}});
@@ -57,7 +56,7 @@ async fn the_budget_survives_restarting_every_manager() {
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }
 
-/// Scenario 16: the leader's node dies (SIGKILL, no grace, no restart) ->
+/// The leader's node dies (SIGKILL, no grace, no restart) ->
 /// another pod takes the lease once it expired (never before) and resizes
 /// what crossed; no volume grows twice for one crossing. No wall-clock
 /// bound: how fast failover is, is measured in benches/, not asserted here.
@@ -167,7 +166,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     );
 }
 
-/// Scenario 17: a 60 s API outage -> no crash, no lost record, and work
+/// A 60 s API outage -> no crash, no lost record, and work
 /// resumes within 5 s of recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_outage_loses_nothing() {
@@ -226,7 +225,7 @@ async fn an_api_outage_loses_nothing() {
     .await;
 }
 
-/// Scenario 18: the process dies between the PVC patch and the status
+/// The process dies between the PVC patch and the status
 /// mirror -> after restart the record exists exactly once and the budget holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
@@ -280,8 +279,8 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }
 
-/// Scenario 19 (and the seed's silent quantity fallback and `step: 0`):
-/// invalid values met at runtime block the volume, loudly.
+/// Invalid values met at runtime block the volume, loudly (and the seed's
+/// silent quantity fallback and `step: 0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_values_at_runtime_block_the_volume() {
     let env = Env::start(
@@ -324,7 +323,7 @@ async fn invalid_values_at_runtime_block_the_volume() {
     env.hold_request("pg-1-wal", 64 * MIB, secs(0)).await;
 }
 
-/// Scenario 20: a StorageClass without expansion -> one clear event, no
+/// A StorageClass without expansion -> one clear event, no
 /// retry storm; and the manager never asks to shrink. The refusal is
 /// remembered even while its record cannot reach the status (or has not
 /// come back through the watch yet): here every status write fails at first.

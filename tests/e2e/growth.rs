@@ -1,13 +1,13 @@
-//! SPEC §9 scenarios 1, 2, 3, 6, 7, 8, 9: volumes grow when they should, by
-//! what they should, and never past their limit.
+//! Volumes grow when they should, by what they should, and never past their
+//! limit.
 
 use crate::common::*;
 use cnpg_testbed::cluster::VolumeRole;
 use cnpg_testbed::scenario::Scenario;
 use serde_json::json;
 
-/// Scenario 1 (and the seed's lost-events bug): data past 80% on both
-/// instances -> both data PVCs grow, the event is persisted, an Event says so.
+/// Data past 80% on both instances -> both data PVCs grow, the event is
+/// persisted, an Event says so (and the seed's lost-events bug).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_volumes_of_every_instance_grow_and_the_resize_is_recorded() {
     let resize =
@@ -63,7 +63,7 @@ async fn data_volumes_of_every_instance_grow_and_the_resize_is_recorded() {
     assert_eq!(env.resize_events().await.len(), 2);
 }
 
-/// Scenario 2: a separate WAL volume fills -> the WAL PVC grows.
+/// A separate WAL volume fills -> the WAL PVC grows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_volume_grows() {
     let wal = json!({"enabled": true, "expansion": {"step": "64Mi", "limit": "1Gi"}});
@@ -85,7 +85,7 @@ async fn wal_volume_grows() {
     env.wait_kube_event("AutoResizeWALRisk", secs(10)).await;
 }
 
-/// Scenario 3: grows to the limit, never past; then at_limit (event + metric).
+/// Grows to the limit, never past; then at_limit (event + metric).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_is_respected() {
     let resize =
@@ -110,7 +110,7 @@ async fn limit_is_respected() {
     env.hold_request("pg-1", 160 * MIB, secs(2)).await;
 }
 
-/// Scenario 6: 5% of 2Gi clamped up to minStep 1Gi -> 3Gi.
+/// 5% of 2Gi clamped up to minStep 1Gi -> 3Gi.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_step_clamps_small_percentages_up() {
     let resize = json!({"enabled": true, "triggers": {"usageThreshold": 1},
@@ -124,7 +124,7 @@ async fn min_step_clamps_small_percentages_up() {
     env.wait_request("pg-1", 3 * GIB, secs(30)).await;
 }
 
-/// Scenario 7: 10Gi with step 50% and maxStep 2Gi -> 12Gi, not 15Gi.
+/// 10Gi with step 50% and maxStep 2Gi -> 12Gi, not 15Gi.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_step_clamps_large_percentages_down() {
     let resize = json!({"enabled": true, "triggers": {"usageThreshold": 1},
@@ -139,7 +139,7 @@ async fn max_step_clamps_large_percentages_down() {
     env.hold_request("pg-1", 12 * GIB, secs(1)).await;
 }
 
-/// Scenario 8: minAvailable 300Mi alone triggers once less than 300Mi remains.
+/// minAvailable 300Mi alone triggers once less than 300Mi remains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_available_alone_triggers() {
     let resize = json!({"enabled": true, "triggers": {"usageThreshold": 99, "minAvailable": "300Mi"},
@@ -152,7 +152,7 @@ async fn min_available_alone_triggers() {
     env.wait_request("pg-1", GIB + 256 * MIB, secs(30)).await;
 }
 
-/// Scenario 9: a tablespace volume grows (WAL safety does not apply to it).
+/// A tablespace volume grows (WAL safety does not apply to it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tablespace_volume_grows() {
     let env = Env::start(

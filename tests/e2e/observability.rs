@@ -1,5 +1,5 @@
-//! SPEC §9 scenario 15 and the endpoint contracts: every metric of §5.3 with
-//! its value after a resize (on the leader and on a non-leader), promtool
+//! The endpoint contracts: the metrics of docs/reference/metrics.md with
+//! their values after a resize (on the leader and on a non-leader), promtool
 //! clean; health, readiness, status long-poll; `run` flag errors.
 
 use crate::common::*;
@@ -8,7 +8,7 @@ use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SPEC_METRICS: &[&str] = &[
+const PRESENT_AFTER_A_RESIZE: &[&str] = &[
     "cnpg_disk_total_bytes",
     "cnpg_disk_used_bytes",
     "cnpg_disk_available_bytes",
@@ -34,7 +34,8 @@ const SPEC_METRICS: &[&str] = &[
     "cnpg_autoresize_api_requests_total",
 ];
 
-/// Scenario 15 (and the seed's never-set decision metrics).
+/// The metrics every pod exposes, with their values after a resize (and the
+/// seed's never-set decision metrics).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_is_present_with_the_right_values_after_a_resize() {
     let resize = json!({"enabled": true, "expansion": {"step": "64Mi", "limit": "1Gi"}, "strategy": {"maxActionsPerDay": 3}});
@@ -101,7 +102,7 @@ async fn every_metric_is_present_with_the_right_values_after_a_resize() {
         }
     })
     .await;
-    for name in SPEC_METRICS {
+    for name in PRESENT_AFTER_A_RESIZE {
         let source = if *name == "cnpg_wal_slot_retention_bytes" {
             &primary
         } else {
@@ -355,7 +356,8 @@ fn run_rejects_bad_flags_before_starting() {
     }
 }
 
-/// SPEC §4: a steady state (nothing changing materially) makes no status writes.
+/// A steady state (nothing changing materially) makes no status writes
+/// (docs/reference/configuration.md#statusdiskstatus-policy-and-cluster).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_state_writes_no_status() {
     let env = Env::start(

@@ -1,6 +1,5 @@
-//! SPEC §9 scenarios 21, 23, 24, 25 and the production defects a real API
-//! server, the Go implementation's data and an SRE's reading found: each
-//! test failed on the code before the fix.
+//! The production defects a real API server, the Go implementation's data
+//! and an SRE's reading found: each test failed on the code before the fix.
 
 use crate::common::*;
 use cnpg_testbed::cluster::VolumeRole;
@@ -25,7 +24,7 @@ fn status_patches(env: &Env) -> u64 {
         .sum()
 }
 
-/// Scenario 21: the Go implementation wrote a zero time as `null`, which the
+/// The Go implementation wrote a zero time as `null`, which the
 /// fork's CRD prunes: the entry has no timestamp. Planning goes on, the
 /// entry counts toward no budget, is logged once and is gone after the next
 /// status write.
@@ -77,7 +76,7 @@ async fn foreign_status_entries_do_not_stop_planning() {
     );
 }
 
-/// Scenario 23: ext4 shows less than its device (a 64Mi device: ~55 MiB),
+/// ext4 shows less than its device (a 64Mi device: ~55 MiB),
 /// so after a small step the filesystem is still smaller than the old PVC
 /// size. The next crossing must resize again, never a permanent
 /// `resize_in_progress`.
@@ -107,7 +106,7 @@ async fn a_small_step_on_ext4_resizes_again_once_the_filesystem_grew() {
     .await;
 }
 
-/// Scenario 24: a slot that is dropped, a PostgreSQL that stops, an
+/// A slot that is dropped, a PostgreSQL that stops, an
 /// instance that is removed disappear from `status.diskStatus` and from the
 /// metrics within a status interval; then nothing is written while nothing
 /// changes.
@@ -220,7 +219,7 @@ async fn what_is_gone_disappears_from_disk_status_and_metrics() {
     );
 }
 
-/// Scenario 25: on a write-heavy cluster CloudNativePG's HA slots on a
+/// On a write-heavy cluster CloudNativePG's HA slots on a
 /// standby lag behind by more than `maxSlotRetentionBytes` between two
 /// advances. They are not abandoned slots: the standby's WAL volume still
 /// grows, and no inactive slot is reported.

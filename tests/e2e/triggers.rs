@@ -1,7 +1,6 @@
-//! SPEC §9 scenarios 27 to 30 and the inode trigger: what no other resizer
-//! does — refused expansions end cleanly, the growth forecast resizes early
-//! and sizes the step, Recommend mode reports without touching anything,
-//! cooldowns hold, exhausted inodes trigger. The fields only a policy can
+//! What no other resizer does — refused expansions end cleanly, the growth
+//! forecast resizes early and sizes the step, Recommend mode reports without
+//! touching anything, cooldowns hold, exhausted inodes trigger. The fields only a policy can
 //! carry are set through an AutoResizePolicy (the fork's CRD prunes them).
 
 use crate::common::*;
@@ -36,7 +35,7 @@ fn records(pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Vec<Value
         .unwrap_or_default()
 }
 
-/// Scenario 27: the storage refuses the expansion -> blocked
+/// The storage refuses the expansion -> blocked
 /// `expansion_failed`, one AutoResizeFailed event quoting the backend, the
 /// record marked `failure`, no retry until the request changes; a human's
 /// recovery (a lower request above the capacity) lets it go on.
@@ -138,7 +137,7 @@ async fn a_refused_expansion_is_blocked_and_not_retried() {
     .await;
 }
 
-/// Scenario 28: a volume filling at a steady rate grows when the forecast
+/// A volume filling at a steady rate grows when the forecast
 /// says it fills within `timeToFull`, well before the usage threshold, and
 /// with `horizon` the step covers the forecast growth. (The forecast's
 /// history is shortened by hidden test flags: 40 s instead of 5 minutes.)
@@ -186,7 +185,7 @@ async fn the_forecast_resizes_early_and_sizes_the_step() {
     assert!(grown >= 400 * MIB, "grew by {} MiB", grown / MIB);
 }
 
-/// Scenario 29: `mode: Recommend` decides and reports (metric, event) but
+/// `mode: Recommend` decides and reports (metric, event) but
 /// patches nothing, records nothing, uses no budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recommend_mode_reports_and_never_patches() {
@@ -222,7 +221,7 @@ async fn recommend_mode_reports_and_never_patches() {
     .await;
 }
 
-/// Scenario 30: `cooldown: 1h` -> a second crossing within the hour is
+/// `cooldown: 1h` -> a second crossing within the hour is
 /// blocked `cooldown`, with the next action time in the metric.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooldown_blocks_a_second_crossing() {

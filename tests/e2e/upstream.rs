@@ -1,4 +1,4 @@
-//! SPEC §9 scenarios 26 and 31: CloudNativePG as users run it. Upstream's
+//! CloudNativePG as users run it. Upstream's
 //! Cluster CRD has no `resize` blocks (the sandbox prunes them like a real
 //! API server): an AutoResizePolicy configures the cluster and receives the
 //! journal, the disk status and conditions. And a replica that CNPG rebuilds
@@ -24,10 +24,10 @@ async fn policy_events(env: &Env, policy: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Scenario 31 with scenarios 1 and 5: on upstream CloudNativePG the
-/// Cluster's `resize` blocks are pruned away and ignored; a policy makes
-/// both instances' data volumes grow, records the resizes in its status,
-/// and its budget of one resize a day holds across manager restarts.
+/// On upstream CloudNativePG the Cluster's `resize` blocks are pruned away
+/// and ignored; a policy makes both instances' data volumes grow, records the
+/// resizes in its status, and its budget of one resize a day holds across
+/// manager restarts (growth.rs and durability.rs, through a policy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_drives_upstream_cloudnativepg() {
     let env = Env::start_with_crd(
@@ -82,7 +82,7 @@ async fn a_policy_drives_upstream_cloudnativepg() {
     assert!(status["lastResizeTime"].is_string(), "{status}");
     env.wait_kube_event("AutoResizeSuccess", secs(10)).await;
 
-    // Scenario 5 through the policy: pg-1's second crossing is rate
+    // The budget through the policy: pg-1's second crossing is rate
     // limited, still after every manager restarts. (pg-2 is not filled: its
     // growth was a parity grow, which used none of its budget.)
     let data = env.scenario.instances[0].data().volume.clone();
@@ -109,8 +109,8 @@ async fn a_policy_drives_upstream_cloudnativepg() {
     );
 }
 
-/// Scenario 31 with scenarios 2 and 10: WAL volumes through the policy:
-/// one grows; with archiving failing another is refused.
+/// WAL volumes through the policy (growth.rs and wal_safety.rs): one grows;
+/// with archiving failing another is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_guards_wal_volumes_on_upstream_cloudnativepg() {
     let env = Env::start_with_crd(
@@ -135,7 +135,7 @@ async fn a_policy_guards_wal_volumes_on_upstream_cloudnativepg() {
             .volume
             .clone()
     };
-    // Scenario 10: archiving fails on the primary: its WAL volume is refused.
+    // Archiving fails on the primary: its WAL volume is refused.
     let primary = env.scenario.server("pg-1").unwrap();
     primary.set_archive_failing(true).unwrap();
     primary.generate_wal(1 << 20).await.unwrap();
@@ -151,7 +151,7 @@ async fn a_policy_guards_wal_volumes_on_upstream_cloudnativepg() {
         .await;
     env.hold_request("pg-1-wal", 128 * MIB, secs(2)).await;
     assert!(policy_events(&env, "pg").await.is_empty());
-    // Scenario 2: once archiving works again, the WAL volume grows.
+    // Once archiving works again, the WAL volume grows.
     primary.set_archive_failing(false).unwrap();
     primary.generate_wal(1 << 20).await.unwrap();
     env.wait_request("pg-1-wal", 192 * MIB, secs(60)).await;
@@ -226,7 +226,7 @@ async fn a_second_policy_for_one_cluster_is_refused() {
     env.wait_request("pg-1", 160 * MIB, secs(30)).await;
 }
 
-/// Scenario 26: after the data volumes grew, CloudNativePG rebuilds a
+/// After the data volumes grew, CloudNativePG rebuilds a
 /// replica with a PVC of `spec.storage.size`; the leader grows it to its
 /// peers' size at once (warning size_parity, trigger parity, no budget),
 /// so the base backup of the grown database fits, before the replica's own

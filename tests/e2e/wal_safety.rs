@@ -1,5 +1,5 @@
-//! SPEC §9 scenarios 4, 10, 11, 12, 13, 14: growth that would only hide a
-//! WAL problem is refused; blindness fails open, loudly.
+//! Growth that would only hide a WAL problem is refused; blindness fails
+//! open, loudly (docs/reference/decision.md#9-wal-safety).
 
 use crate::common::*;
 use cnpg_testbed::cluster::VolumeRole;
@@ -53,7 +53,7 @@ async fn wait_archiver(server: &cnpg_testbed::PgServer, failing: bool) {
     .await;
 }
 
-/// Scenario 4 at runtime: single-volume cluster without acknowledgeWALRisk.
+/// At runtime: a single-volume cluster without acknowledgeWALRisk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_volume_without_acknowledgement_is_blocked() {
     let env = Env::start(Scenario::builder("pg").data(128 * MIB, json!({"enabled": true}))).await;
@@ -70,7 +70,7 @@ async fn single_volume_without_acknowledgement_is_blocked() {
     env.hold_request("pg-1", 128 * MIB, secs(2)).await;
 }
 
-/// Scenario 10: archiving failing -> the WAL volume is not grown.
+/// Archiving failing -> the WAL volume is not grown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_archiving_blocks_wal_growth_until_it_recovers() {
     let wal = json!({"enabled": true, "expansion": {"step": "64Mi"}});
@@ -104,8 +104,8 @@ async fn failing_archiving_blocks_wal_growth_until_it_recovers() {
     env.wait_request("pg-1-wal", 192 * MIB, secs(60)).await;
 }
 
-/// Scenario 11 (and the seed's missed-slot bug): an inactive slot retaining
-/// more than maxSlotRetentionBytes blocks; the slot shows in diskStatus.
+/// An inactive slot retaining more than maxSlotRetentionBytes blocks; the
+/// slot shows in diskStatus (and the seed's missed-slot bug).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inactive_slot_retention_blocks_and_is_reported() {
     let wal = json!({"enabled": true, "strategy": {"walSafetyPolicy": {"maxSlotRetentionBytes": 16777216}}});
@@ -176,7 +176,7 @@ async fn inactive_slot_retention_blocks_and_is_reported() {
     env.hold_request("pg-1-wal", 128 * MIB, secs(1)).await;
 }
 
-/// Scenario 12: a `.ready` backlog above maxPendingWALFiles blocks.
+/// A `.ready` backlog above maxPendingWALFiles blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_backlog_blocks() {
     let wal = json!({"enabled": true, "strategy": {"walSafetyPolicy": {"requireArchiveHealthy": false, "maxPendingWALFiles": 1}}});
@@ -206,8 +206,8 @@ async fn ready_backlog_blocks() {
     env.hold_request("pg-1-wal", 128 * MIB, secs(1)).await;
 }
 
-/// Scenario 13 (and the seed's silent fail-open): PostgreSQL stopped -> the
-/// resize still happens, with a Warning event.
+/// PostgreSQL stopped -> the resize still happens, with a Warning event (and
+/// the seed's silent fail-open).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_fails_open_with_a_warning() {
     let wal = json!({"enabled": true, "expansion": {"step": "64Mi"}});
@@ -229,7 +229,7 @@ async fn postgres_down_fails_open_with_a_warning() {
     assert!(note.contains("pg-1-wal"), "{note}");
 }
 
-/// Scenario 14: the slot query hangs -> the WAL check returns within the
+/// The slot query hangs -> the WAL check returns within the
 /// slot-query timeout, slot data is "unknown" (not "none"), and probes and
 /// metrics carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

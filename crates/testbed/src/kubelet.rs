@@ -1,7 +1,7 @@
 //! A kubelet stand-in: runs a process the way the kubelet runs a container
-//! of a pod (SPEC §8) — probed over HTTP with the container's own probe
-//! settings, restarted when it exits or fails its liveness probe, with the
-//! kubelet's crash-loop back-off.
+//! of a pod (docs/design.md#the-test-bed) — probed over HTTP with the
+//! container's own probe settings, restarted when it exits or fails its
+//! liveness probe, with the kubelet's crash-loop back-off.
 //!
 //! Semantics followed (Kubernetes pod lifecycle and probe documentation):
 //!

@@ -1,4 +1,5 @@
-//! The local test bed: simulated volumes, PostgreSQL servers and scenarios (SPEC §8).
+//! The local test bed: simulated volumes, PostgreSQL servers and scenarios
+//! (docs/design.md#the-test-bed).
 //!
 //! Three building blocks, usable on their own:
 //!

@@ -1,5 +1,5 @@
 //! A CloudNativePG stand-in: what the operator does to the `Cluster` while
-//! cnpg-autoresize runs beside it (SPEC §8).
+//! cnpg-autoresize runs beside it (docs/design.md#the-test-bed).
 //!
 //! Nobody but CNPG and us writes a Cluster, and CNPG writes its status all
 //! the time. It does so from Go types: it GETs the Cluster into its

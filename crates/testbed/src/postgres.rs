@@ -1,7 +1,7 @@
 //! Real PostgreSQL servers for tests: a primary and streaming replicas laid
 //! out like CloudNativePG instances, on [`Volume`]s.
 //!
-//! Layout per server (CNPG conventions, see SPEC §1):
+//! Layout per server (CloudNativePG's conventions):
 //!
 //! | what | where |
 //! |---|---|

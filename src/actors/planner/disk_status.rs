@@ -1,6 +1,8 @@
 //! `status.diskStatus`: what the leader writes about every instance, and
-//! when a change is material enough to write (SPEC §4). It is written as a
-//! whole: instances, volumes and slots that are gone disappear from it.
+//! when a change is material enough to write
+//! (docs/reference/configuration.md#statusdiskstatus-policy-and-cluster). It
+//! is written as a whole: instances, volumes and slots that are gone
+//! disappear from it.
 
 use crate::api::cluster::{
     ClusterDiskStatus, InstanceDiskStatus, SlotStatus, VolumeDiskStatus, WalHealthStatus,

@@ -1,6 +1,7 @@
-//! Which Kubernetes Events a planning pass should emit (SPEC §5.2), with
-//! aggregation: a lasting condition is announced once when it starts, then
-//! at most once an hour, never on every pass.
+//! Which Kubernetes Events a planning pass should emit
+//! (docs/reference/events.md), with aggregation: a lasting condition is
+//! announced once when it starts, then at most once an hour, never on every
+//! pass.
 
 use crate::api::resize::Mode;
 use crate::engine::{Action, Decision, Reason, Trigger, WarningCode};

@@ -1,8 +1,8 @@
-//! Table tests for the rules SPEC §3 gained or amended: size parity,
-//! freshness by the sampler's clock, refused expansions, in-flight by
-//! `filesystemBytes`, the inode and forecast triggers, horizon sizing,
-//! cooldown, Recommend mode, CloudNativePG's HA slots, foreign data and the
-//! AutoResizePolicy source.
+//! Table tests for the rules of docs/reference/decision.md that came after
+//! the first ones, or changed: size parity, freshness by the sampler's clock,
+//! refused expansions, in-flight by `filesystemBytes`, the inode and forecast
+//! triggers, horizon sizing, cooldown, Recommend mode, CloudNativePG's HA
+//! slots, foreign data and the AutoResizePolicy source.
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! Table tests for every rule of SPEC §3 and their order.
+//! Table tests for every rule of docs/reference/decision.md and their order.
 
 use super::*;
 use crate::api::cluster::Cluster;
@@ -382,7 +382,7 @@ fn budget_counts_only_recent_successes_of_this_pvc() {
     assert_eq!(d.budget_remaining, Some(1));
 
     // Foreign entries that do not read (no usable timestamp, an unknown
-    // result) count toward no budget (SPEC §3 "Foreign data").
+    // result) count toward no budget (docs/reference/decision.md#foreign-data).
     let mut no_time = ok("2026-11-26T02:00:00Z");
     no_time.as_object_mut().unwrap().remove("timestamp");
     let unreadable = json!([
@@ -431,9 +431,10 @@ fn limit_blocks_at_the_limit_and_caps_growth() {
 #[test]
 fn sizing_rules() {
     let cases: &[(&str, Value, u64)] = &[
-        // SPEC §9.6: 5% of 2Gi clamped up to minStep 1Gi -> 3Gi.
+        // Two examples of docs/reference/decision.md#10-size.
+        // 5% of 2Gi clamped up to minStep 1Gi -> 3Gi.
         ("2Gi", json!({"step": "5%", "minStep": "1Gi"}), 3 * GI),
-        // SPEC §9.7: 50% of 10Gi clamped down to maxStep 2Gi -> 12Gi.
+        // 50% of 10Gi clamped down to maxStep 2Gi -> 12Gi.
         ("10Gi", json!({"step": "50%", "maxStep": "2Gi"}), 12 * GI),
         // Default 20% with the default 2Gi minStep.
         ("100Gi", json!({}), 120 * GI),
