@@ -110,6 +110,45 @@ fn structural_problems(node: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The API server's own checks (compiled against the Kubernetes CEL libraries, costed
+/// as it costs them) on Kubernetes 1.30 (CEL compatibility 1.29, the oldest the chart
+/// supports) and 1.36: no error, no warning, and the cost within budget with room.
+#[test]
+fn the_policy_crd_compiles_and_fits_the_cost_budget_on_every_supported_kubernetes() {
+    use kube_sandbox::celcheck::{check_crd_schema, decls, PER_CRD_COST_LIMIT};
+    let schema = openapi_schema(&policy_crd());
+    for version in [decls::OLDEST_SUPPORTED, decls::CURRENT] {
+        let report = check_crd_schema(&schema, version, "spec.validation.openAPIV3Schema");
+        assert!(
+            report.errors.is_empty(),
+            "1.{version}: {:#?}",
+            report.errors
+        );
+        assert!(
+            report.warnings.is_empty(),
+            "1.{version}: {:?}",
+            report.warnings
+        );
+        let (rule, most) = report
+            .costs
+            .iter()
+            .max_by_key(|(_, c)| *c)
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "1.{version}: {} expressions, total cost {} ({:.1}% of the budget); most expensive {most} at {rule}",
+            report.costs.len(),
+            report.total_cost,
+            100.0 * report.total_cost as f64 / PER_CRD_COST_LIMIT as f64
+        );
+        assert!(
+            report.total_cost < PER_CRD_COST_LIMIT / 2,
+            "1.{version}: total {} — keep room for new rules",
+            report.total_cost
+        );
+    }
+}
+
 #[test]
 fn the_crds_are_structural_and_the_policy_crd_is_bounded_for_cel() {
     for (name, schema) in [

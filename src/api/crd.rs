@@ -1,30 +1,33 @@
 //! CustomResourceDefinitions generated from the project's own types.
 //!
-//! - The `AutoResizePolicy` CRD (SPEC §10): [`policy_crd`] is `AutoResizePolicy::crd()`;
-//!   its schema comes from the types of `policy.rs` and `resize.rs`, and carries SPEC
-//!   §2.1's errors as CEL `x-kubernetes-validations`, attached by the schemars transforms
-//!   of this module ([`policy_spec_schema`], [`policy_resize_schema`]) so that the API
-//!   server rejects what `cnpg-autoresize validate` rejects. `cargo run --bin crdgen`
-//!   prints it; its output is checked in as [`POLICY_CRD_FILE`].
+//! - The `AutoResizePolicy` CRD ([the AutoResizePolicy](docs/reference/configuration.md#the-autoresizepolicy)):
+//!   [`policy_crd`] is `AutoResizePolicy::crd()`; its schema comes from the types of
+//!   `policy.rs` and `resize.rs`, and carries the
+//!   [validation errors](docs/reference/configuration.md#validation-errors) as CEL
+//!   `x-kubernetes-validations`, attached by the schemars transforms of this module
+//!   ([`policy_spec_schema`], [`policy_resize_schema`]) so that the API server rejects
+//!   what `cnpg-autoresize validate` rejects. `cargo run --bin crdgen` prints it; its
+//!   output is checked in as [`POLICY_CRD_FILE`].
 //! - A stand-in for the CloudNativePG fork's `Cluster` CRD ([`generated_cluster_crd`]),
 //!   for when the fork's real CRD is not at hand (`demo`, the `sandbox` command): its
 //!   schema is generated from the Cluster fields the project reads and writes, shaped as
 //!   the fork declares them (see [`generated_cluster_crd`]).
 //!
-//! # The CEL rules and the API server's cost budget
+//! # The CEL rules and the API server
 //!
-//! A kube-apiserver refuses a CRD whose rules' estimated cost exceeds 10M for one
-//! expression or 100M in all (a rule counted once per possible occurrence: under a list,
-//! `maxItems` times; a `messageExpression` once). The value of an
-//! `x-kubernetes-int-or-string` field is estimated at the maximum request size (3 MiB,
-//! whatever its `maxLength`), so each string operation on it costs about 315k (`T`); the
-//! plain strings the rules read get a `maxLength` here, so their rules cost little, and
-//! `spec.tablespaces` has `maxItems: 8`. Estimate per `resize` block: five quantity
-//! rules of 2T, the `step` rule's regex about 6T, the minStep/maxStep rule 5T: about 6.6M
-//! (9.4M if the estimator charged `quantity()`/`isQuantity()` a traversal, which its
-//! global-call form is not); ten blocks (data, WAL, 8 tablespaces) with the rest about
-//! 71M (99.5M in that worst case). Messages that would concatenate an int-or-string or an
-//! integer value (whose converted size the estimator cannot always bound) are static.
+//! A kube-apiserver compiles every rule against the Kubernetes CEL libraries of its
+//! compatibility version (1.29 for Kubernetes 1.30, the oldest the chart supports) and
+//! refuses a CRD whose rules call a function that is not declared — or not declared
+//! that way: `sign` is a global function of the quantity library, `sign(quantity(x))`,
+//! never `quantity(x).sign()`. It also estimates each rule's worst-case cost from the
+//! schema — a string without `maxLength` (an `x-kubernetes-int-or-string` value too) is
+//! taken to be 3 MiB long, so every `quantity()` of it costs ~315k — multiplies it by
+//! the number of times the node can occur (`maxItems` of the lists above it), and
+//! refuses more than 10M for one rule or 100M in all. Every string a rule reads here
+//! is bounded ([`MAX_QUANTITY_LENGTH`], [`MAX_SHORT_STRING_LENGTH`],
+//! [`MAX_CLUSTER_NAME_LENGTH`], [`MAX_TABLESPACE_NAME_LENGTH`]) and `spec.tablespaces`
+//! has `maxItems: 8`, so the whole schema costs ~0.3 % of the budget
+//! (`api::cel_tests` computes it with the sandbox's copy of the API server's checks).
 //!
 //! kube-cel (the evaluator of the sandbox and of the tests) has no `type()`, so the rules
 //! tell integers from strings without it: `string(self)` of an int-or-string value, and
@@ -56,14 +59,55 @@ pub const REGENERATE_POLICY_CRD: &str =
 
 /// At most this many tablespaces in one policy (bounds the CEL cost, see the module docs).
 pub const MAX_POLICY_TABLESPACES: u32 = 8;
+/// A Kubernetes object name (DNS subdomain) is at most this long.
+pub const MAX_CLUSTER_NAME_LENGTH: u32 = 253;
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1).
 pub const MAX_TABLESPACE_NAME_LENGTH: u32 = 63;
 /// `maxLength` of the plain-string fields of a `resize` block (durations, `mode`).
 pub const MAX_SHORT_STRING_LENGTH: u32 = 64;
+/// `maxLength` of a quantity field (`step`, `minStep`, `limit`, ...): the longest
+/// sensible quantity is ~25 characters; without a bound the API server sizes the value
+/// at 3 MiB and the rules of eight tablespaces exceed its cost budget.
+pub const MAX_QUANTITY_LENGTH: u32 = 64;
 
 /// The AutoResizePolicy CRD, generated from the Rust types with its CEL rules.
 pub fn policy_crd() -> CustomResourceDefinition {
-    AutoResizePolicy::crd()
+    let mut crd = AutoResizePolicy::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            if let Ok(mut value) = serde_json::to_value(&*schema) {
+                drop_unrecognized_formats(&mut value);
+                if let Ok(edited) = serde_json::from_value(value) {
+                    *schema = edited;
+                }
+            }
+        }
+    }
+    crd
+}
+
+/// schemars writes `format: uint64`/`uint32` for unsigned integers; an API server
+/// knows only `int32` and `int64` for integers and warns about any other format.
+fn drop_unrecognized_formats(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            let integer = map.get("type").and_then(Value::as_str) == Some("integer");
+            let known = matches!(
+                map.get("format").and_then(Value::as_str),
+                Some("int32") | Some("int64")
+            );
+            if integer && !known {
+                map.remove("format");
+            }
+            map.values_mut().for_each(drop_unrecognized_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unrecognized_formats),
+        _ => {}
+    }
 }
 
 /// [`policy_crd`] as the YAML checked in under [`POLICY_CRD_FILE`], header included.
@@ -160,14 +204,14 @@ fn step_rule() -> Rule {
     let zero = lit(STEP_ZERO_MESSAGE);
     Rule::new(
         "self != 0 && (self == '' || (self.endsWith('%') ? self.matches('^0*([1-9][0-9]?|100)%$') \
-         : (isQuantity(self) && quantity(self).sign() > 0)))",
+         : (isQuantity(self) && sign(quantity(self)) > 0)))",
         STEP_INTEGER_MESSAGE,
     )
     .message_expression(format!(
         "self == 0 ? {zero} : self.endsWith('%') ? (self.matches('^[0-9]+%$') ? \
          (self.matches('^0+%$') ? {zero} : 'a percentage step must be between 1% and 100%') \
          : 'invalid percentage: use a whole number of percent like \\'20%\\'') \
-         : isQuantity(self) ? (quantity(self).sign() < 0 ? 'step must be positive' : {zero}) \
+         : isQuantity(self) ? (sign(quantity(self)) < 0 ? 'step must be positive' : {zero}) \
          : 'invalid quantity: step must be a percentage like \\'20%\\' or a quantity like \\'5Gi\\''"
     ))
 }
@@ -351,13 +395,14 @@ fn spec_rules(node: &mut Value) {
 }
 
 /// schemars transform of a policy's `resize` block (`PolicyVolume.resize`,
-/// `PolicyTablespace.resize`): SPEC §2.1's per-field rules.
+/// `PolicyTablespace.resize`): the per-field rules of docs/reference/configuration.md#validation-errors.
 pub fn policy_resize_schema(schema: &mut schemars::Schema) {
     edit_schema(schema, resize_rules);
 }
 
 fn resize_rules(node: &mut Value) {
     let short = Value::from(MAX_SHORT_STRING_LENGTH);
+    let quantity = Value::from(MAX_QUANTITY_LENGTH);
     if let Some(triggers) = property(node, "triggers") {
         if let Some(n) = property(triggers, "usageThreshold") {
             add_rules(
@@ -381,6 +426,7 @@ fn resize_rules(node: &mut Value) {
         }
         if let Some(n) = property(triggers, "minAvailable") {
             plain_int_or_string(n);
+            set_keyword(n, "maxLength", quantity.clone());
             add_rules(n, &[quantity_rule()]);
         }
         if let Some(n) = property(triggers, "timeToFull") {
@@ -392,11 +438,13 @@ fn resize_rules(node: &mut Value) {
         add_rules(expansion, &[step_order_rule()]);
         if let Some(n) = property(expansion, "step") {
             plain_int_or_string(n);
+            set_keyword(n, "maxLength", quantity.clone());
             add_rules(n, &[step_rule()]);
         }
         for field in ["minStep", "maxStep", "limit"] {
             if let Some(n) = property(expansion, field) {
                 plain_int_or_string(n);
+                set_keyword(n, "maxLength", quantity.clone());
                 add_rules(n, &[quantity_rule()]);
             }
         }
@@ -437,6 +485,7 @@ fn resize_rules(node: &mut Value) {
             }
             if let Some(n) = property(wal, "maxSlotRetentionBytes") {
                 plain_int_or_string(n);
+                set_keyword(n, "maxLength", quantity.clone());
                 add_rules(n, &[quantity_rule()]);
             }
         }
@@ -582,7 +631,7 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// Fields of the project's types that only an AutoResizePolicy can carry (SPEC §2): the
+/// Fields of the project's types that only an AutoResizePolicy can carry (docs/reference/configuration.md#fields-only-a-policy-can-carry): the
 /// fork's CRD has no place for them, so a real API server prunes them from a Cluster.
 const POLICY_ONLY_RESIZE_FIELDS: [(&str, &str); 4] = [
     ("triggers", "inodeUsageThreshold"),

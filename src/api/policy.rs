@@ -1,4 +1,4 @@
-//! `AutoResizePolicy` (`autoresize.cnpg.io/v1alpha1`, SPEC §10): the
+//! `AutoResizePolicy` (`autoresize.cnpg.io/v1alpha1`, docs/reference/configuration.md#the-autoresizepolicy): the
 //! project's own CRD, for upstream CloudNativePG whose Cluster CRD has no
 //! `resize` blocks. When a policy targets a cluster it is the only source of
 //! configuration for it, and its status receives what the fork's Cluster
@@ -40,6 +40,7 @@ pub const KIND: &str = "AutoResizePolicy";
 /// Which Cluster, and a `resize` block per kind of volume.
 pub struct AutoResizePolicySpec {
     /// The CloudNativePG Cluster this policy governs, in the same namespace.
+    #[schemars(length(max = super::crd::MAX_CLUSTER_NAME_LENGTH))]
     pub cluster: String,
     /// Data volumes (PGDATA).
     #[serde(default, skip_serializing_if = "Option::is_none")]

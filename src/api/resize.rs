@@ -449,6 +449,9 @@ fn optional_bytes(
         IntOrString::String(s) => s.clone(),
         IntOrString::Int(i) => i.to_string(),
     };
+    if !within_length(&text, super::crd::MAX_QUANTITY_LENGTH, path, errors) {
+        return None;
+    }
     match parse_non_negative_bytes(&text) {
         Ok(bytes) => Some(bytes),
         Err(message) => {
@@ -465,15 +468,7 @@ fn optional_duration(
     errors: &mut Vec<FieldIssue>,
 ) -> Option<Duration> {
     let text = value.filter(|t| !t.is_empty())?;
-    if text.chars().count() > super::crd::MAX_SHORT_STRING_LENGTH as usize {
-        errors.push(FieldIssue::new(
-            path,
-            format!(
-                "must be at most {} characters (the CRD's maxLength), got {} ({text:?})",
-                super::crd::MAX_SHORT_STRING_LENGTH,
-                text.chars().count()
-            ),
-        ));
+    if !within_length(text, super::crd::MAX_SHORT_STRING_LENGTH, path, errors) {
         return None;
     }
     match parse_go_duration(text) {
@@ -490,6 +485,19 @@ fn optional_duration(
             None
         }
     }
+}
+
+/// Whether `text` fits the CRD's `maxLength` for its field; else an error saying so.
+fn within_length(text: &str, max: u32, path: &FieldPath, errors: &mut Vec<FieldIssue>) -> bool {
+    let length = text.chars().count();
+    if length <= max as usize {
+        return true;
+    }
+    errors.push(FieldIssue::new(
+        path,
+        format!("must be at most {max} characters (the CRD's maxLength), got {length} ({text:?})"),
+    ));
+    false
 }
 
 /// Parses a quantity that must be a non-negative byte count.
@@ -523,6 +531,9 @@ fn resolve_step(
         Some(IntOrString::String(s)) if s.is_empty() => return default,
         Some(IntOrString::String(s)) => s.as_str(),
     };
+    if !within_length(text, super::crd::MAX_QUANTITY_LENGTH, path, errors) {
+        return default;
+    }
     match parse_step(text) {
         Ok(step) => step,
         Err(message) => {

@@ -81,7 +81,9 @@ pub fn validate_policy(
         },
         context,
     );
-    use crate::api::crd::{MAX_POLICY_TABLESPACES, MAX_TABLESPACE_NAME_LENGTH};
+    use crate::api::crd::{
+        MAX_CLUSTER_NAME_LENGTH, MAX_POLICY_TABLESPACES, MAX_TABLESPACE_NAME_LENGTH,
+    };
     let spec = FieldPath::new("spec");
     // The CRD's rule, word for word: the API server refuses such a policy
     // whatever the Cluster looks like.
@@ -102,6 +104,14 @@ pub fn validate_policy(
         report.errors.push(FieldIssue::new(
             &spec.child("cluster"),
             "names no cluster: set the name of the CloudNativePG Cluster this policy governs",
+        ));
+    } else if policy.spec.cluster.chars().count() > MAX_CLUSTER_NAME_LENGTH as usize {
+        report.errors.push(FieldIssue::new(
+            &spec.child("cluster"),
+            format!(
+                "must be at most {MAX_CLUSTER_NAME_LENGTH} characters (a Kubernetes name, the CRD's maxLength), got {}",
+                policy.spec.cluster.chars().count()
+            ),
         ));
     } else if let Some(name) = cluster.metadata.name.as_deref() {
         if name != policy.spec.cluster {

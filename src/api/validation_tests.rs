@@ -541,6 +541,25 @@ mod policies {
             found[0].1.contains("at most 64") && found[0].1.contains("got 66"),
             "{found:?}"
         );
+
+        // Quantities are bounded too (their CEL rules would exceed the cost budget).
+        let quantity = format!("{}1Gi", "0".repeat(62));
+        for field in ["step", "minStep", "limit"] {
+            let found = errors(
+                &policy(
+                    json!({"cluster": "pg", "walStorage": {}, "storage": {"resize": {
+                    "enabled": true, "expansion": {field: quantity}}}}),
+                ),
+                None,
+            );
+            let at = format!("spec.storage.resize.expansion.{field}");
+            assert!(
+                found
+                    .iter()
+                    .any(|(f, m)| *f == at && m.contains("at most 64") && m.contains("got 65")),
+                "{field}: {found:?}"
+            );
+        }
     }
 
     #[test]

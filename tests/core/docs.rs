@@ -640,36 +640,16 @@ fn cites_the_specification(line: &str) -> bool {
     by_name || by_sign || by_section
 }
 
-/// Citations in files being reworded by another change, with the most lines
-/// each may still have. Delete an entry once its file cites nothing.
-const NOT_YET_REWORDED: &[(&str, usize)] = &[
-    ("crates/kube-sandbox/src/lib.rs", 1),
-    ("src/api/crd.rs", 5),
-    ("src/api/policy.rs", 1),
-];
-
 #[test]
 fn nothing_cites_a_document_the_repository_does_not_have() {
-    let mut citing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
     for (file, text) in repository_texts() {
         for (n, line) in text.lines().enumerate() {
             if cites_the_specification(line) {
-                let at = format!("{file}:{}: {}", n + 1, line.trim());
-                citing.entry(file.clone()).or_default().push(at);
+                problems.push(format!("{file}:{}: {}", n + 1, line.trim()));
             }
         }
     }
-    let mut problems = Vec::new();
-    for (file, most) in NOT_YET_REWORDED {
-        match citing.remove(*file) {
-            None => problems.push(format!(
-                "{file} cites nothing any more: delete its entry in NOT_YET_REWORDED"
-            )),
-            Some(lines) if lines.len() > *most => problems.extend(lines),
-            Some(_) => {}
-        }
-    }
-    problems.extend(citing.into_values().flatten());
     assert!(
         problems.is_empty(),
         "these lines cite a specification the repository does not contain; cite its own \

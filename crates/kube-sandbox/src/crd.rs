@@ -45,8 +45,18 @@ fn invalid(registry: &Registry, name: &str, errs: &[FieldError]) -> ApiError {
     }
 }
 
-/// Checks a CRD object and builds the resource it serves (422 `Invalid` when it is not acceptable).
-pub fn resource_of(registry: &Registry, obj: &Value) -> Result<ResourceDef, ApiError> {
+/// Checks a CRD object and builds the resource it serves (422 `Invalid` when it is not
+/// acceptable). The CEL rules of each version's schema are compiled and costed as the API
+/// server does at CEL compatibility version `cel_version` (`crate::celcheck`); a schema
+/// that `old` (the stored CRD, on updates) already had is not checked again, as the API
+/// server ratchets unchanged schemas. Warnings (unrecognized formats) go to `warnings`.
+pub fn resource_of(
+    registry: &Registry,
+    obj: &Value,
+    old: Option<&Value>,
+    cel_version: u32,
+    warnings: &mut Vec<String>,
+) -> Result<ResourceDef, ApiError> {
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -94,6 +104,7 @@ pub fn resource_of(registry: &Registry, obj: &Value) -> Result<ResourceDef, ApiE
             "must have exactly one version marked as storage version",
         ));
     }
+    cel_checks(obj, old, cel_version, &mut errs, warnings);
     let mut versions = Vec::new();
     for (i, v) in spec.versions.iter().enumerate() {
         let at = format!("spec.versions[{i}].schema.openAPIV3Schema");
@@ -145,6 +156,51 @@ pub fn resource_of(registry: &Registry, obj: &Value) -> Result<ResourceDef, ApiE
         generation: Generation::OnNonMetadataChange,
         versions,
     })
+}
+
+/// The CEL checks of every version's schema; one shared schema is reported at
+/// `spec.validation.openAPIV3Schema`, as the API server's internal version names it.
+fn cel_checks(
+    obj: &Value,
+    old: Option<&Value>,
+    cel_version: u32,
+    errs: &mut Vec<FieldError>,
+    warnings: &mut Vec<String>,
+) {
+    let schemas = |o: &Value| -> Vec<Value> {
+        o.pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .map(|vs| {
+                vs.iter()
+                    .map(|v| {
+                        v.pointer("/schema/openAPIV3Schema")
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let new = schemas(obj);
+    let before = old.map(schemas).unwrap_or_default();
+    let shared = new.windows(2).all(|w| w[0] == w[1]);
+    for (i, schema) in new.iter().enumerate() {
+        if schema.is_null() || (shared && i > 0) || before.contains(schema) {
+            continue;
+        }
+        let at = if shared {
+            "spec.validation.openAPIV3Schema".to_string()
+        } else {
+            format!("spec.versions[{i}].schema.openAPIV3Schema")
+        };
+        let report = crate::celcheck::check_crd_schema(schema, cel_version, &at);
+        errs.extend(report.errors);
+        for w in report.warnings {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
 }
 
 /// The accepted names, as the API server reports them in `status.acceptedNames`.

@@ -977,7 +977,15 @@ fn create(
         m.remove("deletionGracePeriodSeconds");
     }
     let crd_def = if rr.res == CRD {
-        let d = crd::resource_of(&ctx.shared.registry, &obj)?;
+        let mut crd_warnings = Vec::new();
+        let d = crd::resource_of(
+            &ctx.shared.registry,
+            &obj,
+            None,
+            ctx.shared.rules.cel_compatibility_version,
+            &mut crd_warnings,
+        )?;
+        crd_warnings.iter().for_each(|w| ctx.warnings.add(w));
         crd::prepare(&mut obj, &d, &now_rfc3339());
         Some(d)
     } else {
@@ -1079,7 +1087,15 @@ fn write_existing(
     to_storage_version(rr, &mut new);
     validate_custom(ctx, rr, name, &new, Some(old))?;
     let crd_def = if rr.res == CRD && !rr.status {
-        let d = crd::resource_of(&ctx.shared.registry, &new)?;
+        let mut crd_warnings = Vec::new();
+        let d = crd::resource_of(
+            &ctx.shared.registry,
+            &new,
+            Some(old),
+            ctx.shared.rules.cel_compatibility_version,
+            &mut crd_warnings,
+        )?;
+        crd_warnings.iter().for_each(|w| ctx.warnings.add(w));
         let old_group = old
             .pointer("/spec/group")
             .and_then(Value::as_str)

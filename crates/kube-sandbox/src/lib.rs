@@ -1,4 +1,4 @@
-//! A strict local stand-in for the Kubernetes API server (SPEC §8).
+//! A strict local stand-in for the Kubernetes API server (docs/design.md#the-test-bed).
 //!
 //! The sandbox speaks the Kubernetes REST protocol over plain HTTP for the
 //! resources cnpg-autoresize uses, so the real `kube` client and `kubectl
@@ -74,6 +74,7 @@
 
 mod accounting;
 mod cel;
+pub mod celcheck;
 mod crd;
 mod discovery;
 mod error;
@@ -127,6 +128,11 @@ pub struct SandboxConfig {
     /// Default: a [`CelRuleEvaluator`] (kube-cel), so invalid objects get a 422 like from a
     /// real API server.
     pub rule_evaluator: Option<Arc<dyn RuleEvaluator>>,
+    /// The CEL compatibility version CRDs and admission policies are compiled at: the
+    /// minor version of the Kubernetes stood in for, minus one (a 1.36 API server compiles
+    /// new expressions with its 1.35 environment). Default: [`celcheck::decls::CURRENT`];
+    /// [`celcheck::decls::OLDEST_SUPPORTED`] holds manifests to Kubernetes 1.30.
+    pub cel_compatibility_version: u32,
 }
 
 impl Default for SandboxConfig {
@@ -139,6 +145,7 @@ impl Default for SandboxConfig {
             recover_volume_expansion_failure: true,
             crds: Vec::new(),
             rule_evaluator: Some(Arc::new(CelRuleEvaluator::new())),
+            cel_compatibility_version: celcheck::decls::CURRENT,
         }
     }
 }
@@ -165,6 +172,7 @@ impl Sandbox {
             rbac: rbac::Rbac::default(),
             rules: rules::RuleOptions {
                 recover_volume_expansion_failure: config.recover_volume_expansion_failure,
+                cel_compatibility_version: config.cel_compatibility_version,
             },
             accounting: accounting::Accounting::default(),
             evaluator: std::sync::RwLock::new(config.rule_evaluator.clone()),

@@ -14,6 +14,8 @@ pub struct RuleOptions {
     /// `RecoverVolumeExpansionFailure` (GA in 1.34): allow lowering a request while it stays
     /// above `status.capacity`.
     pub recover_volume_expansion_failure: bool,
+    /// The CEL compatibility version CRD rules are compiled at (`crate::celcheck::decls`).
+    pub cel_compatibility_version: u32,
 }
 
 /// Values `status.allocatedResourceStatuses` accepts (`resizeStatusSet` of
