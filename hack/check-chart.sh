@@ -241,7 +241,7 @@ else
   skip "hadolint Dockerfile" "hadolint not installed (--install)"
 fi
 if command -v shellcheck >/dev/null 2>&1; then
-  step "shellcheck hack/*.sh" shellcheck "$ROOT"/hack/*.sh
+  step "shellcheck hack/*.sh hack/lib/*.sh" shellcheck "$ROOT"/hack/*.sh "$ROOT"/hack/lib/*.sh
 else
   skip "shellcheck hack/*.sh" "shellcheck not installed (--install)"
 fi

@@ -644,9 +644,27 @@ fn kind_of(node: &Value) -> String {
     }
 }
 
+/// The sandbox serves this copy when the fork's CRD is not available.
+#[test]
+fn the_sandboxs_copy_of_the_generated_cluster_crd_is_the_generators_output() {
+    assert_eq!(
+        kube_sandbox::GENERATED_CLUSTER_CRD,
+        super::crd::generated_cluster_crd_yaml().unwrap(),
+        "regenerate it: cargo run --bin crdgen -- --cluster > crates/kube-sandbox/crds/postgresql.cnpg.io_clusters.generated.yaml"
+    );
+}
+
+/// Compared with the fork's real CRD where it is available (`$CNPG_CLUSTER_CRD` or
+/// `../shared`); an outside contributor has only the generated one, checked above.
 #[test]
 fn the_generated_cluster_crd_matches_the_forks() {
-    let path = kube_sandbox::fork_cluster_crd_path().unwrap();
+    let path = match kube_sandbox::fork_cluster_crd_path() {
+        Ok(path) => path,
+        Err(e) => {
+            println!("not compared with the fork's CRD: {e:#}");
+            return;
+        }
+    };
     let text = std::fs::read_to_string(&path).unwrap();
     let real: Value = serde_norway::from_str(&text).unwrap();
     let real_version = real["spec"]["versions"]

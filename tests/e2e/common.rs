@@ -38,9 +38,12 @@ pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_cnpg-autoresize"))
 }
 
-/// The fork's real Cluster CRD (read in place, never copied).
+/// The fork's real Cluster CRD (read in place, never copied), or the project's generated
+/// one where the fork's is not available (`kube_sandbox::cluster_crd` says which).
 pub fn fork_cluster_crd() -> String {
-    kube_sandbox::fork_cluster_crd().expect("the fork's Cluster CRD (../shared/cnpg)")
+    kube_sandbox::cluster_crd()
+        .expect("a Cluster CRD for the e2e tests")
+        .text
 }
 
 /// Upstream CloudNativePG's Cluster CRD, derived from the fork's: no

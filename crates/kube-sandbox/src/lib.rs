@@ -343,11 +343,10 @@ fn register_manifest(shared: &http::Shared, manifest: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// Where the fork's Cluster CRD is, for tests that serve the real one (read it in place):
-/// `$CNPG_CLUSTER_CRD` if set, else `<workspace>/../shared/cnpg/postgresql.cnpg.io_clusters.yaml`,
-/// else `/work/shared/cnpg/postgresql.cnpg.io_clusters.yaml`. An error says where it looked.
+/// Where the fork's Cluster CRD is, for tests that serve the real one (read in place,
+/// never copied): `$CNPG_CLUSTER_CRD` if set, else `<workspace>/../shared/cnpg/`
+/// `postgresql.cnpg.io_clusters.yaml`. An error says where it looked.
 pub fn fork_cluster_crd_path() -> anyhow::Result<PathBuf> {
-    const FILE: &str = "shared/cnpg/postgresql.cnpg.io_clusters.yaml";
     if let Some(p) = std::env::var_os("CNPG_CLUSTER_CRD") {
         let p = PathBuf::from(p);
         if p.is_file() {
@@ -359,27 +358,50 @@ pub fn fork_cluster_crd_path() -> anyhow::Result<PathBuf> {
         );
     }
     // This crate lives in <workspace>/crates/kube-sandbox.
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let candidates = [
-        workspace.join("..").join(FILE),
-        Path::new("/work").join(FILE),
-    ];
-    for c in &candidates {
-        if c.is_file() {
-            return Ok(c.clone());
-        }
+    let candidate = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/cnpg/postgresql.cnpg.io_clusters.yaml");
+    if candidate.is_file() {
+        return Ok(candidate);
     }
     anyhow::bail!(
-        "the fork's Cluster CRD was not found (looked at $CNPG_CLUSTER_CRD, {} and {}); set CNPG_CLUSTER_CRD to its path",
-        candidates[0].display(),
-        candidates[1].display()
+        "the fork's Cluster CRD was not found (looked at $CNPG_CLUSTER_CRD and {}); set CNPG_CLUSTER_CRD to its path",
+        candidate.display()
     )
 }
 
-/// The text of the fork's Cluster CRD (see [`fork_cluster_crd_path`]).
-pub fn fork_cluster_crd() -> anyhow::Result<String> {
-    let path = fork_cluster_crd_path()?;
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+/// The project's own Cluster CRD, generated from its types (`cargo run --bin crdgen --
+/// --cluster`; a test keeps this copy equal to the generator's output): the same
+/// structural rules as the fork's for the fields the project reads and writes.
+pub const GENERATED_CLUSTER_CRD: &str =
+    include_str!("../crds/postgresql.cnpg.io_clusters.generated.yaml");
+
+/// A Cluster CRD for tests, and where it came from.
+#[derive(Debug, Clone)]
+pub struct ClusterCrd {
+    pub text: String,
+    /// The file it was read from, or "the project's generated Cluster CRD".
+    pub source: String,
+}
+
+/// The fork's Cluster CRD when [`fork_cluster_crd_path`] finds it, else the project's
+/// [`GENERATED_CLUSTER_CRD`]; which one is said once per process (on stderr). A
+/// `$CNPG_CLUSTER_CRD` that names no file is an error, not a fallback.
+pub fn cluster_crd() -> anyhow::Result<ClusterCrd> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let crd = match fork_cluster_crd_path() {
+        Ok(path) => ClusterCrd {
+            text: std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            source: path.display().to_string(),
+        },
+        Err(e) if std::env::var_os("CNPG_CLUSTER_CRD").is_some() => return Err(e),
+        Err(_) => ClusterCrd {
+            text: GENERATED_CLUSTER_CRD.to_string(),
+            source: "the project's generated Cluster CRD".to_string(),
+        },
+    };
+    SAID.call_once(|| eprintln!("kube-sandbox: serving the Cluster CRD of {}", crd.source));
+    Ok(crd)
 }
 
 /// For the CLI: serves until SIGINT/SIGTERM, printing the address; writes an admin kubeconfig.

@@ -64,14 +64,11 @@ impl StatusSchema {
         Ok(StatusSchema { schema })
     }
 
-    /// The fork's CRD, read in place where
-    /// [`kube_sandbox::fork_cluster_crd_path`] finds it (`$CNPG_CLUSTER_CRD`,
-    /// else `<workspace>/../shared/cnpg/…`, else `/work/shared/cnpg/…`).
+    /// The fork's CRD where [`kube_sandbox::cluster_crd`] finds it (`$CNPG_CLUSTER_CRD`,
+    /// else `<workspace>/../shared/cnpg/…`), else the project's generated Cluster CRD.
     pub fn fork() -> Result<StatusSchema> {
-        let path = kube_sandbox::fork_cluster_crd_path()?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        StatusSchema::from_crd_text(&text).with_context(|| format!("in {}", path.display()))
+        let crd = kube_sandbox::cluster_crd()?;
+        StatusSchema::from_crd_text(&crd.text).with_context(|| format!("in {}", crd.source))
     }
 
     /// `status` as a Go round trip leaves it: fields outside the schema
@@ -137,10 +134,8 @@ pub struct OperatorConfig {
     /// How many times one pass re-reads and retries after a 409 (default 5).
     pub conflict_retries: u32,
     /// The Cluster CRD whose status schema writes are projected onto; `None`
-    /// uses the fork's CRD ([`StatusSchema::fork`]) and, when that is
-    /// missing (e.g. `demo` outside the project's machines), projects
-    /// nothing but still writes `null` timestamps (see
-    /// [`CnpgOperator::projects_onto_schema`]).
+    /// uses the fork's CRD, or the project's generated one where the fork's
+    /// is not available ([`StatusSchema::fork`]).
     pub cluster_crd: Option<String>,
 }
 
@@ -175,7 +170,7 @@ struct Shared {
     pvcs: Api<PersistentVolumeClaim>,
     cluster: String,
     config: OperatorConfig,
-    schema: Option<StatusSchema>,
+    schema: StatusSchema,
     paused: AtomicBool,
     writes: AtomicU64,
     conflicts: AtomicU64,
@@ -204,18 +199,8 @@ impl CnpgOperator {
         config: OperatorConfig,
     ) -> Result<CnpgOperator> {
         let schema = match &config.cluster_crd {
-            Some(text) => Some(StatusSchema::from_crd_text(text)?),
-            None => match kube_sandbox::fork_cluster_crd_path() {
-                Ok(_) => Some(StatusSchema::fork()?),
-                Err(e) => {
-                    tracing::warn!(
-                        error = %format!("{e:#}"),
-                        "CNPG stand-in: status writes keep unknown fields (a Go operator would \
-                         drop them)"
-                    );
-                    None
-                }
-            },
+            Some(text) => StatusSchema::from_crd_text(text)?,
+            None => StatusSchema::fork()?,
         };
         let shared = Arc::new(Shared {
             clusters: crate::scenario::cluster_api(&client, namespace),
@@ -260,12 +245,6 @@ impl CnpgOperator {
     /// The status of the latest accepted write, as sent.
     pub fn last_written_status(&self) -> Option<Value> {
         lock(&self.shared.last_written).clone()
-    }
-
-    /// Whether writes are projected onto a CRD status schema (false only
-    /// when no CRD was given and the fork's was not found).
-    pub fn projects_onto_schema(&self) -> bool {
-        self.shared.schema.is_some()
     }
 
     /// Stop (`true`) or resume (`false`) the periodic writes.
@@ -358,14 +337,7 @@ impl Shared {
                 status = json!({});
             }
             set_own_fields(&mut status, &self.cluster, spec_instances, &pods, &pvcs);
-            let status = match &self.schema {
-                Some(schema) => schema.project(&status),
-                None => {
-                    let mut s = status;
-                    null_missing_event_timestamps(&mut s);
-                    s
-                }
-            };
+            let status = self.schema.project(&status);
             object.data["status"] = status.clone();
             // The object as read carries its resourceVersion: a stale one
             // is refused with 409, as for any Go Update.

@@ -185,7 +185,7 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Serve this Cluster CRD (YAML text, e.g. `kube_sandbox::fork_cluster_crd()?`)
+    /// Serve this Cluster CRD (YAML text, e.g. `kube_sandbox::cluster_crd()?.text`)
     /// instead of the sandbox's schema-less default: every write is then
     /// pruned and validated against it. The CNPG stand-in projects its
     /// writes onto the same schema.

@@ -11,5 +11,6 @@ mod kubectl;
 mod policy_crd;
 mod pvc_rules;
 mod rbac;
+mod real_server;
 mod status;
 mod watch;

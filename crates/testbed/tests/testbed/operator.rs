@@ -45,7 +45,6 @@ async fn status_writes_drop_unknown_fields_and_null_missing_timestamps() {
         .operator
         .as_ref()
         .expect("on by default with PostgreSQL");
-    assert!(op.projects_onto_schema());
 
     // Its own fields, as CNPG sets them.
     eventually("CNPG's status fields", Duration::from_secs(20), || async {
@@ -188,7 +187,7 @@ async fn a_stale_write_conflicts_and_is_retried_after_a_fresh_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fork_crd_served_by_the_sandbox_accepts_the_stand_ins_writes() {
     init_tracing();
-    let crd = kube_sandbox::fork_cluster_crd().unwrap();
+    let crd = kube_sandbox::cluster_crd().unwrap().text;
     let scenario = Scenario::builder("fk")
         .postgres(false)
         .cnpg_operator(true)
