@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Records what a real kube-apiserver answers to each CRD of the sandbox's
-# verdict table, so that the sandbox is held to it in CI
+# Records what a real kube-apiserver answers to each CRD and admission policy
+# of the sandbox's verdict table, so that the sandbox is held to it in CI
 # (crates/kube-sandbox/tests/conformance/real_server.rs replays the table).
 #
 #   KUBEBUILDER_ASSETS=<dir with kube-apiserver and etcd> bash hack/record-real-verdicts.sh
 #
-# Each CRD is created with dryRun=All (nothing is stored) as the admin; the
+# Each object is created with dryRun=All (nothing is stored) as the admin; the
 # answer's HTTP code, Status causes and Warning headers go to
 # crates/kube-sandbox/tests/conformance/real_server/verdicts.json with the
 # server's version. Re-run it when a case is added or changed.
@@ -34,11 +34,16 @@ for c in "${cases[@]}"; do
   name=$(basename "$c" .yaml)
   # kubectl converts YAML to JSON without contacting the server.
   KUBECONFIG="$REAL_API_KUBECONFIG" "$KUBECTL" create --dry-run=client -o json -f "$c" >"$work/answers/$name.request.json"
+  path=$(python3 -c 'import json,sys
+kinds = {"CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+         "ValidatingAdmissionPolicy": "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+         "MutatingAdmissionPolicy": "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicies"}
+print(kinds[json.load(open(sys.argv[1]))["kind"]])' "$work/answers/$name.request.json")
   code=$(curl -sS -o "$work/answers/$name.body.json" -D "$work/answers/$name.headers" -w '%{http_code}' \
     --cacert "$REAL_API_CA" --cert "$REAL_API_CERT" --key "$REAL_API_KEY" \
     -H 'Content-Type: application/json' -X POST \
     --data-binary "@$work/answers/$name.request.json" \
-    "$REAL_API_URL/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All")
+    "$REAL_API_URL$path?dryRun=All")
   printf '%s\t%s\n' "$c" "$code" >>"$work/answers/index.tsv"
   echo "  $code  $c" >&2
 done

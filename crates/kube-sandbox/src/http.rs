@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::accounting::{self, Accounting, Counters};
+use crate::admission;
 use crate::error::{ApiError, FieldError};
 use crate::faults::{Faults, FaultsRequest};
 use crate::patch::{self, PatchKind};
@@ -514,6 +515,27 @@ pub(crate) struct WriteCtx<'a> {
     warnings: &'a mut Warnings,
     field_validation: FieldValidation,
     dry_run: bool,
+    /// Who writes: `request.userInfo.username` for admission policies.
+    identity: &'a str,
+}
+
+impl WriteCtx<'_> {
+    fn admission<'r>(
+        &'r self,
+        rr: &'r ResourceRequest,
+        operation: &'r str,
+        name: &'r str,
+    ) -> admission::Request<'r> {
+        admission::Request {
+            operation,
+            def: &rr.def,
+            version: &rr.version,
+            subresource: rr.status.then_some("status"),
+            namespace: rr.namespace.as_deref(),
+            name,
+            identity: self.identity,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -562,6 +584,7 @@ fn resource(
             _ => FieldValidation::Warn,
         },
         dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+        identity,
     };
     let name = rr.name.as_deref().unwrap_or("");
     match verb {
@@ -910,7 +933,22 @@ fn validate_custom(
     }
 }
 
-fn random_suffix(len: usize) -> String {
+/// A ValidatingAdmissionPolicy or MutatingAdmissionPolicy must compile (422 otherwise).
+fn check_policy_object(
+    ctx: &WriteCtx<'_>,
+    rr: &ResourceRequest,
+    name: &str,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    let errs = admission::check_object(rr.res, obj, ctx.shared.rules.cel_compatibility_version);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&rr.def, name, &errs))
+    }
+}
+
+pub(crate) fn random_suffix(len: usize) -> String {
     // The alphabet apimachinery uses for generateName (no vowels, no confusable digits).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -971,7 +1009,10 @@ fn create(
         return Err(ApiError::already_exists(def, &name));
     }
     rules::prepare_create(rr.res, def, &rr.version, &mut obj, txn)?;
+    admission::mutate(txn, &ctx.admission(rr, "CREATE", &name), &mut obj, None)?;
     validate_custom(ctx, rr, &name, &obj, None)?;
+    check_policy_object(ctx, rr, &name, &obj)?;
+    admission::validate(txn, &ctx.admission(rr, "CREATE", &name), Some(&obj), None)?;
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
@@ -1085,7 +1126,17 @@ fn write_existing(
     }
     check_type(rr, &mut new)?;
     to_storage_version(rr, &mut new);
+    admission::mutate(txn, &ctx.admission(rr, "UPDATE", name), &mut new, Some(old))?;
     validate_custom(ctx, rr, name, &new, Some(old))?;
+    if !rr.status {
+        check_policy_object(ctx, rr, name, &new)?;
+    }
+    admission::validate(
+        txn,
+        &ctx.admission(rr, "UPDATE", name),
+        Some(&new),
+        Some(old),
+    )?;
     let crd_def = if rr.res == CRD && !rr.status {
         let mut crd_warnings = Vec::new();
         let d = crd::resource_of(
@@ -1277,6 +1328,7 @@ fn delete(
             ));
         }
     }
+    admission::validate(txn, &ctx.admission(rr, "DELETE", name), None, Some(&old))?;
     let deleted = commit_delete(txn, ctx, rr, name, old);
     if def.strategic {
         // Built-in types answer an immediate deletion with a Success Status.
@@ -1318,6 +1370,7 @@ pub(crate) fn apply_crd(shared: &Shared, mut obj: Value) -> Result<(), ApiError>
         warnings: &mut warnings,
         field_validation: FieldValidation::Warn,
         dry_run: false,
+        identity: crate::rbac::ADMIN,
     };
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");

@@ -73,6 +73,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod accounting;
+mod admission;
 mod cel;
 pub mod celcheck;
 mod crd;

@@ -228,6 +228,47 @@ fn builtins() -> Vec<ResourceDef> {
             &["crd", "crds"],
             OnSpecChange,
         ),
+        // Indices 7..=10: crate::admission's constants.
+        ResourceDef::builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicy",
+            false,
+            true,
+            &[],
+            OnSpecChange,
+        ),
+        ResourceDef::builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+            false,
+            &[],
+            OnSpecChange,
+        ),
+        ResourceDef::builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "mutatingadmissionpolicies",
+            "MutatingAdmissionPolicy",
+            false,
+            false,
+            &[],
+            OnSpecChange,
+        ),
+        ResourceDef::builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "mutatingadmissionpolicybindings",
+            "MutatingAdmissionPolicyBinding",
+            false,
+            false,
+            &[],
+            OnSpecChange,
+        ),
     ]
 }
 
@@ -363,6 +404,26 @@ mod tests {
         let r = Registry::new();
         assert_eq!(r.get(PVC).unwrap().plural, "persistentvolumeclaims");
         assert_eq!(r.get(STORAGE_CLASS).unwrap().plural, "storageclasses");
+        for (idx, plural) in [
+            (
+                crate::admission::VALIDATING_POLICY,
+                "validatingadmissionpolicies",
+            ),
+            (
+                crate::admission::VALIDATING_BINDING,
+                "validatingadmissionpolicybindings",
+            ),
+            (
+                crate::admission::MUTATING_POLICY,
+                "mutatingadmissionpolicies",
+            ),
+            (
+                crate::admission::MUTATING_BINDING,
+                "mutatingadmissionpolicybindings",
+            ),
+        ] {
+            assert_eq!(r.get(idx).unwrap().plural, plural);
+        }
         assert_eq!(r.get(CRD).unwrap().plural, "customresourcedefinitions");
         assert!(r.find("postgresql.cnpg.io", "v1", "clusters").is_some());
     }

@@ -240,6 +240,11 @@ impl Quantity {
         self.nanos < 0
     }
 
+    /// The exact value in billionths (what comparisons of CPU and memory use).
+    pub fn nanos(&self) -> i128 {
+        self.nanos
+    }
+
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
     }

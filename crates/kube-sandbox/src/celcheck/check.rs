@@ -272,7 +272,9 @@ impl Checker<'_> {
                 };
                 self.set(e, Type::map(k, v));
             }
-            Kind::Struct { type_name, fields } => {
+            Kind::Struct {
+                type_name, fields, ..
+            } => {
                 let Some(t) = self.resolve_type(type_name) else {
                     self.error(
                         e.id,
@@ -300,7 +302,19 @@ impl Checker<'_> {
                         _ => None,
                     };
                     let Some(ft) = ft else {
-                        self.error(f.id, format!("undefined field '{}'", f.name));
+                        // Kubernetes' JSONPatch type answers every field name with an
+                        // untyped field, so an unknown one reads as a type mismatch.
+                        if matches!(&t, Type::Struct(s) if s.name == "JSONPatch") {
+                            self.error(
+                                f.id,
+                                format!(
+                                    "expected type of field '{}' is '' but provided type is '{vt}'",
+                                    f.name
+                                ),
+                            );
+                        } else {
+                            self.error(f.id, format!("undefined field '{}'", f.name));
+                        }
                         continue;
                     };
                     if !is_assignable(&mut self.mapping, &ft, &vt) {

@@ -15,6 +15,7 @@
 //! No crate type-checks CEL or estimates its cost in Rust (the `cel` crate only parses and
 //! evaluates), hence our own implementation, written from cel-go's and Kubernetes' sources.
 
+pub mod admission;
 pub mod check;
 pub mod cost;
 pub mod decls;

@@ -35,6 +35,11 @@ impl Parsed {
         (line, column)
     }
 
+    /// Character offset of a node.
+    pub fn offset(&self, id: u32) -> usize {
+        self.offsets.get(id as usize).copied().unwrap_or(0)
+    }
+
     /// The source line `line` (1-based).
     pub fn line(&self, line: usize) -> String {
         let text: String = self.source.iter().collect();
@@ -71,6 +76,8 @@ pub enum Kind {
     },
     Struct {
         type_name: String,
+        /// Character offset where the type name starts.
+        type_offset: usize,
         fields: Vec<StructField>,
     },
     Comprehension(Box<Comprehension>),
@@ -88,6 +95,8 @@ pub struct MapEntry {
 pub struct StructField {
     pub id: u32,
     pub name: String,
+    /// Character offset of the field name.
+    pub name_offset: usize,
     pub value: Expr,
     pub optional: bool,
 }
@@ -653,7 +662,8 @@ impl Parser {
             } else if self.is("{") && is_qualified_name(&e) {
                 let at = self.advance().offset;
                 let type_name = qualified_name(&e).unwrap_or_default();
-                e = self.struct_body(at, type_name)?;
+                let type_offset = self.root_offset(&e);
+                e = self.struct_body(at, type_name, type_offset)?;
             } else {
                 return Ok(e);
             }
@@ -789,7 +799,15 @@ impl Parser {
         }
     }
 
-    fn struct_body(&mut self, at: usize, type_name: String) -> PResult<Expr> {
+    /// Where a qualified name starts: the offset of its leftmost identifier.
+    fn root_offset(&self, e: &Expr) -> usize {
+        match &e.kind {
+            Kind::Select { operand, .. } => self.root_offset(operand),
+            _ => self.offsets.get(e.id as usize).copied().unwrap_or(0),
+        }
+    }
+
+    fn struct_body(&mut self, at: usize, type_name: String, type_offset: usize) -> PResult<Expr> {
         let mut fields = Vec::new();
         if !self.eat("}") {
             loop {
@@ -798,13 +816,14 @@ impl Parser {
                     let t = self.tokens[self.pos].clone();
                     return Err(self.unexpected(&t));
                 };
-                self.advance();
+                let name_offset = self.advance().offset;
                 let colon = self.expect(":")?.offset;
                 let value = self.expr()?;
                 let id = self.node(colon, Kind::Literal(Literal::Null)).id;
                 fields.push(StructField {
                     id,
                     name,
+                    name_offset,
                     value,
                     optional,
                 });
@@ -817,7 +836,14 @@ impl Parser {
                 }
             }
         }
-        Ok(self.node(at, Kind::Struct { type_name, fields }))
+        Ok(self.node(
+            at,
+            Kind::Struct {
+                type_name,
+                type_offset,
+                fields,
+            },
+        ))
     }
 
     fn global_call(&mut self, at: usize, name: &str, args: Vec<Expr>) -> PResult<Expr> {
@@ -1074,7 +1100,9 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Kind::Struct { type_name, fields } => format!(
+            Kind::Struct {
+                type_name, fields, ..
+            } => format!(
                 "{type_name}{{{}}}",
                 fields
                     .iter()

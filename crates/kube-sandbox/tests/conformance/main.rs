@@ -2,6 +2,7 @@
 //! proving each API-server rule it claims to enforce, failure answers included.
 
 mod accounting;
+mod admission;
 mod common;
 mod crd_schema;
 mod crud;

@@ -1,4 +1,5 @@
-//! The sandbox held to a real kube-apiserver: every CRD of `real_server/` was created
+//! The sandbox held to a real kube-apiserver: every CRD and admission policy of
+//! `real_server/` was created
 //! (dry run) on a real server by `hack/record-real-verdicts.sh`, which recorded its
 //! answer in `real_server/verdicts.json`; here each is created on the sandbox and must
 //! get the same answer — the same HTTP code, the same Status causes (field, reason and
@@ -58,7 +59,7 @@ fn keys(causes: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_sandbox_answers_every_crd_of_the_table_as_a_real_api_server_did() {
+async fn the_sandbox_answers_every_object_of_the_table_as_a_real_api_server_did() {
     let table: Value = serde_json::from_str(
         &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(TABLE))
             .expect("the verdict table"),
@@ -73,10 +74,22 @@ async fn the_sandbox_answers_every_crd_of_the_table_as_a_real_api_server_did() {
         let text = std::fs::read_to_string(workspace().join(case))
             .unwrap_or_else(|e| panic!("{case}: {e}"));
         let crd: Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let path = match crd["kind"].as_str() {
+            Some("CustomResourceDefinition") => {
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+            }
+            Some("ValidatingAdmissionPolicy") => {
+                "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+            }
+            Some("MutatingAdmissionPolicy") => {
+                "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicies"
+            }
+            other => panic!("{case}: no path for kind {other:?}"),
+        };
         let answer = raw_http(
             &sb,
             "POST",
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions?dryRun=All",
+            &format!("{path}?dryRun=All"),
             &[
                 ("Authorization", "Bearer admin"),
                 ("Content-Type", "application/json"),
