@@ -23,6 +23,14 @@
 //!   started again — the first time at once, then after 10 s, 20 s, 40 s, …
 //!   capped at 5 min; the delay resets once a container ran 10 min.
 //!
+//! A [`Pod`] runs containers in the kubelet's order: each native sidecar (an
+//! init container with `restartPolicy: Always`) is started and must be
+//! `started` — running, past its startup probe, and still running when the
+//! kubelet next looks (its pod lifecycle events are relisted every second) —
+//! before the next init container or the main containers start; a sidecar
+//! that keeps exiting blocks them. The pod is `Ready` when every main
+//! container and every native sidecar is ready.
+//!
 //! On one machine every "pod" shares the network namespace, so a container
 //! cannot listen on its declared `containerPort`; the launch maps declared
 //! ports to the ports really used ([`ContainerLaunch::port_map`]).
@@ -492,6 +500,13 @@ impl Container {
         lock(&self.shared.state).restarts.clone()
     }
 
+    /// Whether the container is running and past its startup probe (the
+    /// kubelet's `started`).
+    pub fn is_started(&self) -> bool {
+        let s = lock(&self.shared.state);
+        s.started && s.pid.is_some()
+    }
+
     /// Whether the container is `Ready` now.
     pub fn is_ready(&self) -> bool {
         lock(&self.shared.state).ready
@@ -862,6 +877,198 @@ async fn terminate(shared: &Shared, child: &mut tokio::process::Child, grace: Du
     // Whatever the process left in its group goes too, as with a container.
     if let Some(pid) = lock(&shared.state).pid {
         let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// The containers of one pod, in the kubelet's start order.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    /// A name for logs and errors.
+    pub name: String,
+    /// Native sidecars: init containers with `restartPolicy: Always`, in order.
+    pub sidecars: Vec<ContainerLaunch>,
+    /// The pod's `containers`.
+    pub containers: Vec<ContainerLaunch>,
+}
+
+/// A change of the pod's `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodReadinessChange {
+    /// When it changed.
+    pub at: jiff::Timestamp,
+    /// The new state.
+    pub ready: bool,
+}
+
+#[derive(Debug, Default)]
+struct PodState {
+    /// Started containers, sidecars first, by name.
+    containers: Vec<(String, Arc<Container>)>,
+    /// When each main container was first started, by name.
+    main_started: BTreeMap<String, jiff::Timestamp>,
+}
+
+/// A pod run by the kubelet stand-in; dropping it kills its containers.
+#[derive(Debug)]
+pub struct Pod {
+    spec: PodSpec,
+    state: Arc<Mutex<PodState>>,
+    task: tokio::task::AbortHandle,
+}
+
+/// How long a native sidecar must keep running before the kubelet counts it
+/// `started` and moves on: the pod lifecycle event generator's relist period.
+pub const KUBELET_RELIST_PERIOD: Duration = Duration::from_secs(1);
+
+impl Pod {
+    /// Starts the pod's containers in order, on the current tokio runtime.
+    pub fn start(spec: PodSpec, config: KubeletConfig) -> Result<Pod> {
+        let state = Arc::new(Mutex::new(PodState::default()));
+        let task = tokio::spawn(run_pod(spec.clone(), config, state.clone())).abort_handle();
+        Ok(Pod { spec, state, task })
+    }
+
+    /// The container `name`, once the kubelet started it.
+    pub fn container(&self, name: &str) -> Option<Arc<Container>> {
+        lock(&self.state)
+            .containers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// When main container `name` was first started (`None`: not yet).
+    pub fn main_started_at(&self, name: &str) -> Option<jiff::Timestamp> {
+        lock(&self.state).main_started.get(name).copied()
+    }
+
+    fn expected_containers(&self) -> usize {
+        self.spec.sidecars.len() + self.spec.containers.len()
+    }
+
+    /// The pod's `Ready` condition now: every container started and ready.
+    pub fn is_ready(&self) -> bool {
+        let s = lock(&self.state);
+        s.containers.len() == self.expected_containers()
+            && s.containers.iter().all(|(_, c)| c.is_ready())
+    }
+
+    /// Every change of the pod's `Ready` condition so far, merged from the
+    /// containers' own readiness changes, so no window is too short to see.
+    pub fn readiness_history(&self) -> Vec<PodReadinessChange> {
+        let s = lock(&self.state);
+        let mut changes: Vec<(jiff::Timestamp, usize, bool)> = s
+            .containers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, c))| {
+                c.readiness_history()
+                    .into_iter()
+                    .map(move |r| (r.at, i, r.ready))
+            })
+            .collect();
+        changes.sort_by_key(|(at, _, _)| *at);
+        let mut ready = vec![false; self.expected_containers()];
+        let mut pod_ready = false;
+        let mut history = Vec::new();
+        for (at, i, state) in changes {
+            ready[i] = state;
+            let now = ready.iter().all(|r| *r);
+            if now != pod_ready {
+                pod_ready = now;
+                history.push(PodReadinessChange { at, ready: now });
+            }
+        }
+        history
+    }
+
+    /// Waits until every main container has started.
+    pub async fn wait_main_started(&self, timeout: Duration) -> Result<()> {
+        let names: Vec<String> = self
+            .spec
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        wait_for(timeout, "the main containers to start", || {
+            let s = lock(&self.state);
+            names.iter().all(|n| s.main_started.contains_key(n))
+        })
+        .await
+    }
+
+    /// Waits until the pod's `Ready` condition is `ready`.
+    pub async fn wait_ready(&self, ready: bool, timeout: Duration) -> Result<()> {
+        wait_for(
+            timeout,
+            &format!("pod {} ready = {ready}", self.spec.name),
+            || self.is_ready() == ready,
+        )
+        .await
+    }
+
+    /// Deletes the pod: every container stopped (main containers first,
+    /// then the sidecars in reverse order, as the kubelet does).
+    pub async fn stop(&self) -> Result<()> {
+        self.task.abort();
+        let containers: Vec<Arc<Container>> = lock(&self.state)
+            .containers
+            .iter()
+            .rev()
+            .map(|(_, c)| c.clone())
+            .collect();
+        for c in containers {
+            c.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_pod(spec: PodSpec, config: KubeletConfig, state: Arc<Mutex<PodState>>) {
+    for sidecar in &spec.sidecars {
+        let container = match Container::start(sidecar.clone(), config.clone()) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::warn!(pod = %spec.name, error = %format!("{e:#}"), "kubelet: a sidecar cannot start");
+                return;
+            }
+        };
+        lock(&state)
+            .containers
+            .push((sidecar.name.clone(), container.clone()));
+        // Started: running (and past its startup probe) at two looks one
+        // relist apart, so a sidecar that exits at once never counts.
+        loop {
+            if container.is_started() {
+                let run = container.pid();
+                tokio::time::sleep(KUBELET_RELIST_PERIOD).await;
+                if container.is_started() && container.pid() == run {
+                    break;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    for main in &spec.containers {
+        match Container::start(main.clone(), config.clone()) {
+            Ok(c) => {
+                let mut s = lock(&state);
+                s.containers.push((main.name.clone(), Arc::new(c)));
+                s.main_started
+                    .insert(main.name.clone(), jiff::Timestamp::now());
+            }
+            Err(e) => {
+                tracing::warn!(pod = %spec.name, error = %format!("{e:#}"), "kubelet: a container cannot start");
+                return;
+            }
+        }
     }
 }
 

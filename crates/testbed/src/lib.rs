@@ -46,7 +46,9 @@ pub use cluster::{
     ha_slot_name, HaSlots, InstanceVolume, JoinOptions, JoinProgress, PendingJoin, PgCluster,
     PgClusterBuilder, PgInstance, VolumeRole, VolumeSizes,
 };
-pub use kubelet::{Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig};
+pub use kubelet::{
+    Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig, Pod, PodSpec,
+};
 pub use net::{free_port, next_loopback_ip};
 pub use operator::{CnpgOperator, OperatorConfig, OperatorStats, StatusSchema};
 pub use postgres::{PgBinaries, PgEndpoint, PgServer, PgServerBuilder, SlotInfo, SlotsViewLock};

@@ -5,7 +5,8 @@
 
 use crate::common::{alive, init_tracing};
 use cnpg_testbed::kubelet::{
-    Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig, RestartCause,
+    Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig, Pod, PodSpec,
+    RestartCause,
 };
 use cnpg_testbed::{free_port, next_loopback_ip};
 use std::collections::BTreeMap;
@@ -168,4 +169,113 @@ fn the_chart_sidecar_is_probed_as_rendered() {
     );
     assert_eq!(spec.readiness.is_some(), !raw["readinessProbe"].is_null());
     assert_eq!(spec.startup.is_some(), !raw["startupProbe"].is_null());
+}
+
+/// The launch of an HTTP target on a fresh loopback address (not started).
+fn launch(
+    name: &str,
+    spec_yaml: &str,
+    control: &Path,
+    dir: &Path,
+    extra_args: &[&str],
+) -> ContainerLaunch {
+    let ip = next_loopback_ip().unwrap();
+    let port = free_port(ip).unwrap();
+    let spec = ContainerSpec::from_yaml(spec_yaml).unwrap();
+    let port_map: BTreeMap<u16, u16> = spec
+        .ports
+        .iter()
+        .map(|p| (p.container_port, port))
+        .collect();
+    let mut command = ContainerCommand::new(http_target());
+    if !extra_args.contains(&"--no-address") {
+        command = command.arg("--http-addr").arg(format!("{ip}:{port}"));
+    }
+    command = command.arg("--control").arg(control);
+    ContainerLaunch {
+        name: name.into(),
+        command,
+        spec,
+        ip: ip.into(),
+        port_map,
+        log: dir.join(format!("{name}.log")),
+    }
+}
+
+const PLAIN: &str = "name: c\nports: [{name: http, containerPort: 8080}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_sidecar_that_keeps_exiting_keeps_the_main_containers_from_starting() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    // Without an address the target exits 2 at once, like a manager that
+    // refuses its flags.
+    let sidecar = launch("sidecar", PLAIN, dir.path(), dir.path(), &["--no-address"]);
+    let main = launch("postgres", PLAIN, dir.path(), dir.path(), &[]);
+    let pod = Pod::start(
+        PodSpec {
+            name: "pg-1".into(),
+            sidecars: vec![sidecar],
+            containers: vec![main],
+        },
+        fast_kubelet(),
+    )
+    .unwrap();
+    // Proof enough that the kubelet kept trying: three restarts of the sidecar.
+    let started = tokio::time::Instant::now();
+    let c = loop {
+        if let Some(c) = pod.container("sidecar") {
+            break c;
+        }
+        assert!(started.elapsed() < SECS_30, "the sidecar never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    c.wait_for_restarts(3, SECS_30).await.unwrap();
+    assert_eq!(
+        pod.main_started_at("postgres"),
+        None,
+        "postgres started behind a crash-looping sidecar"
+    );
+    assert!(!pod.is_ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_containers_start_after_the_sidecar_and_its_readiness_counts_for_the_pod() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar_control = dir.path().join("sidecar");
+    std::fs::create_dir(&sidecar_control).unwrap();
+    let with_readiness = "name: c\nports: [{name: http, containerPort: 8080}]\n\
+                          readinessProbe:\n  httpGet: {path: /readyz, port: http}\n  periodSeconds: 1\n  failureThreshold: 1\n";
+    let sidecar = launch("sidecar", with_readiness, &sidecar_control, dir.path(), &[]);
+    let main = launch("postgres", PLAIN, dir.path(), dir.path(), &[]);
+    let pod = Pod::start(
+        PodSpec {
+            name: "pg-1".into(),
+            sidecars: vec![sidecar],
+            containers: vec![main],
+        },
+        fast_kubelet(),
+    )
+    .unwrap();
+    pod.wait_main_started(SECS_30).await.unwrap();
+    pod.wait_ready(true, SECS_30).await.unwrap();
+    let sidecar = pod.container("sidecar").unwrap();
+    let postgres = pod.container("postgres").unwrap();
+    // The sidecar's readiness failing takes the whole pod out, not postgres.
+    std::fs::write(sidecar_control.join("readyz"), "503").unwrap();
+    pod.wait_ready(false, SECS_30).await.unwrap();
+    assert!(postgres.is_ready());
+    std::fs::remove_file(sidecar_control.join("readyz")).unwrap();
+    pod.wait_ready(true, SECS_30).await.unwrap();
+    // A sidecar crash after the start: postgres keeps running, the pod is not
+    // ready until the sidecar runs again.
+    let pg_pid = postgres.pid().unwrap();
+    sidecar.kill().unwrap();
+    sidecar.wait_for_restarts(1, SECS_30).await.unwrap();
+    pod.wait_ready(true, SECS_30).await.unwrap();
+    assert_eq!(postgres.pid(), Some(pg_pid), "postgres was restarted");
+    let states: Vec<bool> = pod.readiness_history().iter().map(|h| h.ready).collect();
+    assert!(states == [true, false, true, false, true], "{states:?}");
+    pod.stop().await.unwrap();
 }
