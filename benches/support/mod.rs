@@ -73,7 +73,7 @@ pub fn product_options() -> ManagerOptions {
         lease_duration: "15s".into(),
         renew_interval: "5s".into(),
         log_level: "info".into(),
-        extra_args: Vec::new(),
+        ..ManagerOptions::default()
     }
 }
 

@@ -106,6 +106,18 @@ impl Env {
         cluster_crd: String,
         role: &str,
     ) -> Env {
+        let env = Self::prepare(builder, options, cluster_crd, role).await;
+        env.start_all_pods();
+        env
+    }
+
+    /// The scenario without its manager pods ([`Env::start_all_pods`] starts them).
+    pub async fn prepare(
+        builder: ScenarioBuilder,
+        options: ManagerOptions,
+        cluster_crd: String,
+        role: &str,
+    ) -> Env {
         let scenario = builder
             .cluster_crd(cluster_crd)
             .enforce_role(role)
@@ -118,18 +130,21 @@ impl Env {
             .expect("the policy CRD registers");
         let port = scenario.common_port().expect("a common port");
         let n = scenario.instances.len();
-        let env = Env {
+        Env {
             scenario,
             port,
             options,
             stopped: vec![None; n],
-        };
-        for n in 0..n {
-            env.scenario
-                .start_manager_pod(binary(), n, env.port, &env.options)
+        }
+    }
+
+    /// Starts every instance's manager pod with `self.options`.
+    pub fn start_all_pods(&self) {
+        for n in 0..self.scenario.instances.len() {
+            self.scenario
+                .start_manager_pod(binary(), n, self.port, &self.options)
                 .expect("manager pod starts");
         }
-        env
     }
 
     pub fn pod(&self, n: usize) -> &str {
@@ -481,4 +496,44 @@ pub async fn wait_grown(volume: &cnpg_testbed::Volume, device_bytes: u64) {
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// Waits until PostgreSQL itself reports archiving as failing (or not).
+/// Each attempt switches to a new 16 MiB segment, so attempts are sparse.
+pub async fn wait_archiver(server: &cnpg_testbed::PgServer, failing: bool) {
+    let mut last_switch = None;
+    wait_until(
+        &format!("pg_stat_archiver failing = {failing}"),
+        secs(30),
+        || {
+            let due = last_switch.is_none_or(|t: std::time::Instant| {
+                t.elapsed() > std::time::Duration::from_secs(3)
+            });
+            if due {
+                last_switch = Some(std::time::Instant::now());
+            }
+            async move {
+                if due {
+                    server
+                        .generate_wal(64 << 10)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let client = server.connect().await.map_err(|e| e.to_string())?;
+                let row = client
+                .query_one(
+                    "SELECT coalesce(last_failed_time IS NOT NULL AND (last_archived_time IS NULL \
+                     OR last_failed_time > last_archived_time), false) FROM pg_stat_archiver",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let now: bool = row.get(0);
+                (now == failing)
+                    .then_some(())
+                    .ok_or(format!("failing = {now}"))
+            }
+        },
+    )
+    .await;
 }

@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod durability;
 mod growth;
+mod guest;
 mod observability;
 mod production;
 mod triggers;

@@ -13,46 +13,6 @@ fn wal_volume(env: &Env) -> &cnpg_testbed::Volume {
         .volume
 }
 
-/// Waits until PostgreSQL itself reports archiving as failing (or not).
-/// Each attempt switches to a new 16 MiB segment, so attempts are sparse.
-async fn wait_archiver(server: &cnpg_testbed::PgServer, failing: bool) {
-    let mut last_switch = None;
-    wait_until(
-        &format!("pg_stat_archiver failing = {failing}"),
-        secs(30),
-        || {
-            let due = last_switch.is_none_or(|t: std::time::Instant| {
-                t.elapsed() > std::time::Duration::from_secs(3)
-            });
-            if due {
-                last_switch = Some(std::time::Instant::now());
-            }
-            async move {
-                if due {
-                    server
-                        .generate_wal(64 << 10)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                let client = server.connect().await.map_err(|e| e.to_string())?;
-                let row = client
-                .query_one(
-                    "SELECT coalesce(last_failed_time IS NOT NULL AND (last_archived_time IS NULL \
-                     OR last_failed_time > last_archived_time), false) FROM pg_stat_archiver",
-                    &[],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                let now: bool = row.get(0);
-                (now == failing)
-                    .then_some(())
-                    .ok_or(format!("failing = {now}"))
-            }
-        },
-    )
-    .await;
-}
-
 /// At runtime: a single-volume cluster without acknowledgeWALRisk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_volume_without_acknowledgement_is_blocked() {

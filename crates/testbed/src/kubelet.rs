@@ -255,6 +255,8 @@ pub struct ContainerCommand {
     pub env: Vec<(OsString, Option<OsString>)>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
+    /// Run as this uid and gid (`runAsUser`/`runAsGroup`; needs root).
+    pub user: Option<(u32, u32)>,
 }
 
 impl ContainerCommand {
@@ -265,6 +267,7 @@ impl ContainerCommand {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            user: None,
         }
     }
 
@@ -284,6 +287,7 @@ impl ContainerCommand {
                 .map(|(k, v)| (k.to_os_string(), v.map(OsString::from)))
                 .collect(),
             cwd: cmd.get_current_dir().map(Path::to_path_buf),
+            user: None,
         }
     }
 
@@ -295,6 +299,9 @@ impl ContainerCommand {
                 Some(v) => cmd.env(k, v),
                 None => cmd.env_remove(k),
             };
+        }
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
         }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);

@@ -107,6 +107,13 @@ impl RunAs {
         })
     }
 
+    /// This identity's name in the password database, which is what peer
+    /// authentication maps (`None`: the uid has no entry, as with an
+    /// arbitrary uid in a container; peer authentication then fails).
+    pub fn user_name(&self) -> Option<String> {
+        User::from_uid(self.uid).ok().flatten().map(|u| u.name)
+    }
+
     /// Give `path` to this identity (no-op when no switch is needed).
     pub fn chown(&self, path: &Path) -> Result<()> {
         if self.switch {

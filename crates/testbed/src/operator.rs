@@ -37,6 +37,14 @@ pub const PHASE_CREATING_REPLICA: &str = "Creating a new replica";
 /// CNPG's phase while instances exist but are not all ready.
 pub const PHASE_WAITING: &str = "Waiting for the instances to become active";
 
+/// CNPG's phase while an instance's PostgreSQL cannot start for lack of WAL
+/// space (its instance manager exited with code 4).
+pub const PHASE_DISK_FULL: &str = "Not enough disk space";
+/// CNPG's reason for [`PHASE_DISK_FULL`], word for word.
+pub const PHASE_DISK_FULL_REASON: &str = "Insufficient disk space detected in one or more pods is \
+     preventing PostgreSQL from running.Please verify your storage settings. Further information \
+     inside .status.instancesReportedState";
+
 /// The status schema of a Cluster CRD: what a Go operator built from the
 /// matching types keeps of a status.
 #[derive(Debug, Clone, PartialEq)]
@@ -419,7 +427,13 @@ fn set_own_fields(
         .max()
         .unwrap_or(0)
         .max(status["latestGeneratedNode"].as_u64().unwrap_or(0));
-    let (phase, reason) = if (names.len() as u64) < spec_instances {
+    let disk_full = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .any(postgres_out_of_wal_space);
+    let (phase, reason) = if disk_full {
+        (PHASE_DISK_FULL, Some(PHASE_DISK_FULL_REASON))
+    } else if (names.len() as u64) < spec_instances {
         (PHASE_CREATING_REPLICA, Some("Creating a new replica"))
     } else if ready.len() < names.len() {
         (PHASE_WAITING, Some("Some instances are not ready"))
@@ -536,6 +550,28 @@ fn node_serial(pod: &Pod, name: &str) -> u64 {
 }
 
 /// A pod's `Ready` condition; a running pod without conditions counts as ready.
+/// CNPG's `isWALSpaceAvailableOnPod`, negated: the `postgres` container
+/// terminated with the instance manager's no-WAL-space code, or is not
+/// ready and last terminated so (crash-looping on it).
+fn postgres_out_of_wal_space(pod: &Pod) -> bool {
+    let Some(statuses) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+    else {
+        return false;
+    };
+    let Some(pg) = statuses.iter().find(|c| c.name == "postgres") else {
+        return false;
+    };
+    let no_space = |state: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+        state
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == crate::postgres::MISSING_WAL_DISK_SPACE_EXIT_CODE)
+    };
+    no_space(pg.state.as_ref()) || (!pg.ready && no_space(pg.last_state.as_ref()))
+}
+
 fn pod_ready(pod: &Pod) -> bool {
     let Some(status) = &pod.status else {
         return false;

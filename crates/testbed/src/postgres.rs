@@ -39,6 +39,25 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 
+/// The WAL segment size: initdb's default, which the test bed keeps.
+pub const WAL_SEGMENT_BYTES: u64 = 16 << 20;
+
+/// The exit code of CloudNativePG's instance manager when PostgreSQL cannot
+/// start for lack of WAL space (`apiv1.MissingWALDiskSpaceExitCode`).
+pub const MISSING_WAL_DISK_SPACE_EXIT_CODE: i32 = 4;
+
+/// What [`PgServer::start_as_instance_manager`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceManagerStart {
+    /// PostgreSQL runs.
+    Started,
+    /// Not started: no room for one WAL segment.
+    NoWalSpace,
+}
+
+/// CloudNativePG's monitoring role, reached by peer authentication.
+pub const METRICS_EXPORTER_ROLE: &str = "cnpg_metrics_exporter";
+
 /// The superuser created by `initdb -U`.
 pub const SUPERUSER: &str = "postgres";
 
@@ -303,6 +322,9 @@ impl PgServerBuilder {
             }
         }
         server.start_with_port_retries().await?;
+        if server.upstream.is_none() {
+            server.setup_metrics_exporter_role().await?;
+        }
         Ok(server)
     }
 }
@@ -479,6 +501,38 @@ impl PgServer {
             port: self.port(),
             password: self.password.clone(),
         }
+    }
+
+    /// CloudNativePG's `cnpg_metrics_exporter` (as its instance manager
+    /// sets it up): login, no password, a member of `pg_monitor` only.
+    async fn setup_metrics_exporter_role(&self) -> Result<()> {
+        let client = self.connect().await?;
+        let sql = format!(
+            "CREATE ROLE {METRICS_EXPORTER_ROLE} WITH LOGIN PASSWORD NULL \
+             NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT \
+             IN ROLE pg_monitor"
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("creating {METRICS_EXPORTER_ROLE} on {}", self.name))
+    }
+
+    /// The libpq connection string CloudNativePG's metrics exporter (and the
+    /// chart's sidecar by default) uses: the Unix socket in `socket_dir`,
+    /// peer authentication, no password. Only a process running as
+    /// PostgreSQL's OS user gets in.
+    pub fn metrics_exporter_dsn(&self, socket_dir: &Path) -> String {
+        format!(
+            "host={} port={} user={METRICS_EXPORTER_ROLE} dbname=postgres connect_timeout=10",
+            libpq_quote(&socket_dir.to_string_lossy()),
+            self.port()
+        )
+    }
+
+    /// The OS identity PostgreSQL runs as.
+    pub fn run_as(&self) -> &RunAs {
+        &self.run_as
     }
 
     /// Create a login role that is a member of `pg_monitor` and nothing
@@ -718,6 +772,46 @@ impl PgServer {
         })
     }
 
+    /// Whether one WAL segment still fits in `pg_wal`, tested as
+    /// CloudNativePG's instance manager tests it: by allocating a file of
+    /// that size there (removed at once). A directory-backed volume, whose
+    /// capacity nothing enforces, compares with its simulated free space.
+    pub fn has_space_for_wal_segment(&self) -> Result<bool> {
+        let volume = self.wal_volume.as_ref().unwrap_or(&self.data_volume);
+        if volume.backend() == crate::VolumeBackend::Directory {
+            return Ok(volume.stats()?.available_bytes >= WAL_SEGMENT_BYTES);
+        }
+        let probe = self.wal_dir.join(".cnpg-testbed-space-probe");
+        let file =
+            std::fs::File::create(&probe).with_context(|| format!("creating {}", probe.display()));
+        let file = match file {
+            Ok(f) => f,
+            Err(e) if is_enospc(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let len = i64::try_from(WAL_SEGMENT_BYTES).context("segment size overflows off_t")?;
+        let result = nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, len);
+        drop(file);
+        std::fs::remove_file(&probe).with_context(|| format!("removing {}", probe.display()))?;
+        match result {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::ENOSPC) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("fallocate {}", probe.display())),
+        }
+    }
+
+    /// Start PostgreSQL the way CloudNativePG's instance manager does: not
+    /// at all when one WAL segment no longer fits (the manager then exits
+    /// with [`MISSING_WAL_DISK_SPACE_EXIT_CODE`] and the kubelet restarts
+    /// the container, which tries again).
+    pub async fn start_as_instance_manager(&self) -> Result<InstanceManagerStart> {
+        if !self.has_space_for_wal_segment()? {
+            return Ok(InstanceManagerStart::NoWalSpace);
+        }
+        self.start().await?;
+        Ok(InstanceManagerStart::Started)
+    }
+
     /// Start a stopped server (also after [`PgServer::kill`]: stale lock
     /// files of the dead postmaster are removed first, then PostgreSQL runs
     /// crash recovery).
@@ -903,18 +997,30 @@ impl PgServer {
         let _ = std::fs::remove_file(&pwfile);
         result?;
 
-        // Loopback connections from any 127/8 address (pod IP stand-ins),
-        // password-checked; the private socket directory is trusted.
+        // The socket as CloudNativePG (>= 1.30) configures it: peer
+        // authentication through its ident maps, cnpg_metrics_exporter for
+        // PostgreSQL's own OS user. Loopback connections from any 127/8
+        // address (pod IP stand-ins) are password-checked.
         let hba = self.pgdata.join("pg_hba.conf");
         std::fs::write(
             &hba,
             "# written by cnpg-testbed\n\
-             local all all trust\n\
-             local replication all trust\n\
+             local all cnpg_metrics_exporter peer map=cnpg_metrics_exporter\n\
+             local all all peer map=local\n\
              host all all 127.0.0.0/8 scram-sha-256\n\
              host replication all 127.0.0.0/8 scram-sha-256\n",
         )
         .with_context(|| format!("writing {}", hba.display()))?;
+        let mut ident = String::from("# written by cnpg-testbed\n");
+        if let Some(os_user) = self.run_as.user_name() {
+            ident.push_str(&format!(
+                "local {os_user} {SUPERUSER}\n\
+                 {METRICS_EXPORTER_ROLE} {os_user} {METRICS_EXPORTER_ROLE}\n"
+            ));
+        }
+        let ident_file = self.pgdata.join("pg_ident.conf");
+        std::fs::write(&ident_file, ident)
+            .with_context(|| format!("writing {}", ident_file.display()))?;
         // Server-specific settings live in an included file, which replicas
         // (cloned with pg_basebackup) rewrite for themselves.
         let conf = self.pgdata.join("postgresql.conf");
@@ -1388,4 +1494,10 @@ mod tests {
         assert_eq!(process_state("12 (a) b) Z 1"), Some('Z'));
         assert!(pid_alive(std::process::id() as i32));
     }
+}
+
+fn is_enospc(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32))
 }

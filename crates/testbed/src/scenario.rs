@@ -636,6 +636,30 @@ impl Scenario {
         Ok(object.data.get("status").cloned().unwrap_or(Value::Null))
     }
 
+    /// Reports instance `pod`'s `postgres` container in the Pod's status as
+    /// the kubelet does: `Some(code)` terminated with that exit code and not
+    /// ready (what CloudNativePG's operator reads its instance manager's
+    /// verdicts from), `None` running and ready again.
+    pub async fn set_postgres_container(&self, pod: &str, exited: Option<i32>) -> Result<()> {
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let state = match exited {
+            Some(code) => json!({"terminated": {"exitCode": code, "finishedAt": now,
+                "reason": "Error"}}),
+            None => json!({"running": {"startedAt": now}}),
+        };
+        let patch = json!({"status": {"containerStatuses": [{
+            "name": "postgres", "image": "ghcr.io/cloudnative-pg/postgresql:17",
+            "imageID": "", "ready": exited.is_none(), "restartCount": 0, "state": state,
+        }]}});
+        Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
+            .patch_status(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("reporting the postgres container of pod {pod}"))?;
+        Ok(())
+    }
+
     /// Replaces one storage block's `resize` (`spec.storage`, `spec.walStorage`, …).
     pub async fn set_resize(&self, block: &str, resize: Value) -> Result<()> {
         let patch = json!({"spec": {block: {"resize": resize}}});
@@ -719,14 +743,27 @@ impl Scenario {
                 }
             };
         }
-        // Without PostgreSQL, point at a closed port: WAL health is unavailable.
-        let dsn = instance.monitor_dsn.clone().unwrap_or_else(|| {
-            format!(
-                "host={} port=1 user=nobody dbname=postgres connect_timeout=1",
-                instance.ip
-            )
-        });
-        cmd.arg("--pg-dsn").arg(dsn);
+        let server = self.pg.as_ref().and_then(|pg| pg.instance(&instance.pod));
+        match (&options.postgres_auth, server) {
+            (PostgresAuth::Peer { socket_dir }, Some(i)) => {
+                let dir = socket_dir.clone().unwrap_or_else(|| i.server.socket_dir());
+                cmd.env("PGHOST", dir)
+                    .env("PGPORT", i.server.port().to_string())
+                    .env("PGUSER", crate::postgres::METRICS_EXPORTER_ROLE)
+                    .env("PGDATABASE", "postgres")
+                    .env_remove("PGPASSWORD");
+            }
+            _ => {
+                // Without PostgreSQL, point at a closed port: WAL health is unavailable.
+                let dsn = instance.monitor_dsn.clone().unwrap_or_else(|| {
+                    format!(
+                        "host={} port=1 user=nobody dbname=postgres connect_timeout=1",
+                        instance.ip
+                    )
+                });
+                cmd.arg("--pg-dsn").arg(dsn);
+            }
+        }
         if !crate::is_root() {
             cmd.arg("--simulated-volumes");
         }
@@ -828,8 +865,19 @@ impl Scenario {
             .iter()
             .map(|p| (p.container_port, port))
             .collect();
-        let command =
+        let mut command =
             ContainerCommand::from_command(&self.manager_command(binary, n, port, options)?);
+        if let PostgresAuth::Peer { .. } = options.postgres_auth {
+            // As PostgreSQL's OS user, as the chart's runAsUser: 26 is.
+            if let Some(i) = self.pg.as_ref().and_then(|pg| pg.instance(&pod)) {
+                let run_as = i.server.run_as();
+                if run_as.switch {
+                    let kubeconfig = self.dir.path().join(format!("{pod}.kubeconfig"));
+                    run_as.chown(&kubeconfig)?;
+                    command.user = Some((run_as.uid.as_raw(), run_as.gid.as_raw()));
+                }
+            }
+        }
         let launch = ContainerLaunch {
             name: pod.clone(),
             command,
@@ -1296,6 +1344,23 @@ pub struct ManagerOptions {
     pub renew_interval: String,
     pub log_level: String,
     pub extra_args: Vec<String>,
+    /// How the manager reaches its instance's PostgreSQL.
+    pub postgres_auth: PostgresAuth,
+}
+
+/// How a manager reaches its instance's PostgreSQL (the chart's
+/// `sidecar.postgres.auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PostgresAuth {
+    /// TCP to the pod IP as a `pg_monitor` role with a password.
+    #[default]
+    Password,
+    /// The chart's default: CloudNativePG's socket as `cnpg_metrics_exporter`
+    /// with peer authentication, set through `PGHOST`, `PGUSER` and
+    /// `PGDATABASE` as the chart sets them, the manager running as
+    /// PostgreSQL's OS user (UID 26 in the chart). `socket_dir` replaces the
+    /// server's socket directory (e.g. a read-only bind mount of it).
+    Peer { socket_dir: Option<PathBuf> },
 }
 
 impl Default for ManagerOptions {
@@ -1309,6 +1374,7 @@ impl Default for ManagerOptions {
             renew_interval: "1s".into(),
             log_level: "info".into(),
             extra_args: Vec::new(),
+            postgres_auth: PostgresAuth::default(),
         }
     }
 }

@@ -456,6 +456,33 @@ impl Volume {
         )
     }
 
+    /// Fill the volume until no byte is left (`df`: 100 %, the state a
+    /// database that ran out of space leaves): on tmpfs until the kernel
+    /// answers ENOSPC, on a directory to its simulated capacity.
+    pub fn fill_completely(&self) -> Result<()> {
+        let _guard = lock(&self.state);
+        let fill = self.path.join(FILL_FILE);
+        for _ in 0..256 {
+            let available = self.stats()?.available_bytes;
+            if available == 0 {
+                return Ok(());
+            }
+            // Metadata takes some of what statvfs calls available: halve the
+            // request until it fits, and stop when not even a block does.
+            let mut want = available.div_ceil(BLOCK) * BLOCK;
+            while !try_extend_file(&fill, want)? {
+                if want <= BLOCK {
+                    return Ok(());
+                }
+                want = (want / 2).div_ceil(BLOCK) * BLOCK;
+            }
+        }
+        bail!(
+            "{} still has room after 256 rounds of filling",
+            self.path.display()
+        )
+    }
+
     /// Append `n` bytes of real, allocated data to the filler file.
     pub fn fill_bytes(&self, n: u64) -> Result<()> {
         let _guard = lock(&self.state);
@@ -547,6 +574,55 @@ impl Drop for Volume {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A read-only bind mount of a directory, as a Kubernetes `readOnly: true`
+/// volume mount presents it to a container; unmounted on drop. Needs root.
+#[derive(Debug)]
+pub struct ReadOnlyBind {
+    target: PathBuf,
+}
+
+impl ReadOnlyBind {
+    /// Binds `source` on `target` (created if missing) read-only.
+    pub fn new(source: &Path, target: &Path) -> Result<ReadOnlyBind> {
+        std::fs::create_dir_all(target)
+            .with_context(|| format!("creating {}", target.display()))?;
+        nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("mount --bind {} {}", source.display(), target.display()))?;
+        let bind = ReadOnlyBind {
+            target: target.to_path_buf(),
+        };
+        // A bind mount takes MS_RDONLY only on a remount.
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .with_context(|| format!("mount -o remount,bind,ro {}", target.display()))?;
+        Ok(bind)
+    }
+
+    /// Where the directory is seen read-only.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.target, MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %self.target.display(), error = %e, "could not unmount a bind mount");
         }
     }
 }
@@ -650,8 +726,21 @@ fn set_fill_len(path: &Path, len: u64) -> Result<()> {
 
 /// Append `n` allocated bytes to `path` (created if missing).
 fn extend_file(path: &Path, n: u64) -> Result<()> {
+    if try_extend_file(path, n)? {
+        Ok(())
+    } else {
+        bail!(
+            "no space left on {} while allocating {n} more bytes of filler",
+            path.display()
+        )
+    }
+}
+
+/// Appends `n` allocated bytes; `false` when the filesystem has no room for
+/// them (ENOSPC; fallocate then allocates nothing).
+fn try_extend_file(path: &Path, n: u64) -> Result<bool> {
     if n == 0 {
-        return Ok(());
+        return Ok(true);
     }
     let mut f = OpenOptions::new()
         .create(true)
@@ -667,12 +756,9 @@ fn extend_file(path: &Path, n: u64) -> Result<()> {
         i64::try_from(n).context("fill size overflows off_t")?,
     );
     match nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), off, len) {
-        Ok(()) => Ok(()),
-        Err(Errno::EOPNOTSUPP) => write_zeros(&mut f, n, path),
-        Err(Errno::ENOSPC) => bail!(
-            "no space left on {} while allocating {n} more bytes of filler",
-            path.display()
-        ),
+        Ok(()) => Ok(true),
+        Err(Errno::EOPNOTSUPP) => write_zeros(&mut f, n, path).map(|()| true),
+        Err(Errno::ENOSPC) => Ok(false),
         Err(e) => Err(e).with_context(|| format!("fallocate {n} bytes in {}", path.display())),
     }
 }

@@ -141,6 +141,20 @@ fn lifecycle(backend: VolumeBackend) {
         assert!(format!("{err:#}").contains("no space"), "{err:#}");
     }
 
+    // Full to the last byte, as a database that ran out of space leaves it;
+    // growing the device gives room again.
+    vol.fill_completely().unwrap();
+    let full = vol.stats().unwrap();
+    check_semantics(&vol, &full);
+    assert_eq!(full.available_bytes, 0, "{full:?}");
+    if backend == VolumeBackend::Tmpfs {
+        let err = vol.fill_bytes(4096).unwrap_err();
+        assert!(format!("{err:#}").contains("no space"), "{err:#}");
+    }
+    vol.grow(192 * MIB).unwrap();
+    let grown = vol.stats().unwrap();
+    assert!(grown.available_bytes >= 63 * MIB, "{grown:?}");
+
     drop(vol);
     assert!(!mounted(&path), "{} still mounted", path.display());
     assert!(!path.exists(), "{} not removed", path.display());
