@@ -203,13 +203,19 @@ fn existing_dir(path: &std::path::Path, flag: &str) -> Result<(), String> {
 
 /// libpq's environment variables, since tokio-postgres does not read them.
 fn pg_from_env() -> tokio_postgres::Config {
+    pg_from_vars(|name| std::env::var(name).ok())
+}
+
+fn pg_from_vars(lookup: impl Fn(&str) -> Option<String>) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
     config.host(var("PGHOST").as_deref().unwrap_or("/controller/run"));
     if let Some(port) = var("PGPORT").and_then(|p| p.parse().ok()) {
         config.port(port);
     }
-    config.user(var("PGUSER").as_deref().unwrap_or("postgres"));
+    // CloudNativePG (>= 1.30) lets its own OS user in as this role by peer
+    // authentication over the socket: no password anywhere.
+    config.user(var("PGUSER").as_deref().unwrap_or("cnpg_metrics_exporter"));
     if let Some(password) = var("PGPASSWORD") {
         config.password(password);
     }
@@ -507,4 +513,44 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
     let _ = tokio::time::timeout(Duration::from_secs(1), http.stop(true)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod pg_env_tests {
+    use super::pg_from_vars;
+    use tokio_postgres::config::Host;
+
+    #[test]
+    fn without_variables_the_socket_of_cloudnativepg_as_its_metrics_exporter() {
+        let config = pg_from_vars(|_| None);
+        assert_eq!(
+            config.get_hosts(),
+            [Host::Unix("/controller/run".into())].as_slice()
+        );
+        assert_eq!(config.get_user(), Some("cnpg_metrics_exporter"));
+        assert_eq!(config.get_password(), None);
+        assert_eq!(config.get_dbname(), Some("postgres"));
+    }
+
+    #[test]
+    fn the_password_mode_variables_win() {
+        let config = pg_from_vars(|name| {
+            Some(match name {
+                "PGHOST" => "10.0.0.7",
+                "PGPORT" => "5433",
+                "PGUSER" => "cnpg_autoresize",
+                "PGPASSWORD" => "s3cret",
+                _ => "",
+            })
+            .map(str::to_string)
+        });
+        assert_eq!(
+            config.get_hosts(),
+            [Host::Tcp("10.0.0.7".into())].as_slice()
+        );
+        assert_eq!(config.get_ports(), [5433].as_slice());
+        assert_eq!(config.get_user(), Some("cnpg_autoresize"));
+        assert_eq!(config.get_password(), Some(b"s3cret".as_slice()));
+        assert_eq!(config.get_dbname(), Some("postgres"));
+    }
 }
