@@ -535,14 +535,14 @@ mod pg_env_tests {
     #[test]
     fn the_password_mode_variables_win() {
         let config = pg_from_vars(|name| {
-            Some(match name {
+            let value = match name {
                 "PGHOST" => "10.0.0.7",
                 "PGPORT" => "5433",
                 "PGUSER" => "cnpg_autoresize",
                 "PGPASSWORD" => "s3cret",
                 _ => "",
-            })
-            .map(str::to_string)
+            };
+            Some(value.to_string())
         });
         assert_eq!(
             config.get_hosts(),
