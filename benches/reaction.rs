@@ -10,6 +10,8 @@
 //! REACTION_ITERATIONS=50 REACTION_PROBE_INTERVALS=1s,500ms,250ms REACTION_CPU_SECONDS=30 \
 //!     cargo bench --bench reaction
 //! CNPG_AUTORESIZE_BIN=/path/to/cnpg-autoresize cargo bench --bench reaction
+//! REACTION_CPU_LIMITS=none,100m,50m,20m REACTION_PROBE_INTERVALS=1s \
+//!     cargo bench --bench reaction    # freshness under a container CPU limit (root)
 //! REACTION_BASELINE_PERCENT=77 REACTION_FILL_PERCENT=83 REACTION_PROBE_INTERVALS=1s \
 //!     cargo bench --bench reaction    # a gradual crossing instead of a jump
 //! ```
@@ -23,6 +25,11 @@
 //! chart's Role enforced by the sandbox and its AutoResizePolicy CRD
 //! installed, the product's default timings (lease 15s, renew 5s, WAL 10s)
 //! with `--probe-interval` set to each value of `REACTION_PROBE_INTERVALS`.
+//!
+//! With `REACTION_CPU_LIMITS`, each manager runs in a cgroup with the CFS
+//! quota the kubelet gives that CPU limit (100 ms period), and the table
+//! gains how often the limit throttled it: the check that a limit cannot make
+//! reports stale.
 //!
 //! Per interval, first the idle cost: both managers' CPU over
 //! `REACTION_CPU_SECONDS` with the volumes quiet (from
@@ -48,6 +55,7 @@ mod support;
 
 use anyhow::{bail, Context, Result};
 use cnpg_autoresize::api::quantity::format_bytes;
+use cnpg_testbed::cgroup::{ContainerCgroup, CpuThrottling};
 use cnpg_testbed::scenario::{ManagerOptions, ManagerProcess, Scenario};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -113,8 +121,11 @@ struct IdleCpu {
 }
 
 struct Bed {
-    // Declared first: the managers are killed before the scenario goes.
+    // Declared first: the managers are killed before their cgroups and the
+    // scenario go.
     managers: Vec<ManagerProcess>,
+    /// Each manager's container limits (with a CPU limit only).
+    cgroups: Vec<ContainerCgroup>,
     scenario: Scenario,
     interval: Duration,
     resizes: HashMap<String, usize>,
@@ -123,7 +134,11 @@ struct Bed {
 }
 
 impl Bed {
-    async fn start(options: &ManagerOptions, interval: Duration) -> Result<Bed> {
+    async fn start(
+        options: &ManagerOptions,
+        interval: Duration,
+        cpu_limit: Option<u64>,
+    ) -> Result<Bed> {
         let resize = json!({"enabled": true,
             "expansion": {"step": "16Mi", "limit": "1Gi"},
             "strategy": {"maxActionsPerDay": BUDGET}});
@@ -141,9 +156,20 @@ impl Bed {
         let managers = (0..scenario.instances.len())
             .map(|n| scenario.spawn_manager(&bin, n, port, options))
             .collect::<Result<Vec<_>>>()?;
+        // The CPU limit as the kubelet enforces it (CFS quota per 100 ms).
+        let mut cgroups = Vec::new();
+        if let Some(millis) = cpu_limit {
+            for (n, m) in managers.iter().enumerate() {
+                let name = format!("cnpg-reaction-{}-{n}", std::process::id());
+                let group = ContainerCgroup::create(&name, Some(millis), None)?;
+                group.add(m.pid().context("manager exited")?)?;
+                cgroups.push(group);
+            }
+        }
         let watch = RequestWatch::start(scenario.pvcs());
         let bed = Bed {
             managers,
+            cgroups,
             scenario,
             interval,
             resizes: HashMap::new(),
@@ -218,6 +244,18 @@ impl Bed {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// Throttling of both managers' CPU so far (zero without a limit).
+    fn throttling(&self) -> Result<CpuThrottling> {
+        let mut sum = CpuThrottling::default();
+        for g in &self.cgroups {
+            let t = g.throttling()?;
+            sum.periods += t.periods;
+            sum.throttled_periods += t.throttled_periods;
+            sum.throttled_usec += t.throttled_usec;
+        }
+        Ok(sum)
     }
 
     /// Both managers' CPU over `window` while nothing happens.
@@ -362,14 +400,43 @@ fn logged_offset(logs: &str, pvc: &str, wall0: SystemTime) -> Option<f64> {
 }
 
 struct IntervalResult {
+    /// The probe interval and the CPU limit, e.g. `1s/50m`.
     text: String,
     samples: HashMap<Case, Vec<Sample>>,
     idle: Vec<IdleCpu>,
     scenarios: usize,
+    /// Throttling over all samples (CPU limit only).
+    throttling: CpuThrottling,
 }
 
-async fn run_interval(text: &str, n: usize, cpu_window: Duration) -> Result<IntervalResult> {
+/// `none` or a Kubernetes CPU quantity in millicores (`50m`, `0.1`, `1`).
+fn parse_cpu_limit(text: &str) -> Result<Option<u64>> {
+    if text == "none" {
+        return Ok(None);
+    }
+    let cores: f64 = match text.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().map(|m| m / 1000.0),
+        None => text.parse::<f64>(),
+    }
+    .with_context(|| format!("REACTION_CPU_LIMITS: {text:?} is not none, 50m or 0.05"))?;
+    if !(cores > 0.0 && cores <= 64.0) {
+        bail!("REACTION_CPU_LIMITS: {text:?} is not in (0, 64] cores");
+    }
+    Ok(Some((cores * 1000.0).round() as u64))
+}
+
+async fn run_interval(
+    text: &str,
+    cpu_limit: Option<u64>,
+    n: usize,
+    cpu_window: Duration,
+) -> Result<IntervalResult> {
     let interval = support::parse_duration(text)?;
+    let label = match cpu_limit {
+        Some(m) => format!("{text}/{m}m"),
+        None => format!("{text}/none"),
+    };
+    let mut throttling = CpuThrottling::default();
     let options = ManagerOptions {
         probe_interval: text.to_string(),
         ..support::product_options()
@@ -380,9 +447,9 @@ async fn run_interval(text: &str, n: usize, cpu_window: Duration) -> Result<Inte
     let mut round = 0;
     while cases.iter().any(|c| samples.get(c).map_or(0, Vec::len) < n) {
         round += 1;
-        let mut bed = Bed::start(&options, interval).await?;
+        let mut bed = Bed::start(&options, interval, cpu_limit).await?;
         eprintln!(
-            "probe {text}: scenario {round} ready, leader {:?} (load {})",
+            "probe/cpu limit {label}: scenario {round} ready, leader {:?} (load {})",
             bed.leader().await,
             support::loadavg()
         );
@@ -397,6 +464,7 @@ async fn run_interval(text: &str, n: usize, cpu_window: Duration) -> Result<Inte
                 );
             }
         }
+        let throttled_before = bed.throttling()?;
         'scenario: loop {
             let mut progressed = false;
             for case in cases {
@@ -424,12 +492,17 @@ async fn run_interval(text: &str, n: usize, cpu_window: Duration) -> Result<Inte
                 break;
             }
         }
+        let t = bed.throttling()?.since(&throttled_before);
+        throttling.periods += t.periods;
+        throttling.throttled_periods += t.throttled_periods;
+        throttling.throttled_usec += t.throttled_usec;
     }
     Ok(IntervalResult {
-        text: text.to_string(),
+        text: label,
         samples,
         idle,
         scenarios: round,
+        throttling,
     })
 }
 
@@ -438,6 +511,11 @@ fn main() -> Result<()> {
     let intervals =
         std::env::var("REACTION_PROBE_INTERVALS").unwrap_or_else(|_| "1s,500ms,250ms".into());
     let intervals: Vec<String> = intervals.split(',').map(|s| s.trim().to_string()).collect();
+    let limits_text = std::env::var("REACTION_CPU_LIMITS").unwrap_or_else(|_| "none".into());
+    let limits: Vec<Option<u64>> = limits_text
+        .split(',')
+        .map(|s| parse_cpu_limit(s.trim()))
+        .collect::<Result<_>>()?;
     let cpu_window = Duration::from_secs(support::env_or("REACTION_CPU_SECONDS", 30u64));
     eprintln!("binary: {}", support::binary().display());
     eprintln!("machine: {}", support::machine());
@@ -447,8 +525,10 @@ fn main() -> Result<()> {
         .build()?;
     let started = Instant::now();
     let mut results = Vec::new();
-    for text in &intervals {
-        results.push(runtime.block_on(run_interval(text, n, cpu_window))?);
+    for limit in &limits {
+        for text in &intervals {
+            results.push(runtime.block_on(run_interval(text, *limit, n, cpu_window))?);
+        }
     }
 
     println!();
@@ -461,8 +541,8 @@ fn main() -> Result<()> {
         support::loadavg()
     );
     println!(
-        "{:<7} {:<26} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8} {:>9}  goal (p99<={GOAL_P99_MS:.0}, p50<={GOAL_P50_MS:.0})",
-        "probe", "case", "n", "min", "p50", "p90", "p99", "max", "logged*", "fill", "probes/s"
+        "{:<11} {:<26} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8} {:>9}  goal (p99<={GOAL_P99_MS:.0}, p50<={GOAL_P50_MS:.0})",
+        "probe/cpu", "case", "n", "min", "p50", "p90", "p99", "max", "logged*", "fill", "probes/s"
     );
     let mut medians: HashMap<(String, Case), f64> = HashMap::new();
     for r in &results {
@@ -478,7 +558,7 @@ fn main() -> Result<()> {
             medians.insert((r.text.clone(), case), s.p50);
             let met = s.p99 <= GOAL_P99_MS && s.p50 <= GOAL_P50_MS;
             println!(
-                "{:<7} {:<26} {:>4} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8.1} {:>9}  {}",
+                "{:<11} {:<26} {:>4} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8.1} {:>9}  {}",
                 r.text,
                 case.label(),
                 s.n,
@@ -504,6 +584,19 @@ fn main() -> Result<()> {
     }
     println!("all times in ms; p99 is the nearest rank (with 50 samples: the largest)");
     println!("* median of t0 -> the leader's \"resized\" log line (wall clock, ms resolution of the log)");
+    for r in &results {
+        let t = &r.throttling;
+        if t.periods > 0 {
+            println!(
+                "{}: throttled in {} of {} CFS periods ({:.1}%), {:.3} s throttled in all",
+                r.text,
+                t.throttled_periods,
+                t.periods,
+                100.0 * t.throttled_periods as f64 / t.periods as f64,
+                t.throttled_usec as f64 / 1e6
+            );
+        }
+    }
     println!("idle CPU per manager (% of one core; schedstat, clock ticks in brackets), window {cpu_window:?}:");
     for r in &results {
         let list: Vec<String> = r
@@ -512,7 +605,7 @@ fn main() -> Result<()> {
             .map(|c| format!("{} {:.3}% ({:.3}%)", c.role, c.schedstat, c.ticks))
             .collect();
         println!(
-            "  probe {:<6} {}   [{} scenario(s)]",
+            "  {:<11} {}   [{} scenario(s)]",
             r.text,
             list.join(", "),
             r.scenarios
@@ -523,11 +616,7 @@ fn main() -> Result<()> {
             medians.get(&(r.text.clone(), Case::LeaderOwn)),
             medians.get(&(r.text.clone(), Case::Peer)),
         ) {
-            println!(
-                "probe {}: peer / leader-own median = {:.2}",
-                r.text,
-                peer / own
-            );
+            println!("{}: peer / leader-own median = {:.2}", r.text, peer / own);
         }
     }
     if let Some(first) = results.first() {
@@ -538,7 +627,7 @@ fn main() -> Result<()> {
                     medians.get(&(other.text.clone(), case)),
                 ) {
                     println!(
-                        "{}: median at probe {} / at probe {} = {:.2}",
+                        "{}: median at {} / at {} = {:.2}",
                         case.label(),
                         first.text,
                         other.text,
@@ -552,7 +641,7 @@ fn main() -> Result<()> {
             };
             if let (Some(a), Some(b)) = (cpu(first), cpu(other)) {
                 println!(
-                    "idle CPU per manager (mean of both): probe {} / probe {} = {:.2}",
+                    "idle CPU per manager (mean of both): {} / {} = {:.2}",
                     other.text,
                     first.text,
                     b / a
@@ -561,8 +650,8 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "command: REACTION_ITERATIONS={n} REACTION_PROBE_INTERVALS={} REACTION_CPU_SECONDS={} \
-         REACTION_BASELINE_PERCENT={} REACTION_FILL_PERCENT={} cargo bench --bench reaction",
+        "command: REACTION_ITERATIONS={n} REACTION_PROBE_INTERVALS={} REACTION_CPU_LIMITS={limits_text} \
+         REACTION_CPU_SECONDS={} REACTION_BASELINE_PERCENT={} REACTION_FILL_PERCENT={} cargo bench --bench reaction",
         intervals.join(","),
         cpu_window.as_secs(),
         baseline_percent(),

@@ -892,10 +892,30 @@ async fn terminate(shared: &Shared, child: &mut tokio::process::Child, grace: Du
 pub struct PodSpec {
     /// A name for logs and errors.
     pub name: String,
-    /// Native sidecars: init containers with `restartPolicy: Always`, in order.
-    pub sidecars: Vec<ContainerLaunch>,
+    /// The pod's `initContainers`, run in order.
+    pub init_containers: Vec<InitContainer>,
     /// The pod's `containers`.
     pub containers: Vec<ContainerLaunch>,
+}
+
+/// One of a pod's `initContainers`.
+#[derive(Debug, Clone)]
+pub enum InitContainer {
+    /// A plain init container: must exit 0 before the next starts; a
+    /// failure is retried with the crash-loop back-off (the pod's
+    /// `restartPolicy: Always`, as CloudNativePG's instance pods have).
+    RunToCompletion(ContainerLaunch),
+    /// A native sidecar (`restartPolicy: Always`): started, and kept
+    /// running, before the next starts.
+    Sidecar(ContainerLaunch),
+}
+
+impl InitContainer {
+    fn launch(&self) -> &ContainerLaunch {
+        match self {
+            InitContainer::RunToCompletion(l) | InitContainer::Sidecar(l) => l,
+        }
+    }
 }
 
 /// A change of the pod's `Ready` condition.
@@ -909,8 +929,10 @@ pub struct PodReadinessChange {
 
 #[derive(Debug, Default)]
 struct PodState {
-    /// Started containers, sidecars first, by name.
+    /// Started long-running containers, sidecars first, by name.
     containers: Vec<(String, Arc<Container>)>,
+    /// Init containers that ran to completion, by name, with their attempts.
+    completed_init: BTreeMap<String, u32>,
     /// When each main container was first started, by name.
     main_started: BTreeMap<String, jiff::Timestamp>,
 }
@@ -950,7 +972,19 @@ impl Pod {
     }
 
     fn expected_containers(&self) -> usize {
-        self.spec.sidecars.len() + self.spec.containers.len()
+        let sidecars = self
+            .spec
+            .init_containers
+            .iter()
+            .filter(|c| matches!(c, InitContainer::Sidecar(_)))
+            .count();
+        sidecars + self.spec.containers.len()
+    }
+
+    /// How many attempts init container `name` took to exit 0 (`None`: not
+    /// completed yet).
+    pub fn init_completed(&self, name: &str) -> Option<u32> {
+        lock(&self.state).completed_init.get(name).copied()
     }
 
     /// The pod's `Ready` condition now: every container started and ready.
@@ -1038,8 +1072,19 @@ impl Drop for Pod {
 }
 
 async fn run_pod(spec: PodSpec, config: KubeletConfig, state: Arc<Mutex<PodState>>) {
-    for sidecar in &spec.sidecars {
-        let container = match Container::start(sidecar.clone(), config.clone()) {
+    for init in &spec.init_containers {
+        let launch = init.launch();
+        match init {
+            InitContainer::RunToCompletion(launch) => {
+                let attempts = run_to_completion(&spec.name, launch, &config).await;
+                lock(&state)
+                    .completed_init
+                    .insert(launch.name.clone(), attempts);
+                continue;
+            }
+            InitContainer::Sidecar(_) => {}
+        }
+        let container = match Container::start(launch.clone(), config.clone()) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::warn!(pod = %spec.name, error = %format!("{e:#}"), "kubelet: a sidecar cannot start");
@@ -1048,7 +1093,7 @@ async fn run_pod(spec: PodSpec, config: KubeletConfig, state: Arc<Mutex<PodState
         };
         lock(&state)
             .containers
-            .push((sidecar.name.clone(), container.clone()));
+            .push((launch.name.clone(), container.clone()));
         // Started: running (and past its startup probe) at two looks one
         // relist apart, so a sidecar that exits at once never counts.
         loop {
@@ -1074,6 +1119,40 @@ async fn run_pod(spec: PodSpec, config: KubeletConfig, state: Arc<Mutex<PodState
             Err(e) => {
                 tracing::warn!(pod = %spec.name, error = %format!("{e:#}"), "kubelet: a container cannot start");
                 return;
+            }
+        }
+    }
+}
+
+/// Runs a plain init container until it exits 0, with the crash-loop
+/// back-off between failed attempts; the number of attempts.
+async fn run_to_completion(pod: &str, launch: &ContainerLaunch, config: &KubeletConfig) -> u32 {
+    let mut attempts = 0;
+    let mut delay = Duration::ZERO;
+    loop {
+        attempts += 1;
+        tokio::time::sleep(delay).await;
+        delay = if delay.is_zero() {
+            config.backoff_base
+        } else {
+            (delay * 2).min(config.backoff_cap)
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log);
+        let mut cmd = launch.command.to_tokio();
+        if let Ok(log) = log.and_then(|f| Ok((f.try_clone()?, f))) {
+            cmd.stdout(log.0).stderr(log.1);
+        }
+        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        match cmd.status().await {
+            Ok(status) if status.success() => return attempts,
+            Ok(status) => {
+                tracing::info!(pod, container = %launch.name, %status, "kubelet: init container failed; retrying");
+            }
+            Err(e) => {
+                tracing::warn!(pod, container = %launch.name, error = %e, "kubelet: init container cannot start; retrying");
             }
         }
     }

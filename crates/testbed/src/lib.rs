@@ -32,6 +32,7 @@
 //! [`net`] hands out distinct loopback addresses (127.0.0.2, 127.0.0.3, …)
 //! that stand in for pod IPs, and free ports on them.
 
+pub mod cgroup;
 pub mod cluster;
 pub mod fsmodel;
 pub mod kubelet;
@@ -47,7 +48,8 @@ pub use cluster::{
     PgClusterBuilder, PgInstance, VolumeRole, VolumeSizes,
 };
 pub use kubelet::{
-    Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig, Pod, PodSpec,
+    Container, ContainerCommand, ContainerLaunch, ContainerSpec, InitContainer, KubeletConfig, Pod,
+    PodSpec,
 };
 pub use net::{free_port, next_loopback_ip};
 pub use operator::{CnpgOperator, OperatorConfig, OperatorStats, StatusSchema};

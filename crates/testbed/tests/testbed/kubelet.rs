@@ -5,8 +5,8 @@
 
 use crate::common::{alive, init_tracing};
 use cnpg_testbed::kubelet::{
-    Container, ContainerCommand, ContainerLaunch, ContainerSpec, KubeletConfig, Pod, PodSpec,
-    RestartCause,
+    Container, ContainerCommand, ContainerLaunch, ContainerSpec, InitContainer, KubeletConfig, Pod,
+    PodSpec, RestartCause,
 };
 use cnpg_testbed::{free_port, next_loopback_ip};
 use std::collections::BTreeMap;
@@ -215,7 +215,7 @@ async fn a_native_sidecar_that_keeps_exiting_keeps_the_main_containers_from_star
     let pod = Pod::start(
         PodSpec {
             name: "pg-1".into(),
-            sidecars: vec![sidecar],
+            init_containers: vec![InitContainer::Sidecar(sidecar)],
             containers: vec![main],
         },
         fast_kubelet(),
@@ -249,16 +249,33 @@ async fn the_main_containers_start_after_the_sidecar_and_its_readiness_counts_fo
                           readinessProbe:\n  httpGet: {path: /readyz, port: http}\n  periodSeconds: 1\n  failureThreshold: 1\n";
     let sidecar = launch("sidecar", with_readiness, &sidecar_control, dir.path(), &[]);
     let main = launch("postgres", PLAIN, dir.path(), dir.path(), &[]);
+    // CloudNativePG's bootstrap-controller comes first; it fails once here.
+    let marker = dir.path().join("bootstrapped-once");
+    let bootstrap = ContainerLaunch {
+        name: "bootstrap-controller".into(),
+        command: ContainerCommand::new("/bin/sh").arg("-c").arg(format!(
+            "test -e {0} || {{ touch {0}; exit 1; }}",
+            marker.display()
+        )),
+        spec: ContainerSpec::from_yaml("name: bootstrap-controller\n").unwrap(),
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        port_map: BTreeMap::new(),
+        log: dir.path().join("bootstrap.log"),
+    };
     let pod = Pod::start(
         PodSpec {
             name: "pg-1".into(),
-            sidecars: vec![sidecar],
+            init_containers: vec![
+                InitContainer::RunToCompletion(bootstrap),
+                InitContainer::Sidecar(sidecar),
+            ],
             containers: vec![main],
         },
         fast_kubelet(),
     )
     .unwrap();
     pod.wait_main_started(SECS_30).await.unwrap();
+    assert_eq!(pod.init_completed("bootstrap-controller"), Some(2));
     pod.wait_ready(true, SECS_30).await.unwrap();
     let sidecar = pod.container("sidecar").unwrap();
     let postgres = pod.container("postgres").unwrap();

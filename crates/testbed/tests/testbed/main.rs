@@ -3,6 +3,7 @@
 //! Every test runs both as root (tmpfs volumes, PostgreSQL as `postgres`)
 //! and as an ordinary user (directory volumes, PostgreSQL as oneself).
 
+mod cgroup;
 mod common;
 mod fsmodel;
 mod kubelet;
