@@ -514,6 +514,8 @@ pub(crate) struct WriteCtx<'a> {
     warnings: &'a mut Warnings,
     field_validation: FieldValidation,
     dry_run: bool,
+    /// Who owns the fields this write sets (managedFields).
+    manager: String,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -562,6 +564,13 @@ fn resource(
             _ => FieldValidation::Warn,
         },
         dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+        manager: crate::managed::manager_of(
+            params.get("fieldManager").map(String::as_str),
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
     };
     let name = rr.name.as_deref().unwrap_or("");
     match verb {
@@ -994,6 +1003,7 @@ fn create(
     set_meta(&mut obj, "uid", json!(new_uid()));
     set_meta(&mut obj, "creationTimestamp", json!(now_rfc3339()));
     to_storage_version(rr, &mut obj);
+    crate::managed::track(None, &mut obj, &ctx.manager, None, &now_rfc3339());
     if ctx.dry_run {
         return Ok(obj);
     }
@@ -1119,6 +1129,14 @@ fn write_existing(
     if same_content(old, &new) {
         return Ok(json_response(StatusCode::OK, &rr.present(old)));
     }
+    let subresource = rr.status.then_some("status");
+    crate::managed::track(
+        Some(old),
+        &mut new,
+        &ctx.manager,
+        subresource,
+        &now_rfc3339(),
+    );
     if ctx.dry_run {
         return Ok(json_response(StatusCode::OK, &rr.present(&new)));
     }
@@ -1318,6 +1336,7 @@ pub(crate) fn apply_crd(shared: &Shared, mut obj: Value) -> Result<(), ApiError>
         warnings: &mut warnings,
         field_validation: FieldValidation::Warn,
         dry_run: false,
+        manager: "kubectl-client-side-apply".into(),
     };
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
