@@ -67,7 +67,7 @@ async fn a_refused_expansion_never_spreads_by_parity() {
     env.wait_request("pg-1", 192 * MIB, secs(30)).await;
     env.wait_blocked(0, "data", "expansion_failed", secs(30))
         .await;
-    env.hold_request_for_passes("pg-2", 128 * MIB, 3).await;
+    env.hold_request("pg-2", 128 * MIB, 3).await;
 
     // The backend allows 160Mi, not 192Mi: lowered first, then delivered.
     set_request(&env, "pg-1", "160Mi").await;
@@ -75,7 +75,7 @@ async fn a_refused_expansion_never_spreads_by_parity() {
         .set_expansion_mode("pg-1", ExpansionMode::Expand);
     wait_grown(&env.scenario.instances[0].data().volume, 160 * MIB).await;
     env.wait_request("pg-2", 160 * MIB, secs(30)).await;
-    env.hold_request_for_passes("pg-1", 160 * MIB, 3).await;
+    env.hold_request("pg-1", 160 * MIB, 3).await;
     assert_eq!(env.requested("pg-2").await, 160 * MIB);
 }
 
@@ -156,7 +156,7 @@ async fn an_ha_slot_of_a_vanished_instance_blocks_the_primarys_wal_volume() {
             .ok_or(format!("{slots:?}"))
     })
     .await;
-    env.hold_request_for_passes("pg-1-wal", 128 * MIB, 2).await;
+    env.hold_request("pg-1-wal", 128 * MIB, 2).await;
 }
 
 /// A user slot CNPG's slot synchronisation copies to a standby is inactive
@@ -303,7 +303,7 @@ async fn beside_the_forks_resizer_a_raise_is_announced_once_and_never_doubled() 
     data.fill_to_percent(85.0).unwrap();
     env.wait_blocked(0, "data", "resize_in_progress", secs(20))
         .await;
-    env.hold_request_for_passes("pg-1", 192 * MIB, 3).await;
+    env.hold_request("pg-1", 192 * MIB, 3).await;
     // Announced once, counted once.
     assert_eq!(events_of(&env, "AutoResizeForeignResizer").await.len(), 1);
     let (_, series) = events_of(&env, "AutoResizeForeignResizer").await[0].clone();
@@ -320,7 +320,7 @@ async fn beside_the_forks_resizer_a_raise_is_announced_once_and_never_doubled() 
     env.scenario
         .set_expansion_mode("pg-1", ExpansionMode::Expand);
     wait_grown(&data, 192 * MIB).await;
-    env.hold_request_for_passes("pg-1", 192 * MIB, 3).await;
+    env.hold_request("pg-1", 192 * MIB, 3).await;
     let pvc = env.scenario.pvcs().get("pg-1").await.unwrap();
     assert!(records_on(&pvc).is_empty(), "{:?}", records_on(&pvc));
 
