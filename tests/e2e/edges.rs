@@ -507,3 +507,46 @@ async fn a_volume_flapping_at_its_threshold_is_one_event() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].1, None, "no repeats: {events:?}");
 }
+
+/// The fork run as docs/reference/operations.md#beside-the-forks-own-resizer
+/// says: its Cluster blocks off, an AutoResizePolicy for cnpg-autoresize.
+/// The fork's resizer runs on every reconcile and resizes nothing; one
+/// resizer grows the volume, once, and nothing foreign is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_forks_resizer_off_as_documented_one_resizer_acts() {
+    let env = Env::start(
+        data_volume_cluster(128 * MIB, json!({"enabled": false}))
+            .cnpg_operator(true)
+            .operator_config(OperatorConfig {
+                status_interval: Duration::from_secs(1),
+                fork_resizer: true,
+                ..OperatorConfig::default()
+            }),
+    )
+    .await;
+    env.create_policy(
+        "pg",
+        json!({"cluster": "pg", "walStorage": {},
+               "storage": {"resize": {"enabled": true, "expansion": {"step": "64Mi"}}}}),
+    )
+    .await;
+    let data = env.scenario.instances[0].data().volume.clone();
+    data.fill_to_percent(85.0).unwrap();
+    env.wait_request("pg-1", 192 * MIB, secs(30)).await;
+    wait_grown(&data, 192 * MIB).await;
+    env.hold_request("pg-1", 192 * MIB, 3).await;
+    let operator = env.scenario.operator.as_ref().expect("the CNPG stand-in");
+    assert!(operator.stats().writes >= 3, "{:?}", operator.stats());
+    assert_eq!(operator.fork_resizes(), 0);
+    let pvc = env.scenario.pvcs().get("pg-1").await.unwrap();
+    assert_eq!(records_on(&pvc).len(), 1, "{:?}", records_on(&pvc));
+    assert!(events_of(&env, "AutoResizeForeignResizer").await.is_empty());
+    assert_eq!(
+        metric(
+            &env.metrics(0).await,
+            "cnpg_autoresize_foreign_resizes_total",
+            &[]
+        ),
+        Some(0.0)
+    );
+}
