@@ -145,7 +145,12 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The recorder has seen the Lease as it is before the release.
+    wait_until("the Lease watched", secs(10), || async {
+        let n = seen.lock().unwrap().len();
+        (n >= 1).then_some(()).ok_or(n.to_string())
+    })
+    .await;
     let pod = env.manager(n);
     env.delete_pod(n).await;
     let exit = pod.final_exit().expect("it exited within the grace period");
