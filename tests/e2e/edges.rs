@@ -463,7 +463,7 @@ async fn api_errors_are_retried_with_a_growing_back_off() {
         .collect();
     // Back-off steps of 1, 2, 4, 8 s, each waited half to all of; a pass
     // takes a little more. The 5 s timer would give ~5 s every time.
-    let margin = 0.8;
+    let margin = 1.2;
     let bounds = [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0)];
     for (i, (gap, (low, high))) in gaps.iter().zip(bounds).enumerate() {
         assert!(
