@@ -34,8 +34,12 @@ pub struct Snapshot {
     /// The policy that governs the cluster, if any (the oldest one).
     pub policy: Option<AutoResizePolicy>,
     pub pvcs: Vec<PersistentVolumeClaim>,
-    /// Every instance's report, aged on the clock of the instance that took it.
+    /// Every instance's report, aged on the clock of the instance that took
+    /// it, minus figures sampled before their volume's capacity changed.
     pub reports: BTreeMap<String, InstanceReport>,
+    /// The reports as sampled, for `diskStatus`: a volume whose figures the
+    /// decision leaves out for a moment does not vanish from the status.
+    pub sampled_reports: BTreeMap<String, InstanceReport>,
     /// The instance pods, and since when the missing ones are gone.
     pub pods: Pods,
     pub now: jiff::Timestamp,
@@ -113,6 +117,7 @@ pub async fn run_pass(
         policy,
         pvcs,
         reports,
+        sampled_reports,
         pods,
         now,
         may_write_disk_status,
@@ -225,7 +230,7 @@ pub async fn run_pass(
     }
 
     // Mirror the journal and the disk status into the owner's status.
-    let new_disk = disk_status::build(&reports, &timestamp(now), &cnpg_slots);
+    let new_disk = disk_status::build(&sampled_reports, &timestamp(now), &cnpg_slots);
     let keys: Vec<DecisionKey> = decisions
         .iter()
         .map(|d| (d.volume.pvc.clone(), d.action, d.reason))

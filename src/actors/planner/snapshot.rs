@@ -90,6 +90,9 @@ impl Planner {
             }
         }
         drop(local);
+        // diskStatus shows the latest sample of every volume; only the
+        // decision leaves out figures older than their volume.
+        let sampled_reports = reports.clone();
         self.forget_figures_older_than_their_volume(&pvcs, &mut reports, &sampled);
         let now = jiff::Timestamp::now();
         let pods = self.pods(&pods, &pvcs, now);
@@ -107,6 +110,7 @@ impl Planner {
             policy,
             pvcs,
             reports,
+            sampled_reports,
             pods,
             now,
             may_write_disk_status: self
