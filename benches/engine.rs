@@ -181,6 +181,7 @@ fn reports(instances: usize) -> BTreeMap<String, InstanceReport> {
                         retention_bytes: 16 * MIB,
                     }],
                     slots_known: true,
+                    in_recovery: Some(i > 1),
                 }),
                 last_updated: Some(now() - SignedDuration::from_millis(400)),
             };
@@ -203,6 +204,7 @@ fn bench_cluster(
         source: cnpg_autoresize::api::source::Source::fork(&cluster),
         pvcs: &pvcs,
         instances: &reports,
+        pods: cnpg_autoresize::engine::Pods::Unknown,
         now: now(),
         settings: EngineSettings::default(),
     };

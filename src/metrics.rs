@@ -6,8 +6,8 @@ use crate::api::cluster::VolumeType;
 use crate::api::report::{InstanceReport, VolumeStats, WalHealth};
 use crate::engine::Reason;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -76,6 +76,9 @@ pub struct Metrics {
     pub api_up: IntGauge,
     pub watch_up: IntGaugeVec,
     pub actor_restarts: IntCounterVec,
+    /// On the leader: PVC requests another resizer raised (rule "beside
+    /// another resizer"), each counted once.
+    pub foreign_resizes: IntCounter,
     pub growth: GaugeVec,
     pub recommended: IntGaugeVec,
     known_slots: Mutex<BTreeSet<String>>,
@@ -280,6 +283,14 @@ impl Metrics {
                 "Actors restarted by their supervisor after a panic or a stop.",
                 &["actor"],
             )?,
+            foreign_resizes: {
+                let c = IntCounter::new(
+                    "cnpg_autoresize_foreign_resizes_total",
+                    "On the leader: PVC requests another field manager raised without a record of cnpg-autoresize (e.g. the CloudNativePG fork's own resizer), each counted once.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             growth: float_gauge_vec(
                 &r,
                 "cnpg_disk_growth_bytes_per_second",
@@ -372,9 +383,13 @@ impl Metrics {
     }
 
     /// WAL health gauges; `None` = unavailable: health_up 0 and every other
-    /// WAL gauge removed (unknown is not "healthy" nor "no slots"). Slots
-    /// named with CloudNativePG's HA prefix are left out.
-    pub fn record_wal_health(&self, health: Option<&WalHealth>, ha_slot_prefix: &str) {
+    /// WAL gauge removed (unknown is not "healthy" nor "no slots").
+    /// CloudNativePG's own slots (`cnpg_slots`, rule 9) are left out.
+    pub fn record_wal_health(
+        &self,
+        health: Option<&WalHealth>,
+        cnpg_slots: &crate::engine::CnpgSlots,
+    ) {
         let mut known = match self.known_slots.lock() {
             Ok(k) => k,
             Err(poisoned) => poisoned.into_inner(),
@@ -407,7 +422,7 @@ impl Metrics {
         let slots: Vec<_> = h
             .inactive_slots
             .iter()
-            .filter(|s| !crate::engine::is_ha_slot(&s.slot_name, ha_slot_prefix))
+            .filter(|s| !cnpg_slots.is_cnpg(&s.slot_name, h.in_recovery))
             .collect();
         self.inactive_slots
             .with_label_values(NO_LABELS)

@@ -7,6 +7,7 @@ use super::leader::{LeaderEvidence, Leadership};
 use super::planner::feed::{DecisionFeed, InstanceDecisions};
 use super::status::{LeaderHints, VolumeKey};
 use crate::api::cluster::{AutoResizeEvent, ResizeResult};
+use crate::engine::CnpgSlots;
 use crate::http_client::{get_json, Backoff};
 use crate::kube_api::observed;
 use crate::metrics::{Metrics, VolumeLabels};
@@ -45,7 +46,7 @@ pub struct Applier {
     started: jiff::Timestamp,
     counted: HashSet<(String, jiff::Timestamp, String)>,
     applied: BTreeSet<VolumeLabels>,
-    last: Option<(InstanceDecisions, String)>,
+    last: Option<(InstanceDecisions, CnpgSlots)>,
 }
 
 impl Applier {
@@ -60,8 +61,8 @@ impl Applier {
         }
     }
 
-    pub fn apply(&mut self, mine: &InstanceDecisions, ha_slot_prefix: &str) {
-        if self.last.as_ref() == Some(&(mine.clone(), ha_slot_prefix.to_string())) {
+    pub fn apply(&mut self, mine: &InstanceDecisions, cnpg_slots: &CnpgSlots) {
+        if self.last.as_ref() == Some(&(mine.clone(), cnpg_slots.clone())) {
             return;
         }
         let mut now_applied = BTreeSet::new();
@@ -78,11 +79,11 @@ impl Applier {
             self.metrics.remove_decision(gone);
         }
         self.applied = now_applied;
-        self.hints.set(thresholds, ha_slot_prefix);
+        self.hints.set(thresholds, cnpg_slots);
         for e in &mine.events {
             self.count(e);
         }
-        self.last = Some((mine.clone(), ha_slot_prefix.to_string()));
+        self.last = Some((mine.clone(), cnpg_slots.clone()));
     }
 
     /// No leader has answered for too long: export nothing rather than stale.
@@ -131,7 +132,7 @@ impl Follower {
             if leadership.is_leader {
                 let feed = self.local_feed.borrow_and_update().clone();
                 if let Some(mine) = feed.instances.get(&self.pod_name) {
-                    applier.apply(mine, &feed.ha_slot_prefix);
+                    applier.apply(mine, &feed.cnpg_slots);
                 }
                 last_answer = Instant::now();
                 tokio::select! {
@@ -190,7 +191,7 @@ impl Follower {
                         .get(&self.pod_name)
                         .cloned()
                         .unwrap_or_default();
-                    applier.apply(&mine, &feed.ha_slot_prefix);
+                    applier.apply(&mine, &feed.cnpg_slots);
                 }
                 other => {
                     if let Err(error) = &other {

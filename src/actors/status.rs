@@ -8,7 +8,7 @@
 
 use crate::api::cluster::VolumeType;
 use crate::api::report::{InstanceReport, VolumeStats, WalHealth};
-use crate::engine::Thresholds;
+use crate::engine::{CnpgSlots, Thresholds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,31 +20,23 @@ pub type VolumeKey = (VolumeType, Option<String>);
 
 /// What the leader tells each instance about its own volumes: their trigger
 /// settings (crossing one is a material change, worth waking the leader
-/// for) and the prefix of CloudNativePG's HA slots (left out of the
+/// for) and which replication slots are CloudNativePG's (left out of the
 /// instance's slot metrics). Until the leader says otherwise: no triggers,
-/// CNPG's default prefix.
-#[derive(Clone)]
+/// CNPG's default HA prefix.
+#[derive(Clone, Default)]
 pub struct LeaderHints(Arc<Mutex<Hints>>);
 
+#[derive(Default)]
 struct Hints {
     thresholds: HashMap<VolumeKey, Thresholds>,
-    ha_slot_prefix: String,
-}
-
-impl Default for LeaderHints {
-    fn default() -> Self {
-        LeaderHints(Arc::new(Mutex::new(Hints {
-            thresholds: HashMap::new(),
-            ha_slot_prefix: crate::api::cluster::DEFAULT_HA_SLOT_PREFIX.to_string(),
-        })))
-    }
+    cnpg_slots: CnpgSlots,
 }
 
 impl LeaderHints {
-    pub fn set(&self, thresholds: HashMap<VolumeKey, Thresholds>, ha_slot_prefix: &str) {
+    pub fn set(&self, thresholds: HashMap<VolumeKey, Thresholds>, cnpg_slots: &CnpgSlots) {
         let mut hints = self.0.lock().unwrap_or_else(|p| p.into_inner());
         hints.thresholds = thresholds;
-        hints.ha_slot_prefix = ha_slot_prefix.to_string();
+        hints.cnpg_slots = cnpg_slots.clone();
     }
 
     fn get(&self, key: &VolumeKey) -> Option<Thresholds> {
@@ -56,11 +48,11 @@ impl LeaderHints {
             .copied()
     }
 
-    pub fn ha_slot_prefix(&self) -> String {
+    pub fn cnpg_slots(&self) -> CnpgSlots {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .ha_slot_prefix
+            .cnpg_slots
             .clone()
     }
 }

@@ -111,7 +111,7 @@ impl WalHealthActor {
             act.metrics
                 .wal_check_duration
                 .observe(started.elapsed().as_secs_f64());
-            let prefix = act.hints.ha_slot_prefix();
+            let cnpg_slots = act.hints.cnpg_slots();
             match result {
                 Ok(health) => {
                     if act.last_error.take().is_some() {
@@ -125,7 +125,7 @@ impl WalHealthActor {
                         slots_known = health.slots_known,
                         "WAL health check complete"
                     );
-                    act.metrics.record_wal_health(Some(&health), &prefix);
+                    act.metrics.record_wal_health(Some(&health), &cnpg_slots);
                     act.status.set_wal_health(Some(health));
                 }
                 Err(error) => {
@@ -133,7 +133,7 @@ impl WalHealthActor {
                         tracing::warn!(%error, "WAL health unavailable; resizes of WAL volumes fail open");
                     }
                     act.last_error = Some(error);
-                    act.metrics.record_wal_health(None, &prefix);
+                    act.metrics.record_wal_health(None, &cnpg_slots);
                     act.status.set_wal_health(None);
                 }
             }
@@ -323,6 +323,7 @@ async fn check_on(session: &PgSession, settings: &WalHealthSettings) -> Result<W
         pending_wal_files: pending,
         inactive_slots,
         slots_known,
+        in_recovery: Some(in_recovery),
     })
 }
 

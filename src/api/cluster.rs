@@ -54,12 +54,28 @@ pub struct ClusterSpec {
     pub extra: Extra,
 }
 
-/// CNPG's replication slot settings; only the HA slot prefix matters here.
+/// CNPG's replication slot settings: which slots are CNPG's own (rule 9).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSlotsConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_availability: Option<HighAvailabilitySlots>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronize_replicas: Option<SynchronizeReplicas>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `spec.replicationSlots.synchronizeReplicas`: CNPG copies the primary's
+/// user slots to every standby (on when absent, as CNPG defaults it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SynchronizeReplicas {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Regular expressions (Go's RE2 syntax) of slot names not copied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_patterns: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -317,15 +333,31 @@ impl Cluster {
         self.status.as_ref()?.disk_status.as_ref()?.ok()
     }
 
-    /// The prefix of CloudNativePG's HA replication slots (`spec.replicationSlots.highAvailability.slotPrefix`).
+    /// The prefix of CloudNativePG's HA replication slots
+    /// (`spec.replicationSlots.highAvailability.slotPrefix`); empty or
+    /// absent means CNPG's default, as CNPG reads it.
     pub fn ha_slot_prefix(&self) -> String {
-        self.spec
-            .replication_slots
-            .as_ref()
-            .and_then(Lenient::ok)
+        self.replication_slots()
             .and_then(|r| r.high_availability.as_ref())
             .and_then(|h| h.slot_prefix.clone())
+            .filter(|p| !p.is_empty())
             .unwrap_or_else(|| DEFAULT_HA_SLOT_PREFIX.to_string())
+    }
+
+    /// Whether CNPG copies the primary's user slots to standbys, and the
+    /// patterns of slots it leaves out (`synchronizeReplicas`, on when absent).
+    pub fn synchronized_user_slots(&self) -> (bool, Vec<String>) {
+        match self
+            .replication_slots()
+            .and_then(|r| r.synchronize_replicas.as_ref())
+        {
+            Some(s) => (s.enabled.unwrap_or(true), s.exclude_patterns.clone()),
+            None => (true, Vec::new()),
+        }
+    }
+
+    fn replication_slots(&self) -> Option<&ReplicationSlotsConfiguration> {
+        self.spec.replication_slots.as_ref().and_then(Lenient::ok)
     }
 
     /// CNPG archives WAL through barman or a plugin that declares itself the archiver.

@@ -596,6 +596,20 @@ struct PluginShape {
 struct ReplicationSlotsShape {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     high_availability: Option<HighAvailabilityShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    synchronize_replicas: Option<SynchronizeReplicasShape>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+#[allow(dead_code)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct SynchronizeReplicasShape {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exclude_patterns: Vec<String>,
     #[serde(flatten)]
     extra: Extra,
 }

@@ -139,6 +139,10 @@ pub struct WalHealth {
     /// False when the slot query timed out: slot data is unknown, not empty.
     #[serde(default = "yes")]
     pub slots_known: bool,
+    /// `pg_is_in_recovery()`: true on a standby. Absent: unknown, treated
+    /// as a primary (rule 9 exempts fewer slots there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_recovery: Option<bool>,
 }
 
 impl Default for WalHealth {
@@ -149,6 +153,7 @@ impl Default for WalHealth {
             pending_wal_files: 0,
             inactive_slots: Vec::new(),
             slots_known: true,
+            in_recovery: None,
         }
     }
 }

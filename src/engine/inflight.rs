@@ -65,6 +65,11 @@ impl<'a> Claim<'a> {
         }
     }
 
+    /// `status.capacity.storage` in bytes, when it reads.
+    pub fn capacity(&self) -> Option<u64> {
+        self.capacity
+    }
+
     pub fn is_bound(&self) -> bool {
         self.pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
     }

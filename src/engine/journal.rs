@@ -152,15 +152,24 @@ impl Journal {
     }
 }
 
-/// Prunes to entries younger than 25 h (keeping each PVC's latest success),
-/// then to `cap` entries, dropping old failures first. A success that still
-/// counts toward a budget (younger than 24 h) is never dropped, even past the
-/// cap, so the cap is sized from the volumes' budgets by the caller.
-pub fn pruned(events: &[AutoResizeEvent], now: Timestamp, cap: usize) -> Vec<AutoResizeEvent> {
+/// Prunes to entries younger than 25 h (keeping the latest success of each
+/// PVC that still `exists`: a PVC that is gone needs no cooldown), then to
+/// `cap` entries, dropping old failures first. A success that still counts
+/// toward a budget (younger than 24 h) is never dropped, even past the cap,
+/// so the cap is sized from the volumes' budgets by the caller.
+pub fn pruned(
+    events: &[AutoResizeEvent],
+    now: Timestamp,
+    cap: usize,
+    exists: impl Fn(&str) -> bool,
+) -> Vec<AutoResizeEvent> {
     let latest = latest_successes(events);
     let mut kept: Vec<AutoResizeEvent> = events
         .iter()
-        .filter(|e| e.timestamp > now - RETENTION || latest.get(&e.pvc_name) == Some(&key(e)))
+        .filter(|e| {
+            e.timestamp > now - RETENTION
+                || exists(&e.pvc_name) && latest.get(&e.pvc_name) == Some(&key(e))
+        })
         .cloned()
         .collect();
     let protected = |e: &AutoResizeEvent| {
@@ -218,7 +227,8 @@ pub fn annotation_with(
     event: &AutoResizeEvent,
     now: Timestamp,
 ) -> String {
-    let mut list = pruned(existing, now, usize::MAX);
+    // The annotation is on the PVC itself: it exists.
+    let mut list = pruned(existing, now, usize::MAX, |_| true);
     list.push(event.clone());
     serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_string())
 }
@@ -292,13 +302,19 @@ mod tests {
         let s2 = ev("2026-11-26T11:00:00Z", "q", ResizeResult::Success);
         let all = vec![old, aged.clone(), fail.clone(), s1.clone(), s2.clone()];
         assert_eq!(
-            pruned(&all, now(), 10),
+            pruned(&all, now(), 10, |_| true),
             vec![aged.clone(), fail, s1.clone(), s2.clone()]
         );
-        assert_eq!(pruned(&all, now(), 3), vec![aged, s1.clone(), s2.clone()]);
-        assert_eq!(pruned(&all, now(), 2), vec![s1.clone(), s2.clone()]);
         assert_eq!(
-            pruned(&all, now(), 1),
+            pruned(&all, now(), 3, |_| true),
+            vec![aged, s1.clone(), s2.clone()]
+        );
+        assert_eq!(
+            pruned(&all, now(), 2, |_| true),
+            vec![s1.clone(), s2.clone()]
+        );
+        assert_eq!(
+            pruned(&all, now(), 1, |_| true),
             vec![s1, s2],
             "counting successes survive the cap"
         );
@@ -309,11 +325,30 @@ mod tests {
         let only = ev("2026-11-20T10:00:00Z", "p", ResizeResult::Success);
         let older = ev("2026-11-19T10:00:00Z", "p", ResizeResult::Success);
         assert_eq!(
-            pruned(&[older, only.clone()], now(), 10),
+            pruned(&[older, only.clone()], now(), 10, |_| true),
             vec![only.clone()],
             "cooldowns need the latest resize, however old"
         );
-        assert_eq!(pruned(std::slice::from_ref(&only), now(), 0), vec![only]);
+        assert_eq!(
+            pruned(std::slice::from_ref(&only), now(), 0, |_| true),
+            vec![only]
+        );
+    }
+
+    #[test]
+    fn records_of_pvcs_that_are_gone_go_once_they_count_toward_no_budget() {
+        // pg-3 was rebuilt as pg-4 (a node drain with local storage): its
+        // parity grow stays while it could count, and goes after 25 h.
+        let gone_old = ev("2026-11-25T10:00:00Z", "pg-3", ResizeResult::Success);
+        let gone_recent = ev("2026-11-26T10:00:00Z", "pg-5", ResizeResult::Success);
+        let kept_old = ev("2026-11-20T10:00:00Z", "pg-1", ResizeResult::Success);
+        let all = vec![kept_old.clone(), gone_old, gone_recent.clone()];
+        let exists = |pvc: &str| pvc == "pg-1";
+        assert_eq!(
+            pruned(&all, now(), 100, exists),
+            vec![kept_old, gone_recent],
+            "the latest success of an existing PVC stays, however old"
+        );
     }
 
     #[test]

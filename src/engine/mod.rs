@@ -10,21 +10,24 @@
 
 mod budget;
 pub mod forecast;
+mod foreign;
 mod inflight;
 pub mod journal;
 mod rules;
 mod sizing;
+mod slots;
 mod summary;
 mod volumes;
 mod wal;
 
 pub use budget::{budget_for, cooldown_until, Budget, BUDGET_WINDOW};
+pub use foreign::{foreign_resizes, request_owner, ForeignResize, FIELD_MANAGER};
 pub use inflight::requested_bytes;
 use inflight::Claim;
 pub use sizing::{new_size, round_up_to_mib, MIB};
+pub use slots::{ha_slot_name, CnpgSlots, Pods};
 pub use summary::DecisionSummary;
 pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER, LABEL_POD_ROLE};
-pub use wal::is_ha_slot;
 
 use crate::api::cluster::{AutoResizeEvent, VolumeType};
 use crate::api::report::InstanceReport;
@@ -163,13 +166,20 @@ pub struct EngineSettings {
     pub status_max_age: SignedDuration,
     /// A resize in flight for longer than this is reported stuck.
     pub stuck_after: SignedDuration,
+    /// A primary's HA slot stays CloudNativePG's this long after the
+    /// instance it names lost its pod (rule 9).
+    pub ha_slot_grace: SignedDuration,
 }
+
+/// Default of [`EngineSettings::ha_slot_grace`].
+pub const HA_SLOT_GRACE: SignedDuration = SignedDuration::from_mins(30);
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             status_max_age: SignedDuration::from_secs(3),
             stuck_after: SignedDuration::from_mins(10),
+            ha_slot_grace: HA_SLOT_GRACE,
         }
     }
 }
@@ -179,8 +189,34 @@ pub struct PlanInput<'a> {
     pub source: Source<'a>,
     pub pvcs: &'a [PersistentVolumeClaim],
     pub instances: &'a BTreeMap<String, InstanceReport>,
+    /// The instance pods (rule 9); `Pods::Unknown` when not known.
+    pub pods: Pods,
     pub now: Timestamp,
     pub settings: EngineSettings,
+}
+
+impl PlanInput<'_> {
+    /// Which inactive slots are CloudNativePG's in this cluster now (rule 9).
+    pub fn cnpg_slots(&self) -> CnpgSlots {
+        let cluster = self.source.cluster.name();
+        let mut existing: std::collections::BTreeSet<String> = self
+            .pvcs
+            .iter()
+            .filter_map(|p| classify_pvc(p, cluster))
+            .map(|v| v.instance)
+            .collect();
+        match &self.pods {
+            Pods::Unknown => existing.extend(self.instances.keys().cloned()),
+            Pods::Known { present, .. } => existing.extend(present.iter().cloned()),
+        }
+        CnpgSlots::of(
+            self.source.cluster,
+            &existing,
+            &self.pods,
+            self.now,
+            self.settings.ha_slot_grace,
+        )
+    }
 }
 
 /// The trigger settings of a volume, published to its instance so its disk
@@ -305,9 +341,11 @@ pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
         .filter_map(|pvc| classify_pvc(pvc, cluster).map(|v| (v, Claim::of(pvc))))
         .collect();
     volumes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Parity copies what the storage delivered: a request may be refused
+    // or still in flight, a Bound claim's capacity is real.
     let mut largest: PerKind<u64> = PerKind::default();
     for (v, claim) in &volumes {
-        if let Ok(bytes) = claim.requested {
+        if let Some(bytes) = claim.capacity().filter(|_| claim.is_bound()) {
             let entry = largest.get_or_insert_with(v.volume_type, v.tablespace.as_deref(), || 0);
             *entry = (*entry).max(bytes);
         }
@@ -316,7 +354,7 @@ pub fn decide_with(input: &PlanInput<'_>, journal: &Journal) -> Vec<Decision> {
         input,
         journal,
         largest: &largest,
-        ha_slot_prefix: input.source.cluster.ha_slot_prefix(),
+        cnpg_slots: input.cnpg_slots(),
     };
     // Volumes and reports are both sorted by instance: walk them together
     // rather than search the reports for every volume.

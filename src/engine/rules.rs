@@ -25,9 +25,10 @@ pub(super) struct Verdict(Action, Option<Reason>, String);
 pub(super) struct Pass<'a> {
     pub input: &'a PlanInput<'a>,
     pub journal: &'a Journal,
-    /// The largest request among the cluster's PVCs, per role (and tablespace).
+    /// The largest capacity among the cluster's Bound PVCs, per role (and tablespace).
     pub largest: &'a PerKind<u64>,
-    pub ha_slot_prefix: String,
+    /// Which inactive slots are CloudNativePG's (rule 9).
+    pub cnpg_slots: super::CnpgSlots,
 }
 
 /// One kind of volume's configuration, resolved once per pass.
@@ -176,8 +177,9 @@ fn readable<'a>(
 }
 
 /// Rule 1: a PVC smaller than its peers (a replica CNPG created from
-/// `spec.storage.size`) grows to the largest at once — before its instance
-/// reports anything, without a trigger, without budget.
+/// `spec.storage.size`) grows to the largest capacity at once — before its
+/// instance reports anything, without a trigger, without budget. It is a
+/// write like any other: `maxActionsPerDay: 0` stops it, Recommend reports it.
 fn parity(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
     let largest = *pass
         .largest
@@ -192,19 +194,31 @@ fn parity(pass: &Pass<'_>, f: &Facts<'_>, d: &mut Decision) -> Option<Verdict> {
     if target <= f.current {
         return None;
     }
+    let gap = format!(
+        "{} requests {} while the cluster's largest {} volume has {}",
+        f.volume.pvc,
+        format_bytes(f.current),
+        f.volume.volume_type.as_str(),
+        format_bytes(target)
+    );
+    if f.policy.max_actions_per_day == 0 {
+        return Some(Verdict(
+            Action::Blocked,
+            Some(Reason::RateLimit),
+            format!("{gap}, but maxActionsPerDay is 0: auto-resize is disabled, size parity too"),
+        ));
+    }
     d.trigger = Some(Trigger::Parity);
     d.warnings.push(WarningCode::SizeParity);
     d.new_size = Some(target);
+    let verb = match f.policy.mode {
+        Mode::Standard => "growing it to match",
+        Mode::Recommend => "recommending (mode Recommend, nothing is patched) to grow it to match",
+    };
     Some(Verdict(
         Action::Resize,
         None,
-        format!(
-            "{} requests {} while the cluster's largest {} volume requests {}: growing it to match (size parity, no budget used)",
-            f.volume.pvc,
-            format_bytes(f.current),
-            f.volume.volume_type.as_str(),
-            format_bytes(target)
-        ),
+        format!("{gap}: {verb} (size parity, no budget used)"),
     ))
 }
 
@@ -417,7 +431,7 @@ fn wal(
         f.single_volume_data,
         &f.policy.wal_safety,
         report,
-        &pass.ha_slot_prefix,
+        &pass.cnpg_slots,
     ) {
         WalVerdict::Blocked(reason, because) => Some(Verdict(
             Action::Blocked,

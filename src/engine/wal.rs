@@ -2,7 +2,7 @@
 //! holds WAL must not hide failing archiving, a `.ready` backlog or an
 //! abandoned slot.
 
-use super::{Reason, WarningCode};
+use super::{CnpgSlots, Reason, WarningCode};
 use crate::api::report::InstanceReport;
 use crate::api::resize::WalSafety;
 
@@ -12,12 +12,12 @@ pub enum WalVerdict {
 }
 
 /// `single_volume_data`: the data volume of a cluster without `walStorage`.
-/// `ha_slot_prefix`: CloudNativePG's own HA slots, which never block.
+/// `cnpg_slots`: which slots are CloudNativePG's own; they never block.
 pub fn wal_safety(
     single_volume_data: bool,
     safety: &WalSafety,
     report: &InstanceReport,
-    ha_slot_prefix: &str,
+    cnpg_slots: &CnpgSlots,
 ) -> WalVerdict {
     if single_volume_data && !safety.acknowledge_wal_risk {
         return WalVerdict::Blocked(
@@ -56,7 +56,7 @@ pub fn wal_safety(
         let worst = health
             .inactive_slots
             .iter()
-            .filter(|s| !is_ha_slot(&s.slot_name, ha_slot_prefix))
+            .filter(|s| !cnpg_slots.is_cnpg(&s.slot_name, health.in_recovery))
             .max_by_key(|s| s.retention_bytes);
         if let Some(slot) = worst.filter(|s| s.retention_bytes > safety.max_slot_retention_bytes) {
             return WalVerdict::Blocked(
@@ -69,11 +69,4 @@ pub fn wal_safety(
         }
     }
     WalVerdict::Allowed { warning: None }
-}
-
-/// CloudNativePG keeps its HA slots inactive on standbys and advances them
-/// itself; on the primary an inactive one means a standby is restarting.
-/// An empty prefix names no slot (it would otherwise match every slot).
-pub fn is_ha_slot(slot_name: &str, ha_slot_prefix: &str) -> bool {
-    !ha_slot_prefix.is_empty() && slot_name.starts_with(ha_slot_prefix)
 }

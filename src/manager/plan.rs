@@ -10,8 +10,8 @@ use crate::api::lenient::Lenient;
 use crate::api::policy::AutoResizePolicy;
 use crate::api::report::InstanceReport;
 use crate::api::source::Source;
-use crate::engine::{decide, DecisionSummary, EngineSettings, PlanInput};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use crate::engine::{decide, DecisionSummary, EngineSettings, PlanInput, Pods};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +27,11 @@ pub struct Snapshot {
     pub policy: Option<serde_json::Value>,
     #[serde(default)]
     pub pvcs: Vec<Lenient<PersistentVolumeClaim>>,
+    /// The instance pods; absent: an instance has a pod while it has a PVC
+    /// or a report. An instance listed in neither has lost its pod longer
+    /// ago than the grace period of rule 9.
+    #[serde(default)]
+    pub pods: Option<Vec<Lenient<Pod>>>,
     #[serde(default)]
     pub instances: BTreeMap<String, Lenient<InstanceReport>>,
 }
@@ -78,6 +83,24 @@ pub fn plan_file(
             }
         }
     }
+    let pods = match snapshot.pods {
+        None => Pods::Unknown,
+        Some(list) => {
+            let mut present = std::collections::BTreeSet::new();
+            for (i, pod) in list.into_iter().enumerate() {
+                match pod {
+                    Lenient::Ok(p) => present.extend(p.metadata.name),
+                    Lenient::Unreadable { error, .. } => {
+                        notes.push(format!("{name}: pods[{i}] left out: {error}"))
+                    }
+                }
+            }
+            Pods::Known {
+                present,
+                gone_since: BTreeMap::new(),
+            }
+        }
+    };
     let mut instances = BTreeMap::new();
     for (pod, report) in snapshot.instances {
         match report {
@@ -108,6 +131,7 @@ pub fn plan_file(
         },
         pvcs: &pvcs,
         instances: &instances,
+        pods,
         now: snapshot.now.unwrap_or(now),
         settings: EngineSettings::default(),
     };

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// A resize in flight longer than this is reported stuck.
     #[arg(long, env = "AUTORESIZE_STUCK_RESIZE_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub stuck_resize_after: Duration,
+    /// How long a primary's CloudNativePG HA slot stays exempt from the slot
+    /// check after the instance it names lost its pod.
+    #[arg(long, env = "AUTORESIZE_HA_SLOT_GRACE", default_value = "30m", value_parser = parse_duration)]
+    pub ha_slot_grace: Duration,
     /// Log format.
     #[arg(long, env = "AUTORESIZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -454,6 +458,8 @@ async fn manage(config: RunConfig) -> Result<(), Startup> {
                 .unwrap_or(jiff::SignedDuration::from_secs(3)),
             stuck_after: jiff::SignedDuration::try_from(args.stuck_resize_after)
                 .unwrap_or(jiff::SignedDuration::from_mins(10)),
+            ha_slot_grace: jiff::SignedDuration::try_from(args.ha_slot_grace)
+                .unwrap_or(crate::engine::HA_SLOT_GRACE),
         },
         replan_interval: Duration::from_secs(5),
         failure_backoff: Duration::from_secs(600),

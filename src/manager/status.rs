@@ -53,6 +53,7 @@ pub fn report_from_status(s: &InstanceDiskStatus) -> InstanceReport {
                 })
                 .collect(),
             slots_known: true,
+            in_recovery: None,
         }),
         age_seconds: None,
         last_updated: None,
@@ -201,6 +202,7 @@ pub async fn status(
             source,
             pvcs: &pvcs,
             instances: &reports,
+            pods: crate::engine::Pods::Unknown,
             now: jiff::Timestamp::now(),
             settings: EngineSettings::default(),
         },

@@ -243,6 +243,46 @@ fn plan_examples_of_parity_refusal_forecast_cooldown_recommend_and_slots() {
             "plan/foreign-entries.yaml",
             vec![json!(["pg-main-1", "resize", null, "14Gi", "usage", [], 2])],
         ),
+        (
+            // Parity copies the delivered 11Gi, never the refused 12Gi request.
+            "plan/parity-refused-sibling.yaml",
+            vec![
+                json!([
+                    "pg-main-1",
+                    "blocked",
+                    "expansion_failed",
+                    null,
+                    null,
+                    [],
+                    3
+                ]),
+                json!(["pg-main-2", "none", "not_triggered", null, null, [], 3]),
+                json!([
+                    "pg-main-3",
+                    "resize",
+                    null,
+                    "11Gi",
+                    "parity",
+                    ["size_parity"],
+                    3
+                ]),
+            ],
+        ),
+        (
+            "plan/orphaned-ha-slot.yaml",
+            vec![
+                json!([
+                    "pg-main-1-wal",
+                    "blocked",
+                    "slot_retention_exceeded",
+                    null,
+                    null,
+                    [],
+                    3
+                ]),
+                json!(["pg-main-2-wal", "resize", null, "6Gi", "usage", [], 3]),
+            ],
+        ),
     ];
     for (file, want) in cases {
         assert_eq!(detailed(&plan(file)), want, "{file}");

@@ -140,7 +140,7 @@ fn exposed_metric_families() -> BTreeMap<String, String> {
             }],
             ..Default::default()
         }),
-        "_cnpg_",
+        &cnpg_autoresize::engine::CnpgSlots::default(),
     );
     let labels = VolumeLabels::new(VolumeType::Data, None);
     metrics.record_decision(

@@ -146,6 +146,7 @@ fn health() -> impl Strategy<Value = Option<WalHealth>> {
                             retention_bytes: retention,
                         }],
                         slots_known,
+                        in_recovery: None,
                     }
                 },
             ),
@@ -172,6 +173,7 @@ fn decide_one(
         source: cnpg_autoresize::api::source::Source::fork(cluster),
         pvcs: &pvcs,
         instances: &instances,
+        pods: cnpg_autoresize::engine::Pods::Unknown,
         now,
         settings: EngineSettings::default(),
     });

@@ -237,8 +237,75 @@ impl Env {
         .await;
     }
 
-    /// The PVC keeps requesting `bytes` for `period`.
-    pub async fn hold_request(&self, pvc: &str, bytes: u64, period: Duration) {
+    /// The leader and the planning passes it has completed (its
+    /// `/v1/decisions`), None while no leader answers.
+    pub async fn passes(&self) -> Option<(String, u64)> {
+        let leader = self.leader().await?;
+        let feed = get_json(&self.scenario.manager_pod(&leader)?.url("/v1/decisions")).await?;
+        Some((leader, feed["passes"].as_u64()?))
+    }
+
+    /// Waits until one leader has completed `n` more planning passes: the
+    /// event that would prove a "nothing happens" check wrong has had its
+    /// chance. Returns the leader.
+    pub async fn wait_passes(&self, n: u64, timeout: Duration) -> String {
+        let (leader, start) = wait_until("a leader's planning passes", timeout, || async {
+            self.passes().await.ok_or("no leader answers".to_string())
+        })
+        .await;
+        wait_until(
+            &format!("{n} more planning passes of {leader}"),
+            timeout,
+            || async {
+                match self.passes().await {
+                    Some((l, p)) if l == leader && p >= start + n => Ok(()),
+                    other => Err(format!("{other:?} (from {start})")),
+                }
+            },
+        )
+        .await;
+        leader
+    }
+
+    /// Waits until `at` has passed and then the leader has completed a
+    /// planning pass: e.g. a status interval has passed and been acted on.
+    pub async fn wait_pass_after(&self, at: Instant, timeout: Duration) {
+        wait_until("the moment to pass", timeout, || async {
+            (Instant::now() >= at)
+                .then_some(())
+                .ok_or(format!("{:?} to go", at - Instant::now()))
+        })
+        .await;
+        self.wait_passes(1, timeout).await;
+    }
+
+    /// The PVC keeps requesting `bytes` while the leader completes `passes`
+    /// planning passes (each would have resized it if it were going to).
+    pub async fn hold_request(&self, pvc: &str, bytes: u64, passes: u64) {
+        let (leader, start) = wait_until("a leader's planning passes", secs(30), || async {
+            self.passes().await.ok_or("no leader answers".to_string())
+        })
+        .await;
+        wait_until(
+            &format!("{passes} planning passes with {pvc} at {bytes} bytes"),
+            secs(60),
+            || async {
+                let now = self.requested(pvc).await;
+                assert_eq!(now, bytes, "PVC {pvc} changed\n{}", self.logs());
+                match self.passes().await {
+                    Some((l, p)) if l == leader && p >= start + passes => Ok(()),
+                    other => Err(format!("{other:?} (from {start})")),
+                }
+            },
+        )
+        .await;
+        assert_eq!(self.requested(pvc).await, bytes, "PVC {pvc} changed");
+    }
+
+    /// The PVC keeps requesting `bytes` for `period`. Only where no planning
+    /// pass runs by design (a leader that plans nothing): elsewhere
+    /// [`Env::hold_request`] waits for the passes that would change it.
+    pub async fn hold_request_for(&self, pvc: &str, bytes: u64, period: Duration) {
         let end = Instant::now() + period;
         while Instant::now() < end {
             assert_eq!(

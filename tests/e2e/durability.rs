@@ -52,7 +52,7 @@ async fn the_budget_survives_restarting_every_manager() {
     }
     env.wait_leader(secs(15)).await;
     env.wait_blocked(0, "data", "rate_limit", secs(30)).await;
-    env.hold_request("pg-1", 192 * MIB, secs(3)).await;
+    env.hold_request("pg-1", 192 * MIB, 3).await;
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }
 
@@ -93,8 +93,7 @@ async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     for n in &survivors {
         env.wait_request(env.pod(*n), 192 * MIB, secs(30)).await;
     }
-    env.hold_request(env.pod(survivors[0]), 192 * MIB, secs(2))
-        .await;
+    env.hold_request(env.pod(survivors[0]), 192 * MIB, 2).await;
     let events = env.resize_events().await;
     for n in &survivors {
         assert_eq!(successes(&events, env.pod(*n)), 1, "{events:?}");
@@ -146,7 +145,12 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The recorder has seen the Lease as it is before the release.
+    wait_until("the Lease watched", secs(10), || async {
+        let n = seen.lock().unwrap().len();
+        (n >= 1).then_some(()).ok_or(n.to_string())
+    })
+    .await;
     let pod = env.manager(n);
     env.delete_pod(n).await;
     let exit = pod.final_exit().expect("it exited within the grace period");
@@ -239,8 +243,22 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
         .set_error_rate("patch", "persistentvolumeclaims", 1.0, 500);
     let data = env.scenario.instances[0].data().volume.clone();
     data.fill_to_percent(85.0).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(env.requested("pg-1").await, 128 * MIB);
+    // The patch was tried and failed; the passes after it change nothing.
+    let failed = [
+        ("verb", "patch"),
+        ("resource", "persistentvolumeclaims"),
+        ("code", "500"),
+    ];
+    wait_until("a failed resize patch", secs(20), || async {
+        let n = metric(
+            &env.metrics(0).await,
+            "cnpg_autoresize_api_requests_total",
+            &failed,
+        );
+        n.filter(|n| *n >= 1.0).map(|_| ()).ok_or(format!("{n:?}"))
+    })
+    .await;
+    env.hold_request("pg-1", 128 * MIB, 2).await;
     assert!(env.resize_events().await.is_empty());
     env.kill_pod(0).await;
 
@@ -275,7 +293,7 @@ async fn a_crash_between_the_resize_and_its_mirror_loses_nothing() {
     })
     .await;
     env.wait_blocked(0, "data", "rate_limit", secs(20)).await;
-    env.hold_request("pg-1", 192 * MIB, secs(2)).await;
+    env.hold_request("pg-1", 192 * MIB, 2).await;
     assert_eq!(successes(&env.resize_events().await, "pg-1"), 1);
 }
 
@@ -319,8 +337,8 @@ async fn invalid_values_at_runtime_block_the_volume() {
         .collect();
     assert!(notes.iter().any(|n| n.contains("2XGi")), "{notes:?}");
     assert!(notes.iter().any(|n| n.contains("not 0")), "{notes:?}");
-    env.hold_request("pg-1", 128 * MIB, secs(2)).await;
-    env.hold_request("pg-1-wal", 64 * MIB, secs(0)).await;
+    env.hold_request("pg-1", 128 * MIB, 2).await;
+    env.hold_request("pg-1-wal", 64 * MIB, 2).await;
 }
 
 /// A StorageClass without expansion -> one clear event, no
@@ -350,7 +368,8 @@ async fn a_refused_resize_is_reported_once_and_not_retried() {
         note.contains("forbidden") || note.contains("403") || note.contains("resize"),
         "{note}"
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The passes after the refusal would retry if anything did.
+    env.wait_passes(3, secs(30)).await;
     let text = env.metrics(0).await;
     let refused = metric(
         &text,

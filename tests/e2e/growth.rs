@@ -59,7 +59,7 @@ async fn data_volumes_of_every_instance_grow_and_the_resize_is_recorded() {
     })
     .await;
     // One crossing, one resize: the grown volumes stay put.
-    env.hold_request("pg-1", 160 * MIB, secs(2)).await;
+    env.hold_request("pg-1", 160 * MIB, 2).await;
     assert_eq!(env.resize_events().await.len(), 2);
 }
 
@@ -107,7 +107,7 @@ async fn limit_is_respected() {
     .await;
     env.wait_blocked(0, "data", "at_limit", secs(10)).await;
     env.wait_kube_event("AutoResizeAtLimit", secs(10)).await;
-    env.hold_request("pg-1", 160 * MIB, secs(2)).await;
+    env.hold_request("pg-1", 160 * MIB, 2).await;
 }
 
 /// 5% of 2Gi clamped up to minStep 1Gi -> 3Gi.
@@ -136,7 +136,7 @@ async fn max_step_clamps_large_percentages_down() {
         .fill_to_percent(1.5)
         .unwrap();
     env.wait_request("pg-1", 12 * GIB, secs(30)).await;
-    env.hold_request("pg-1", 12 * GIB, secs(1)).await;
+    env.hold_request("pg-1", 12 * GIB, 2).await;
 }
 
 /// minAvailable 300Mi alone triggers once less than 300Mi remains.
@@ -147,7 +147,7 @@ async fn min_available_alone_triggers() {
     let env = Env::start(data_volume_cluster(GIB, resize)).await;
     let data = &env.scenario.instances[0].data().volume;
     data.fill_to_percent(60.0).unwrap(); // ~410Mi available: nothing happens
-    env.hold_request("pg-1", GIB, secs(2)).await;
+    env.hold_request("pg-1", GIB, 2).await;
     data.fill_to_percent(75.0).unwrap(); // ~256Mi available: below 300Mi
     env.wait_request("pg-1", GIB + 256 * MIB, secs(30)).await;
 }

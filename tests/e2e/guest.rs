@@ -94,7 +94,7 @@ async fn wal_health_through_cloudnativepgs_socket_with_peer_authentication() {
     wal_volume.fill_to_percent(85.0).unwrap();
     env.wait_blocked(0, "wal", "archive_unhealthy", secs(30))
         .await;
-    env.hold_request("pg-1-wal", 128 * MIB, secs(1)).await;
+    env.hold_request("pg-1-wal", 128 * MIB, 2).await;
     drop(bind);
 }
 

@@ -5,6 +5,7 @@
 mod common;
 mod demo;
 mod durability;
+mod edges;
 mod growth;
 mod guest;
 mod observability;

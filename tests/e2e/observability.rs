@@ -3,7 +3,7 @@
 //! clean; health, readiness, status long-poll; `run` flag errors.
 
 use crate::common::*;
-use cnpg_testbed::scenario::Scenario;
+use cnpg_testbed::scenario::{ManagerOptions, Scenario};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -357,14 +357,22 @@ fn run_rejects_bad_flags_before_starting() {
 }
 
 /// A steady state (nothing changing materially) makes no status writes
-/// (docs/reference/configuration.md#statusdiskstatus-policy-and-cluster).
+/// (docs/reference/configuration.md#statusdiskstatus-policy-and-cluster):
+/// watched over several status intervals, each followed by a planning pass
+/// that would write if anything had changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_state_writes_no_status() {
-    let env = Env::start(
+    let interval = Duration::from_secs(2);
+    let options = ManagerOptions {
+        extra_args: vec!["--status-interval".into(), "2s".into()],
+        ..ManagerOptions::default()
+    };
+    let env = Env::start_with(
         Scenario::builder("pg")
             .instances(2)
             .data(128 * MIB, json!({"enabled": true}))
             .wal(128 * MIB, json!({"enabled": true})),
+        options,
     )
     .await;
     let leader = env.wait_leader(secs(15)).await;
@@ -390,10 +398,20 @@ async fn a_steady_state_writes_no_status() {
         both.then_some(()).ok_or(status.to_string())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Whatever was still settling has had a status interval to be written.
+    env.wait_pass_after(Instant::now() + interval, secs(30))
+        .await;
     let before = writes(&env.metrics(n).await);
-    // PostgreSQL keeps writing a little; nothing material changes.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // PostgreSQL keeps writing a little; nothing material changes. Three
+    // status intervals pass, each followed by a pass that may write.
+    env.wait_pass_after(Instant::now() + interval * 3, secs(30))
+        .await;
+    env.wait_passes(2, secs(30)).await;
+    assert_eq!(
+        env.leader().await.as_deref(),
+        Some(leader.as_str()),
+        "one leader throughout"
+    );
     let after = writes(&env.metrics(n).await);
     assert_eq!(
         after,

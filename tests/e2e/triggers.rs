@@ -83,8 +83,9 @@ async fn a_refused_expansion_is_blocked_and_not_retried() {
     })
     .await;
     // No retry while the request stays: exactly one resize patch went out
-    // (and one more marking its record failed).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // (and one more marking its record failed), over the passes that would
+    // have retried.
+    env.wait_passes(3, secs(30)).await;
     let patches = metric(
         &env.metrics(0).await,
         "cnpg_autoresize_api_requests_total",
@@ -207,7 +208,7 @@ async fn recommend_mode_reports_and_never_patches() {
     let (_, kind, note) = env.wait_kube_event("AutoResizeRecommended", secs(15)).await;
     assert_eq!(kind, "Normal");
     assert!(note.contains("192Mi"), "{note}");
-    env.hold_request("pg-1", 128 * MIB, secs(3)).await;
+    env.hold_request("pg-1", 128 * MIB, 3).await;
     let pvc = env.scenario.pvcs().get("pg-1").await.unwrap();
     assert!(records(&pvc).is_empty());
     assert!(env.policy_status("pg").await["autoResizeEvents"].is_null());
@@ -245,7 +246,7 @@ async fn a_cooldown_blocks_a_second_crossing() {
         (next - in_an_hour).abs() < 120.0,
         "next action {next}, expected about {in_an_hour}"
     );
-    env.hold_request("pg-1", 192 * MIB, secs(2)).await;
+    env.hold_request("pg-1", 192 * MIB, 2).await;
 }
 
 /// The inode trigger, on a filesystem whose inodes really run out.

@@ -94,7 +94,7 @@ async fn a_policy_drives_upstream_cloudnativepg() {
     }
     env.wait_leader(secs(15)).await;
     env.wait_blocked(0, "data", "rate_limit", secs(30)).await;
-    env.hold_request("pg-1", 192 * MIB, secs(3)).await;
+    env.hold_request("pg-1", 192 * MIB, 3).await;
     assert_eq!(successes(&policy_events(&env, "pg").await, "pg-1"), 1);
     let blocked = env.policy_status("pg").await["conditions"]
         .as_array()
@@ -149,7 +149,7 @@ async fn a_policy_guards_wal_volumes_on_upstream_cloudnativepg() {
     wal(0).fill_to_percent(85.0).unwrap();
     env.wait_blocked(0, "wal", "archive_unhealthy", secs(30))
         .await;
-    env.hold_request("pg-1-wal", 128 * MIB, secs(2)).await;
+    env.hold_request("pg-1-wal", 128 * MIB, 2).await;
     assert!(policy_events(&env, "pg").await.is_empty());
     // Once archiving works again, the WAL volume grows.
     primary.set_archive_failing(false).unwrap();

@@ -27,7 +27,7 @@ async fn single_volume_without_acknowledgement_is_blocked() {
     let (_, kind, note) = env.wait_kube_event("AutoResizeBlocked", secs(10)).await;
     assert_eq!(kind, "Warning");
     assert!(note.contains("single_volume_no_ack"), "{note}");
-    env.hold_request("pg-1", 128 * MIB, secs(2)).await;
+    env.hold_request("pg-1", 128 * MIB, 2).await;
 }
 
 /// Archiving failing -> the WAL volume is not grown.
@@ -49,7 +49,7 @@ async fn failing_archiving_blocks_wal_growth_until_it_recovers() {
     wal_volume(&env).fill_to_percent(85.0).unwrap();
     env.wait_blocked(0, "wal", "archive_unhealthy", secs(30))
         .await;
-    env.hold_request("pg-1-wal", 128 * MIB, secs(2)).await;
+    env.hold_request("pg-1-wal", 128 * MIB, 2).await;
     let (_, _, note) = env.wait_kube_event("AutoResizeBlocked", secs(10)).await;
     assert!(note.contains("archive"), "{note}");
 
@@ -133,7 +133,7 @@ async fn inactive_slot_retention_blocks_and_is_reported() {
         }
     })
     .await;
-    env.hold_request("pg-1-wal", 128 * MIB, secs(1)).await;
+    env.hold_request("pg-1-wal", 128 * MIB, 2).await;
 }
 
 /// A `.ready` backlog above maxPendingWALFiles blocks.
@@ -163,7 +163,7 @@ async fn ready_backlog_blocks() {
         .await;
     let pending = metric(&env.metrics(0).await, "cnpg_wal_pending_archive_files", &[]).unwrap();
     assert!(pending >= 2.0, "{pending}");
-    env.hold_request("pg-1-wal", 128 * MIB, secs(1)).await;
+    env.hold_request("pg-1-wal", 128 * MIB, 2).await;
 }
 
 /// PostgreSQL stopped -> the resize still happens, with a Warning event (and

@@ -517,6 +517,8 @@ pub(crate) struct WriteCtx<'a> {
     dry_run: bool,
     /// Who writes: `request.userInfo.username` for admission policies.
     identity: &'a str,
+    /// Who owns the fields this write sets (managedFields).
+    manager: String,
 }
 
 impl WriteCtx<'_> {
@@ -585,6 +587,13 @@ fn resource(
         },
         dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
         identity,
+        manager: crate::managed::manager_of(
+            params.get("fieldManager").map(String::as_str),
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
     };
     let name = rr.name.as_deref().unwrap_or("");
     match verb {
@@ -1035,6 +1044,7 @@ fn create(
     set_meta(&mut obj, "uid", json!(new_uid()));
     set_meta(&mut obj, "creationTimestamp", json!(now_rfc3339()));
     to_storage_version(rr, &mut obj);
+    crate::managed::track(None, &mut obj, &ctx.manager, None, &now_rfc3339());
     if ctx.dry_run {
         return Ok(obj);
     }
@@ -1170,6 +1180,14 @@ fn write_existing(
     if same_content(old, &new) {
         return Ok(json_response(StatusCode::OK, &rr.present(old)));
     }
+    let subresource = rr.status.then_some("status");
+    crate::managed::track(
+        Some(old),
+        &mut new,
+        &ctx.manager,
+        subresource,
+        &now_rfc3339(),
+    );
     if ctx.dry_run {
         return Ok(json_response(StatusCode::OK, &rr.present(&new)));
     }
@@ -1371,6 +1389,7 @@ pub(crate) fn apply_crd(shared: &Shared, mut obj: Value) -> Result<(), ApiError>
         field_validation: FieldValidation::Warn,
         dry_run: false,
         identity: crate::rbac::ADMIN,
+        manager: "kubectl-client-side-apply".into(),
     };
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");

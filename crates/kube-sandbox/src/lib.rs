@@ -81,6 +81,7 @@ mod discovery;
 mod error;
 mod faults;
 mod http;
+mod managed;
 mod patch;
 mod rbac;
 mod resources;

@@ -21,9 +21,12 @@
 //! - slot names are [`ha_slot_name`]: the prefix (default `_cnpg_`) plus the
 //!   instance name, lower-cased, every run of characters outside `[a-z0-9_]`
 //!   replaced by `_` (`GetSlotNameFromInstanceName`);
-//! - the **primary** holds one physical slot per standby, created without
-//!   reserving WAL (`pg_create_physical_replication_slot(name, false)`), and
-//!   drops inactive HA slots of instances that no longer exist
+//! - the **primary** holds one physical slot per other instance of the
+//!   Cluster's `status.instanceNames` (when the CloudNativePG stand-in
+//!   writes it, see [`PgCluster::follow_instance_names`]; else per running
+//!   standby), created without reserving WAL
+//!   (`pg_create_physical_replication_slot(name, false)`), and drops
+//!   inactive HA slots of instances not in that list
 //!   (`reconcilePrimaryReplicationSlots`); each standby streams through its
 //!   own slot (`primary_slot_name`), so that slot is active while it streams;
 //! - every **standby**, each `updateInterval` (default 30 s), reads the
@@ -41,10 +44,9 @@
 //! three instances are needed to see them.
 //!
 //! CNPG also copies user-created physical slots of the primary to standbys
-//! (`synchronizeReplicas`, on by default there) and drops user slots a
-//! standby holds that the primary lacks. The test bed does neither unless
-//! [`HaSlots::synchronize_user_slots`] is set, so tests that create their
-//! own slots keep them where they made them.
+//! (`synchronizeReplicas`, on by default) and drops user slots a standby
+//! holds that the primary lacks; so does the test bed, unless
+//! [`HaSlots::synchronize_user_slots`] is off.
 
 use crate::postgres::{physical_slots, PgEndpoint};
 use crate::volume::FilesystemKind;
@@ -125,7 +127,7 @@ pub struct HaSlots {
     pub update_interval: Duration,
     /// `synchronizeReplicas.enabled`: also copy the primary's user-created
     /// physical slots to standbys (and drop a standby's user slots the
-    /// primary lacks). CNPG defaults it to on; the test bed to off.
+    /// primary lacks). On by default, as in CNPG.
     pub synchronize_user_slots: bool,
 }
 
@@ -134,8 +136,20 @@ impl Default for HaSlots {
         HaSlots {
             slot_prefix: DEFAULT_SLOT_PREFIX.to_string(),
             update_interval: Duration::from_secs(30),
-            synchronize_user_slots: false,
+            synchronize_user_slots: true,
         }
+    }
+}
+
+/// Where the primary learns which instances the Cluster has: CNPG's
+/// `status.instanceNames` (None while unknown).
+pub type InstanceNames = Arc<dyn Fn() -> Option<Vec<String>> + Send + Sync>;
+
+struct NamesSource(InstanceNames);
+
+impl std::fmt::Debug for NamesSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NamesSource(status.instanceNames)")
     }
 }
 
@@ -363,6 +377,15 @@ impl PgCluster {
     pub fn ha_slot_name(&self, instance: &str) -> Option<String> {
         self.ha_slots()
             .map(|c| ha_slot_name(&c.slot_prefix, instance))
+    }
+
+    /// Keep one HA slot on the primary per other instance that `names`
+    /// lists (CNPG's `status.instanceNames`), as CNPG's primary does, rather
+    /// than per running standby. A no-op without HA slots.
+    pub fn follow_instance_names(&self, names: InstanceNames) {
+        if let Some(s) = &self.slots {
+            *lock(&s.shared.instance_names) = Some(NamesSource(names));
+        }
     }
 
     /// Counters of the HA slot synchroniser (zero when HA slots are off).
@@ -736,6 +759,7 @@ struct Topology {
 struct SlotShared {
     config: HaSlots,
     topology: Mutex<Topology>,
+    instance_names: Mutex<Option<NamesSource>>,
     /// One round at a time (periodic and on demand).
     round_lock: tokio::sync::Mutex<()>,
     rounds: AtomicU64,
@@ -756,6 +780,7 @@ impl SlotSync {
             shared: Arc::new(SlotShared {
                 config,
                 topology: Mutex::new(Topology::default()),
+                instance_names: Mutex::new(None),
                 round_lock: tokio::sync::Mutex::new(()),
                 rounds: AtomicU64::new(0),
                 advances: AtomicU64::new(0),
@@ -861,11 +886,14 @@ impl SlotShared {
             let Some(primary) = topo.primary.clone() else {
                 return Ok(Vec::new());
             };
-            let expected: BTreeSet<String> = topo
-                .standbys
+            let listed = lock(&self.instance_names).as_ref().and_then(|f| (f.0)());
+            let instances: Vec<String> = match listed {
+                Some(names) => names.into_iter().filter(|n| *n != primary.name).collect(),
+                None => topo.standbys.iter().map(|s| s.name.clone()).collect(),
+            };
+            let expected: BTreeSet<String> = instances
                 .iter()
-                .map(|s| s.name.as_str())
-                .chain(topo.joining.iter().map(String::as_str))
+                .chain(topo.joining.iter())
                 .map(|n| ha_slot_name(&self.config.slot_prefix, n))
                 .collect();
             (primary, expected)

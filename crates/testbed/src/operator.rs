@@ -21,10 +21,22 @@
 //! targetPrimary, the `Ready` condition, latestGeneratedNode, services,
 //! PVC lists), from the cluster's instance pods and PVCs. It never writes
 //! `spec`, and counts its writes and conflicts for tests.
+//!
+//! # The fork's own resizer
+//!
+//! The CloudNativePG fork's operator resizes PVCs itself, on the same
+//! `resize` blocks ([`OperatorConfig::fork_resizer`], off by default): on
+//! every reconcile, for each PVC whose volume's `status.diskStatus` figures
+//! cross `usageThreshold` (or `minAvailable`), it computes the next size
+//! from the block's `expansion` and sends an unconditional merge patch of
+//! `spec.resources.requests.storage` — no `test`, no check that an earlier
+//! resize is still in flight, no record. Its field manager is `manager`
+//! (the operator binary's name, which controller-runtime's User-Agent
+//! gives the API server).
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -145,7 +157,13 @@ pub struct OperatorConfig {
     /// uses the fork's CRD, or the project's generated one where the fork's
     /// is not available ([`StatusSchema::fork`]).
     pub cluster_crd: Option<String>,
+    /// Resize PVCs as the fork's operator does, on every status pass (see
+    /// the module documentation). Default off.
+    pub fork_resizer: bool,
 }
+
+/// The field manager of the fork's operator (`manager`, its binary).
+pub const FORK_FIELD_MANAGER: &str = "manager";
 
 impl Default for OperatorConfig {
     fn default() -> Self {
@@ -154,6 +172,7 @@ impl Default for OperatorConfig {
             reconcile_delay: Duration::ZERO,
             conflict_retries: 5,
             cluster_crd: None,
+            fork_resizer: false,
         }
     }
 }
@@ -169,6 +188,8 @@ pub struct OperatorStats {
     pub errors: u64,
     /// The latest such error.
     pub last_error: Option<String>,
+    /// PVC requests the fork's resizer raised (accepted patches).
+    pub fork_resizes: u64,
 }
 
 #[derive(Debug)]
@@ -185,6 +206,8 @@ struct Shared {
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_written: Mutex<Option<Value>>,
+    fork_resizer: AtomicBool,
+    fork_resizes: AtomicU64,
     /// One pass at a time (timer and [`CnpgOperator::reconcile_now`]).
     pass: tokio::sync::Mutex<()>,
 }
@@ -210,6 +233,7 @@ impl CnpgOperator {
             Some(text) => StatusSchema::from_crd_text(text)?,
             None => StatusSchema::fork()?,
         };
+        let fork_resizer = config.fork_resizer;
         let shared = Arc::new(Shared {
             clusters: crate::scenario::cluster_api(&client, namespace),
             pods: Api::namespaced(client.clone(), namespace),
@@ -223,6 +247,8 @@ impl CnpgOperator {
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
             last_written: Mutex::new(None),
+            fork_resizer: AtomicBool::new(fork_resizer),
+            fork_resizes: AtomicU64::new(0),
             pass: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(run(shared.clone())).abort_handle();
@@ -237,7 +263,23 @@ impl CnpgOperator {
             conflicts: s.conflicts.load(Ordering::SeqCst),
             errors: s.errors.load(Ordering::SeqCst),
             last_error: lock(&s.last_error).clone(),
+            fork_resizes: s.fork_resizes.load(Ordering::SeqCst),
         }
+    }
+
+    /// Turn the fork's resizer on or off (see the module documentation).
+    pub fn set_fork_resizer(&self, on: bool) {
+        self.shared.fork_resizer.store(on, Ordering::SeqCst);
+    }
+
+    /// One pass of the fork's resizer now, on or off: the PVCs it raised.
+    pub async fn fork_resize_now(&self) -> Result<Vec<String>> {
+        self.shared.fork_resize().await
+    }
+
+    /// PVC requests the fork's resizer raised so far.
+    pub fn fork_resizes(&self) -> u64 {
+        self.shared.fork_resizes.load(Ordering::SeqCst)
     }
 
     /// Status writes accepted so far.
@@ -253,6 +295,22 @@ impl CnpgOperator {
     /// The status of the latest accepted write, as sent.
     pub fn last_written_status(&self) -> Option<Value> {
         lock(&self.shared.last_written).clone()
+    }
+
+    /// `status.instanceNames` as last written, for the primary's HA slots
+    /// ([`crate::cluster::PgCluster::follow_instance_names`]).
+    pub fn instance_names(&self) -> crate::cluster::InstanceNames {
+        let shared = self.shared.clone();
+        Arc::new(move || {
+            lock(&shared.last_written).as_ref().and_then(|status| {
+                status["instanceNames"].as_array().map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+        })
     }
 
     /// Stop (`true`) or resume (`false`) the periodic writes.
@@ -298,6 +356,11 @@ async fn run(shared: Arc<Shared>) {
         }
         if let Err(e) = shared.pass().await {
             tracing::debug!(cluster = %shared.cluster, error = %format!("{e:#}"), "CNPG stand-in: status write failed");
+        }
+        if shared.fork_resizer.load(Ordering::SeqCst) {
+            if let Err(e) = shared.fork_resize().await {
+                tracing::debug!(cluster = %shared.cluster, error = %format!("{e:#}"), "CNPG stand-in: fork resizer failed");
+            }
         }
     }
 }
@@ -379,6 +442,122 @@ impl Shared {
             }
         }
     }
+}
+
+impl Shared {
+    /// The fork's resizer: every PVC whose volume crosses its trigger in
+    /// `status.diskStatus` gets the next size, by unconditional merge patch.
+    async fn fork_resize(&self) -> Result<Vec<String>> {
+        let object = self
+            .clusters
+            .get(&self.cluster)
+            .await
+            .with_context(|| format!("reading Cluster {}", self.cluster))?;
+        let spec = &object.data["spec"];
+        let disk = &object.data["status"]["diskStatus"]["instances"];
+        let pvcs = self
+            .pvcs
+            .list(&ListParams::default().labels(&format!("cnpg.io/cluster={}", self.cluster)))
+            .await
+            .context("listing the cluster's PVCs")?
+            .items;
+        let mut raised = Vec::new();
+        for pvc in pvcs {
+            let Some(name) = pvc.metadata.name.clone() else {
+                continue;
+            };
+            let labels = pvc.metadata.labels.clone().unwrap_or_default();
+            let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            let instance = &disk[label("cnpg.io/instanceName")];
+            let (block, usage) = match label("cnpg.io/pvcRole").as_str() {
+                "PG_DATA" => (&spec["storage"], &instance["dataVolume"]),
+                "PG_WAL" => (&spec["walStorage"], &instance["walVolume"]),
+                "PG_TABLESPACE" => {
+                    let t = label("cnpg.io/tablespaceName");
+                    let block = spec["tablespaces"]
+                        .as_array()
+                        .and_then(|ts| ts.iter().find(|b| b["name"] == t.as_str()))
+                        .map(|b| &b["storage"])
+                        .unwrap_or(&Value::Null);
+                    (block, &instance["tablespaces"][t.as_str()])
+                }
+                _ => continue,
+            };
+            let resize = &block["resize"];
+            if resize["enabled"] != true || !usage.is_object() {
+                continue;
+            }
+            let threshold = resize["triggers"]["usageThreshold"].as_u64().unwrap_or(80);
+            let min_available = resize["triggers"]["minAvailable"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(bytes_of)
+                .transpose()?;
+            let fired = usage["percentUsed"].as_u64().unwrap_or(0) > threshold
+                || min_available.is_some_and(|min| {
+                    usage["availableBytes"]
+                        .as_u64()
+                        .is_some_and(|available| available < min)
+                });
+            let current = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| bytes_of(&q.0))
+                .transpose()?;
+            let Some(current) = current.filter(|_| fired) else {
+                continue;
+            };
+            let new = fork_next_size(current, &resize["expansion"])?;
+            if new <= current {
+                continue;
+            }
+            let patch = json!({"spec": {"resources": {"requests": {"storage": k8s_quantity::format_bytes(new)}}}});
+            let params = PatchParams {
+                field_manager: Some(FORK_FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            self.pvcs
+                .patch(&name, &params, &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("raising PVC {name} to {new} bytes"))?;
+            self.fork_resizes.fetch_add(1, Ordering::SeqCst);
+            raised.push(name);
+        }
+        Ok(raised)
+    }
+}
+
+fn bytes_of(text: &str) -> Result<u64> {
+    Ok(k8s_quantity::Quantity::parse(text.trim())?.to_bytes()?)
+}
+
+/// The fork's next size: the step (a percentage clamped to
+/// `[minStep, maxStep]`, or absolute), capped at `limit`.
+fn fork_next_size(current: u64, expansion: &Value) -> Result<u64> {
+    let quantity = |key: &str, default: u64| -> Result<u64> {
+        match expansion[key].as_str().filter(|t| !t.is_empty()) {
+            Some(t) => bytes_of(t),
+            None => Ok(default),
+        }
+    };
+    let step = expansion["step"].as_str().unwrap_or("20%");
+    let increment = match step.strip_suffix('%') {
+        Some(pct) => {
+            let pct: u64 = pct.trim().parse().context("a percentage step")?;
+            let raw = (current as u128 * pct as u128 / 100) as u64;
+            raw.max(quantity("minStep", 2 << 30)?)
+                .min(quantity("maxStep", 500 << 30)?)
+        }
+        None => bytes_of(step)?,
+    };
+    let mut new = current.saturating_add(increment);
+    if let Some(limit) = expansion["limit"].as_str().filter(|t| !t.is_empty()) {
+        new = new.min(bytes_of(limit)?);
+    }
+    Ok(new)
 }
 
 /// The fields CNPG's operator owns, computed from the instance pods and PVCs.

@@ -202,12 +202,12 @@ impl ScenarioBuilder {
         let mut spec = json!({
             "instances": self.instances,
             "storage": {"size": quantity(self.data.0), "storageClass": STORAGE_CLASS, "resize": self.data.1},
-            // What CNPG's defaulting webhook writes; synchronizeReplicas is
-            // off because the test bed does not copy user slots (cluster.rs).
+            // What CNPG's defaulting webhook writes (the test bed copies
+            // user slots to standbys as CNPG does, cluster.rs).
             "replicationSlots": {
                 "highAvailability": {"enabled": self.ha_slots, "slotPrefix": DEFAULT_SLOT_PREFIX},
                 "updateInterval": self.update_interval_secs(),
-                "synchronizeReplicas": {"enabled": false},
+                "synchronizeReplicas": {"enabled": true},
             },
         });
         if let Some((bytes, resize)) = &self.wal {
@@ -366,7 +366,12 @@ impl ScenarioBuilder {
             if config.cluster_crd.is_none() {
                 config.cluster_crd = self.cluster_crd.clone();
             }
-            Some(CnpgOperator::start(client.clone(), ns, &self.cluster, config).await?)
+            let operator = CnpgOperator::start(client.clone(), ns, &self.cluster, config).await?;
+            // CNPG's primary keeps an HA slot per instance of status.instanceNames.
+            if let Some(pg) = &pg {
+                pg.follow_instance_names(operator.instance_names());
+            }
+            Some(operator)
         } else {
             None
         };
@@ -417,7 +422,8 @@ fn ha_slots_of(spec: &Value) -> Option<HaSlots> {
             .unwrap_or(DEFAULT_SLOT_PREFIX)
             .to_string(),
         update_interval: Duration::from_secs(slots["updateInterval"].as_u64().unwrap_or(30).max(1)),
-        synchronize_user_slots: slots["synchronizeReplicas"]["enabled"] == true,
+        // CNPG's default: on.
+        synchronize_user_slots: slots["synchronizeReplicas"]["enabled"] != false,
     })
 }
 

@@ -8,7 +8,7 @@ use crate::api::cluster::{
     ClusterDiskStatus, InstanceDiskStatus, SlotStatus, VolumeDiskStatus, WalHealthStatus,
 };
 use crate::api::report::{InstanceReport, VolumeStats};
-use crate::engine::is_ha_slot;
+use crate::engine::CnpgSlots;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -25,12 +25,12 @@ fn volume(s: &VolumeStats) -> VolumeDiskStatus {
     }
 }
 
-/// CloudNativePG's HA slots (`ha_slot_prefix`) are left out: they are not
+/// CloudNativePG's own slots (`cnpg_slots`) are left out: they are not
 /// abandoned slots.
 pub fn build(
     reports: &BTreeMap<String, InstanceReport>,
     now: &str,
-    ha_slot_prefix: &str,
+    cnpg_slots: &CnpgSlots,
 ) -> ClusterDiskStatus {
     let instances = reports
         .iter()
@@ -39,7 +39,7 @@ pub fn build(
                 let inactive_slots: Vec<SlotStatus> = h
                     .inactive_slots
                     .iter()
-                    .filter(|s| !is_ha_slot(&s.slot_name, ha_slot_prefix))
+                    .filter(|s| !cnpg_slots.is_cnpg(&s.slot_name, h.in_recovery))
                     .map(|s| SlotStatus {
                         slot_name: s.slot_name.clone(),
                         retention_bytes: s.retention_bytes,
@@ -171,7 +171,11 @@ mod tests {
                 retention_bytes: 1 << 40,
             });
         }
-        let status = build(&BTreeMap::from([("pg-1".to_string(), r)]), "t", "_cnpg_");
+        let status = build(
+            &BTreeMap::from([("pg-1".to_string(), r)]),
+            "t",
+            &CnpgSlots::default(),
+        );
         let health = status.instances["pg-1"].wal_health.as_ref().unwrap();
         assert_eq!(health.inactive_slot_count, 1);
         assert_eq!(health.inactive_slots[0].slot_name, "s");
@@ -203,7 +207,7 @@ mod tests {
             build(
                 &BTreeMap::from([("pg-1".to_string(), report(used, slot))]),
                 "t",
-                "_cnpg_",
+                &CnpgSlots::default(),
             )
         };
         let base = at(500 << 20, 0);

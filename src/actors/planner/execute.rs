@@ -8,7 +8,7 @@ use crate::api::quantity::format_bytes;
 use crate::engine::journal::{
     annotation_marking_failed, annotation_with, parse_annotation, PVC_EVENTS_ANNOTATION,
 };
-use crate::engine::{Decision, Trigger};
+use crate::engine::{Decision, Trigger, FIELD_MANAGER};
 use crate::kube_api::{is_status, observed, status_code};
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -74,6 +74,15 @@ fn request_text(pvc: &PersistentVolumeClaim) -> Option<String> {
         .as_ref()?
         .get("storage")
         .map(|q| q.0.clone())
+}
+
+/// Every PVC write names us as its field manager, so `managedFields` tells
+/// our resizes from another resizer's.
+fn pvc_patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
 }
 
 /// JSON-patch path segment escaping (RFC 6901).
@@ -150,7 +159,7 @@ impl Writer {
             "patch",
             "persistentvolumeclaims",
             self.pvcs
-                .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)),
+                .patch(&name, &pvc_patch_params(), &Patch::Json::<()>(patch)),
         )
         .await;
         match result {
@@ -228,7 +237,7 @@ impl Writer {
             "patch",
             "persistentvolumeclaims",
             self.pvcs
-                .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)),
+                .patch(&name, &pvc_patch_params(), &Patch::Json::<()>(patch)),
         )
         .await
         .map(|_| ())
@@ -239,17 +248,19 @@ impl Writer {
     /// `status`, Null when it has none; None = nothing to write), unless
     /// `build` finds nothing to write on the watched copy `cached`.
     /// Conditional on the resourceVersion read; a 409 means re-read and
-    /// rebuild, never a blind retry.
+    /// rebuild, never a blind retry. Returns the status the API server
+    /// answered with (what it kept of the write), None when nothing was
+    /// written.
     pub async fn write_status(
         &self,
         owner: &Owner,
         cached: &Value,
         build: impl Fn(&Value) -> Option<Value>,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<Value>, String> {
         // The watched copy says whether there is anything to write: a steady
         // state costs no API call. A stale copy costs one read at most.
         if build(cached).is_none() {
-            return Ok(false);
+            return Ok(None);
         }
         let api = match owner {
             Owner::Cluster(_) => &self.clusters,
@@ -266,7 +277,7 @@ impl Writer {
                 .map_err(|e| format!("reading {resource} {}: {e}", owner.name()))?;
             let status = object.data.get("status").cloned().unwrap_or(Value::Null);
             let Some(patch_status) = build(&status) else {
-                return Ok(false);
+                return Ok(None);
             };
             if !self.fence.holds() {
                 return Err("the lease is no longer ours".to_string());
@@ -283,7 +294,11 @@ impl Writer {
             )
             .await;
             match result {
-                Ok(_) => return Ok(true),
+                Ok(written) => {
+                    return Ok(Some(
+                        written.data.get("status").cloned().unwrap_or(Value::Null),
+                    ))
+                }
                 Err(e) if is_status(&e, 409) => {
                     tokio::time::sleep(delay + crate::http_client::jitter(delay / 2)).await;
                     delay = (delay * 2).min(Duration::from_secs(2));

@@ -5,7 +5,7 @@
 
 use crate::api::cluster::AutoResizeEvent;
 use crate::api::resize::Mode;
-use crate::engine::{Action, Decision, DecisionSummary, Reason, Thresholds};
+use crate::engine::{Action, CnpgSlots, Decision, DecisionSummary, Reason, Thresholds};
 use crate::metrics::{DecisionMetrics, VolumeLabels};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,10 +16,19 @@ pub struct DecisionFeed {
     pub version: u64,
     /// The pod that made these decisions.
     pub leader: String,
-    /// The Cluster's CloudNativePG HA slot prefix (left out of slot metrics).
+    /// The Cluster's CloudNativePG HA slot prefix (for followers of an
+    /// older version; `cnpg_slots` says more).
     #[serde(default)]
     pub ha_slot_prefix: String,
+    /// Which inactive slots are CloudNativePG's (left out of slot metrics).
+    #[serde(default)]
+    pub cnpg_slots: CnpgSlots,
     pub instances: BTreeMap<String, InstanceDecisions>,
+    /// Planning passes completed by this leader. Moves on every pass
+    /// without waking anyone: what a test waits for when it checks that
+    /// something does *not* happen.
+    #[serde(default)]
+    pub passes: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -123,17 +132,19 @@ fn material(
 pub fn update(
     feed: &mut DecisionFeed,
     leader: &str,
-    ha_slot_prefix: &str,
+    cnpg_slots: &CnpgSlots,
     instances: BTreeMap<String, InstanceDecisions>,
 ) -> bool {
     let changed = feed.leader != leader
-        || feed.ha_slot_prefix != ha_slot_prefix
+        || feed.cnpg_slots != *cnpg_slots
         || material(&feed.instances) != material(&instances);
     feed.instances = instances;
+    feed.passes += 1;
     if changed {
         feed.version += 1;
         feed.leader = leader.to_string();
-        feed.ha_slot_prefix = ha_slot_prefix.to_string();
+        feed.ha_slot_prefix = cnpg_slots.prefix.clone();
+        feed.cnpg_slots = cnpg_slots.clone();
     }
     changed
 }
@@ -180,14 +191,14 @@ mod tests {
         assert!(update(
             &mut feed,
             "pg-1",
-            "_cnpg_",
+            &CnpgSlots::default(),
             feed_with("50% used", Reason::NotTriggered)
         ));
         let v = feed.version;
         assert!(!update(
             &mut feed,
             "pg-1",
-            "_cnpg_",
+            &CnpgSlots::default(),
             feed_with("51% used", Reason::NotTriggered)
         ));
         assert_eq!(feed.version, v, "new figures in the message only");
@@ -198,7 +209,7 @@ mod tests {
         assert!(update(
             &mut feed,
             "pg-1",
-            "_cnpg_",
+            &CnpgSlots::default(),
             feed_with("x", Reason::AtLimit)
         ));
         assert_eq!(feed.version, v + 1);

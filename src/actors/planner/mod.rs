@@ -26,6 +26,7 @@ use super::leader::{Fence, Leadership};
 use super::status::LocalStatus;
 use super::supervision::{injected_panic, Lifeline, Liveness};
 use crate::engine::{EngineSettings, Reason};
+use crate::http_client::Backoff;
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use events::EventRecorder;
@@ -62,6 +63,15 @@ pub struct PlannerSettings {
 /// How long the first lists may take before a missing object is news.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// Back-off after API errors: the first retry within a second, then
+/// doubling (with jitter) up to the cap.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(16);
+
+/// A status field the API server pruned is tried again this often (the
+/// CRD may have been upgraded meanwhile).
+const RECHECK_PRUNED: Duration = Duration::from_secs(3600);
+
 pub struct Planner {
     settings: PlannerSettings,
     client: Client,
@@ -78,7 +88,12 @@ pub struct Planner {
     busy: bool,
     dirty: bool,
     last_disk_write: Option<Instant>,
+    /// After an API error, no pass before this; a pass asked for meanwhile
+    /// runs then (`dirty`), not at the next timer tick.
     retry_at: Option<Instant>,
+    /// Capped exponential back-off with jitter between retries after API
+    /// errors; reset by a pass without one.
+    backoff: Backoff,
     missing_cluster_logged: bool,
     last_decisions: Vec<DecisionKey>,
     /// The last status-write error, logged once rather than on every pass.
@@ -96,6 +111,15 @@ pub struct Planner {
     capacity_seen: HashMap<String, (Option<String>, Instant)>,
     /// Refused resizes of the last `failure_backoff` (see `Snapshot::refused`).
     refused: Vec<crate::api::cluster::AutoResizeEvent>,
+    /// Instances with a PVC but no pod, and since when (rule 9's grace).
+    pods_gone_since: HashMap<String, jiff::Timestamp>,
+    /// Status fields the owner's CRD prunes (a write came back without
+    /// them), and since when: not written again before `RECHECK_PRUNED`.
+    unwritable: Option<(execute::Owner, Vec<String>, Instant)>,
+    /// Pruned status fields already told about.
+    said_unwritable: HashSet<String>,
+    /// PVC requests another resizer raised, already counted and announced.
+    foreign_seen: HashMap<String, u64>,
     _lifeline: Lifeline,
 }
 
@@ -167,6 +191,7 @@ impl Planner {
             dirty: false,
             last_disk_write: None,
             retry_at: None,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_CAP),
             missing_cluster_logged: false,
             last_write_error: None,
             last_decisions: Vec::new(),
@@ -176,6 +201,10 @@ impl Planner {
             refused_duplicates: HashSet::new(),
             capacity_seen: HashMap::new(),
             refused: Vec::new(),
+            pods_gone_since: HashMap::new(),
+            unwritable: None,
+            said_unwritable: HashSet::new(),
+            foreign_seen: HashMap::new(),
             _lifeline: lifeline,
         }
     }
@@ -189,6 +218,8 @@ impl Planner {
             return;
         }
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            // Queued: the retry scheduled after the error runs it.
+            self.dirty = true;
             return;
         }
         let Some(snapshot) = self.snapshot(ctx) else {
@@ -218,7 +249,18 @@ impl Planner {
         if result.wrote_disk_status {
             self.last_disk_write = Some(Instant::now());
         }
-        self.retry_at = result.retry_after.map(|d| Instant::now() + d);
+        if result.retry {
+            let delay = self.backoff.next_delay();
+            self.retry_at = Some(Instant::now() + delay);
+            tracing::info!(
+                retry_in_ms = delay.as_millis() as u64,
+                "an API call failed; planning again after a back-off"
+            );
+            ctx.run_later(delay, |act, ctx| act.replan(ctx));
+        } else {
+            self.retry_at = None;
+            self.backoff.reset();
+        }
         let forget_before =
             pass::backoff_start(jiff::Timestamp::now(), self.settings.failure_backoff);
         self.refused.extend(result.refused.iter().cloned());
@@ -231,6 +273,21 @@ impl Planner {
             _ => {}
         }
         self.last_write_error = result.write_error.clone();
+        if let (Some(owner), false) = (&result.owner, result.pruned_fields.is_empty()) {
+            for field in &result.pruned_fields {
+                if self.said_unwritable.insert(field.clone()) {
+                    tracing::warn!(owner = owner.name(), field = %field, "the API server prunes this status field (its CRD has no such field): it is not written again; the PVC annotations keep the resize records");
+                }
+            }
+            let mut fields = match self.unwritable.take() {
+                Some((o, f, _)) if o == *owner => f,
+                _ => Vec::new(),
+            };
+            fields.extend(result.pruned_fields.iter().cloned());
+            fields.sort();
+            fields.dedup();
+            self.unwritable = Some((owner.clone(), fields, Instant::now()));
+        }
         if result.write_error.is_none() {
             self.last_decisions = result.keys.clone();
         }
@@ -270,10 +327,30 @@ impl Planner {
         }
         let mut notices = self.aggregator.filter(conditions, Instant::now());
         notices.extend(result.announcements);
+        notices.extend(self.foreign(&result.foreign));
         self.publish_notices(notices, owner_refs, ctx);
         if self.dirty || result.replan_now {
             ctx.notify(Replan);
         }
+    }
+}
+
+impl Planner {
+    /// Another resizer raised these requests: each new one is counted and
+    /// announced once (`AutoResizeForeignResizer`).
+    fn foreign(&mut self, foreign: &[crate::engine::ForeignResize]) -> Vec<notices::Notice> {
+        self.foreign_seen
+            .retain(|pvc, _| foreign.iter().any(|f| f.pvc == *pvc));
+        let mut out = Vec::new();
+        for f in foreign {
+            if self.foreign_seen.insert(f.pvc.clone(), f.request) == Some(f.request) {
+                continue;
+            }
+            self.metrics.foreign_resizes.inc();
+            tracing::warn!(pvc = %f.pvc, manager = %f.manager, request = f.request, "another resizer raised the PVC's request");
+            out.push(notices::foreign_resize(f));
+        }
+        out
     }
 }
 
@@ -345,6 +422,9 @@ impl Handler<LeadershipChanged> for Planner {
                 self.fresh.clear();
                 self.last_decisions.clear();
                 self.capacity_seen.clear();
+                self.pods_gone_since.clear();
+                self.retry_at = None;
+                self.backoff.reset();
             }
             _ => {}
         }

@@ -96,6 +96,23 @@ pub fn no_status(d: &Decision, lasted: Duration) -> Notice {
     }
 }
 
+/// Another field manager raised a PVC's request without a record of ours.
+pub fn foreign_resize(f: &crate::engine::ForeignResize) -> Notice {
+    use crate::api::quantity::format_bytes;
+    Notice {
+        severity: Severity::Warning,
+        reason: "AutoResizeForeignResizer",
+        message: format!(
+            "{}: field manager {:?} raised the request to {} (created at {}) without a record of cnpg-autoresize; two resizers on one volume can double a resize: run the CloudNativePG fork with its own resizer off (docs/reference/operations.md#beside-the-forks-own-resizer)",
+            f.pvc,
+            f.manager,
+            format_bytes(f.request),
+            format_bytes(f.created_at)
+        ),
+        pvc: f.pvc.clone(),
+    }
+}
+
 /// What a successful resize announces.
 pub fn resized(d: &Decision) -> Vec<Notice> {
     let pvc = d.volume.pvc.clone();
@@ -128,27 +145,37 @@ pub fn resized(d: &Decision) -> Vec<Notice> {
     out
 }
 
-/// Remembers which conditions were announced.
+/// A condition that clears is remembered this long: a volume hovering at
+/// its threshold re-enters the same condition again and again, and that is
+/// one story, not a new Event each time.
+pub const FORGET_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Remembers which conditions were announced, and when last seen.
 #[derive(Default)]
 pub struct Aggregator {
-    announced: HashMap<(String, &'static str), Instant>,
+    announced: HashMap<(String, &'static str), (Instant, Instant)>,
 }
 
 impl Aggregator {
-    /// The notices among `current` to emit now. Conditions absent from
-    /// `current` are forgotten, so they are announced again if they return.
+    /// The notices among `current` to emit now. A condition absent from
+    /// `current` for longer than [`FORGET_AFTER`] is forgotten, so it is
+    /// announced again if it returns after that.
     pub fn filter(&mut self, current: Vec<Notice>, now: Instant) -> Vec<Notice> {
         let keys: std::collections::HashSet<_> =
             current.iter().map(|n| (n.pvc.clone(), n.reason)).collect();
-        self.announced.retain(|k, _| keys.contains(k));
+        self.announced
+            .retain(|k, (_, seen)| keys.contains(k) || now.duration_since(*seen) < FORGET_AFTER);
         current
             .into_iter()
             .filter(|n| {
                 let key = (n.pvc.clone(), n.reason);
-                match self.announced.get(&key) {
-                    Some(at) if now.duration_since(*at) < REPEAT_AFTER => false,
+                match self.announced.get_mut(&key) {
+                    Some((at, seen)) if now.duration_since(*at) < REPEAT_AFTER => {
+                        *seen = now;
+                        false
+                    }
                     _ => {
-                        self.announced.insert(key, now);
+                        self.announced.insert(key, (now, now));
                         true
                     }
                 }
@@ -182,25 +209,29 @@ mod tests {
     }
 
     #[test]
-    fn a_condition_that_clears_and_returns_is_announced_again() {
+    fn a_condition_that_clears_and_returns_is_announced_again_only_after_a_while() {
         let mut agg = Aggregator::default();
         let t0 = Instant::now();
-        assert_eq!(
-            agg.filter(vec![notice("p", "AutoResizeBlocked")], t0).len(),
-            1
-        );
-        assert_eq!(agg.filter(vec![], t0).len(), 0);
-        assert_eq!(
-            agg.filter(vec![notice("p", "AutoResizeBlocked")], t0).len(),
-            1
-        );
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let blocked = || vec![notice("p", "AutoResizeBlocked")];
+        assert_eq!(agg.filter(blocked(), t0).len(), 1);
+        // A volume hovering at its threshold: in, out, in again.
+        for s in 1..20 {
+            let current = if s % 2 == 0 { blocked() } else { vec![] };
+            assert_eq!(agg.filter(current, at(s)).len(), 0, "flap at {s}s");
+        }
+        // Gone for longer than the memory window: a new story.
+        assert_eq!(agg.filter(vec![], at(20)).len(), 0);
+        let back = at(20) + FORGET_AFTER + Duration::from_secs(1);
+        assert_eq!(agg.filter(vec![], back).len(), 0);
+        assert_eq!(agg.filter(blocked(), back).len(), 1);
         // Another PVC or another reason is its own condition.
         let both = vec![
             notice("p", "AutoResizeBlocked"),
             notice("q", "AutoResizeBlocked"),
             notice("p", "AutoResizeAtLimit"),
         ];
-        assert_eq!(agg.filter(both, t0).len(), 2);
+        assert_eq!(agg.filter(both, back).len(), 2);
     }
 
     #[test]

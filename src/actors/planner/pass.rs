@@ -16,7 +16,9 @@ use crate::api::quantity::format_bytes;
 use crate::api::report::InstanceReport;
 use crate::api::source::Source;
 use crate::engine::journal::{self, Journal};
-use crate::engine::{decide_with, Action, Decision, PlanInput, Reason};
+use crate::engine::{
+    decide_with, foreign_resizes, Action, Decision, ForeignResize, PlanInput, Pods, Reason,
+};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Deserialize;
@@ -32,8 +34,14 @@ pub struct Snapshot {
     /// The policy that governs the cluster, if any (the oldest one).
     pub policy: Option<AutoResizePolicy>,
     pub pvcs: Vec<PersistentVolumeClaim>,
-    /// Every instance's report, aged on the clock of the instance that took it.
+    /// Every instance's report, aged on the clock of the instance that took
+    /// it, minus figures sampled before their volume's capacity changed.
     pub reports: BTreeMap<String, InstanceReport>,
+    /// The reports as sampled, for `diskStatus`: a volume whose figures the
+    /// decision leaves out for a moment does not vanish from the status.
+    pub sampled_reports: BTreeMap<String, InstanceReport>,
+    /// The instance pods, and since when the missing ones are gone.
+    pub pods: Pods,
     pub now: jiff::Timestamp,
     pub may_write_disk_status: bool,
     /// The decisions of the previous pass (pvc, action, reason).
@@ -42,6 +50,8 @@ pub struct Snapshot {
     /// in the owner's status, which the watch may not show yet (or a write
     /// may have failed); without them the next pass would try again.
     pub refused: Vec<AutoResizeEvent>,
+    /// Status fields the owner's CRD prunes: not written.
+    pub unwritable: Vec<String>,
 }
 
 pub type DecisionKey = (String, Action, Option<Reason>);
@@ -54,7 +64,8 @@ pub struct PassResult {
     /// Occurrences announced now (a resize).
     pub announcements: Vec<Notice>,
     pub wrote_disk_status: bool,
-    pub retry_after: Option<Duration>,
+    /// An API call failed: plan again after the planner's back-off.
+    pub retry: bool,
     /// PVCs read after a refused patch, with the resourceVersion of the
     /// (stale) copy the decision used: newer than the watch's copies until
     /// the watch delivers something else.
@@ -66,6 +77,13 @@ pub struct PassResult {
     pub unreadable_entries: Vec<String>,
     /// Resizes the API server refused in this pass.
     pub refused: Vec<AutoResizeEvent>,
+    /// Status fields this pass wrote that the API server dropped (its CRD
+    /// has no such field).
+    pub pruned_fields: Vec<String>,
+    /// The object whose status this pass wrote (or would have).
+    pub owner: Option<Owner>,
+    /// PVC requests another resizer raised.
+    pub foreign: Vec<ForeignResize>,
 }
 
 /// The owner's status as this pass reads it: only our fields, leniently.
@@ -99,10 +117,13 @@ pub async fn run_pass(
         policy,
         pvcs,
         reports,
+        sampled_reports,
+        pods,
         now,
         may_write_disk_status,
         previous,
         refused,
+        unwritable,
     } = snapshot;
     let source = Source {
         cluster: &cluster,
@@ -112,22 +133,24 @@ pub async fn run_pass(
         Some(p) => Owner::Policy(p.name().to_string()),
         None => Owner::Cluster(cluster.name().to_string()),
     };
+    result.owner = Some(owner.clone());
     let journal = Journal::of(&source, &pvcs).with(&refused);
     result.unreadable_entries = lenient::split(source.status_events())
         .1
         .iter()
         .map(|(value, error)| format!("{error}: {value}"))
         .collect();
-    let mut decisions = decide_with(
-        &PlanInput {
-            source,
-            pvcs: &pvcs,
-            instances: &reports,
-            now,
-            settings: settings.engine,
-        },
-        &journal,
-    );
+    let input = PlanInput {
+        source,
+        pvcs: &pvcs,
+        instances: &reports,
+        pods,
+        now,
+        settings: settings.engine,
+    };
+    let cnpg_slots = input.cnpg_slots();
+    let mut decisions = decide_with(&input, &journal);
+    result.foreign = foreign_resizes(&source, &pvcs, &journal);
 
     // Execute, one PVC at a time.
     let mut recorded: Vec<AutoResizeEvent> = Vec::new();
@@ -200,18 +223,14 @@ pub async fn run_pass(
             }
             ResizeOutcome::Transient(error) => {
                 tracing::warn!(pvc = %d.volume.pvc, %error, "resize failed; will retry");
-                result.retry_after = Some(
-                    Duration::from_millis(500)
-                        + crate::http_client::jitter(Duration::from_millis(500)),
-                );
+                result.retry = true;
             }
             ResizeOutcome::NotLeader => return result,
         }
     }
 
     // Mirror the journal and the disk status into the owner's status.
-    let ha_slot_prefix = cluster.ha_slot_prefix();
-    let new_disk = disk_status::build(&reports, &timestamp(now), &ha_slot_prefix);
+    let new_disk = disk_status::build(&sampled_reports, &timestamp(now), &cnpg_slots);
     let keys: Vec<DecisionKey> = decisions
         .iter()
         .map(|d| (d.volume.pvc.clone(), d.action, d.reason))
@@ -220,6 +239,11 @@ pub async fn run_pass(
     // once, so the status shows why; a steady state writes nothing.
     let decided = !recorded.is_empty() || keys != previous;
     // Sized from the largest budget a PVC can have: a counting entry is never dropped.
+    // Records of PVCs that are gone go once they count toward no budget.
+    let existing: std::collections::HashSet<&str> = pvcs
+        .iter()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
     let cap = journal::capacity(
         pvcs.iter()
             .map(|_| crate::api::resize::MAX_ACTIONS_PER_DAY_CEILING),
@@ -233,6 +257,9 @@ pub async fn run_pass(
         .max()
         .map(timestamp);
     let wrote_disk = std::cell::Cell::new(false);
+    // What the last built patch carried, to tell what the server pruned.
+    let sent = std::cell::RefCell::new(Vec::<String>::new());
+    let writable = |field: &str| !unwritable.iter().any(|f| f == field);
     let cached = match &policy {
         Some(p) => serde_json::to_value(&p.status).unwrap_or(Value::Null),
         None => serde_json::to_value(&cluster.status).unwrap_or(Value::Null),
@@ -242,9 +269,16 @@ pub async fn run_pass(
             let stored = owner_status(current);
             let mut patch = Map::new();
             let (readable, unreadable) = lenient::split(&stored.auto_resize_events);
-            let events = journal::pruned(&journal::merged(&[&readable, &all_events]), now, cap);
+            let events = journal::pruned(
+                &journal::merged(&[&readable, &all_events]),
+                now,
+                cap,
+                |pvc| existing.contains(pvc),
+            );
             // Compared by identity and result: a CRD may prune fields of the mirror.
-            if !journal::same_records(&events, &readable) || !unreadable.is_empty() {
+            if (!journal::same_records(&events, &readable) || !unreadable.is_empty())
+                && writable("autoResizeEvents")
+            {
                 patch.insert("autoResizeEvents".into(), json!(events));
             }
             let old_disk = stored
@@ -252,7 +286,8 @@ pub async fn run_pass(
                 .clone()
                 .and_then(|v| serde_json::from_value::<ClusterDiskStatus>(v).ok());
             let disk_changed = disk_status::materially_different(old_disk.as_ref(), &new_disk);
-            let include_disk = disk_changed && (may_write_disk_status || decided);
+            let include_disk =
+                disk_changed && (may_write_disk_status || decided) && writable("diskStatus");
             wrote_disk.set(include_disk);
             if include_disk {
                 let new_value = serde_json::to_value(&new_disk).unwrap_or(Value::Null);
@@ -274,14 +309,30 @@ pub async fn run_pass(
                     patch.insert("lastResizeTime".into(), json!(last_resize));
                 }
             }
+            *sent.borrow_mut() = patch
+                .iter()
+                .filter(|(_, v)| !is_empty(v))
+                .map(|(k, _)| k.clone())
+                .collect();
             (!patch.is_empty()).then_some(Value::Object(patch))
         })
         .await;
     match write {
-        Ok(wrote) => result.wrote_disk_status = wrote && wrote_disk.get(),
+        Ok(written) => {
+            result.wrote_disk_status = written.is_some() && wrote_disk.get();
+            // Whatever the server dropped from what it was sent, its
+            // schema prunes: writing it again is pointless.
+            if let Some(kept) = written {
+                result.pruned_fields = sent
+                    .take()
+                    .into_iter()
+                    .filter(|field| kept.get(field).is_none_or(is_empty))
+                    .collect();
+            }
+        }
         Err(error) => {
             result.write_error = Some(error);
-            result.retry_after.get_or_insert(Duration::from_secs(1));
+            result.retry = true;
         }
     }
 
@@ -289,10 +340,20 @@ pub async fn run_pass(
         .conditions
         .extend(decisions.iter().flat_map(notices::conditions_of));
     let instances = feed::feed_of(&decisions, &all_events);
-    feed.send_if_modified(|f| feed::update(f, &settings.pod_name, &ha_slot_prefix, instances));
+    feed.send_if_modified(|f| feed::update(f, &settings.pod_name, &cnpg_slots, instances));
     result.keys = keys;
     result.decisions = decisions;
     result
+}
+
+/// Null, or an empty object or list: nothing a server could have pruned.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }
 
 /// A refusal of this very resize (same PVC, same starting size) is recent.

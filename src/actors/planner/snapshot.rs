@@ -3,14 +3,16 @@
 //! instance's latest report — minus figures sampled before their volume's
 //! capacity last changed.
 
+use super::execute::Owner;
 use super::pass::Snapshot;
 use super::session::Session;
-use super::{Planner, SETTLE};
+use super::{Planner, RECHECK_PRUNED, SETTLE};
 use crate::api::policy::AutoResizePolicy;
 use crate::api::report::InstanceReport;
+use crate::engine::Pods;
 use actix::prelude::*;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 impl Planner {
@@ -88,19 +90,69 @@ impl Planner {
             }
         }
         drop(local);
+        // diskStatus shows the latest sample of every volume; only the
+        // decision leaves out figures older than their volume.
+        let sampled_reports = reports.clone();
         self.forget_figures_older_than_their_volume(&pvcs, &mut reports, &sampled);
+        let now = jiff::Timestamp::now();
+        let pods = self.pods(&pods, &pvcs, now);
+        let policy = policies.into_iter().next();
+        let owner = match &policy {
+            Some(p) => Owner::Policy(p.name().to_string()),
+            None => Owner::Cluster(cluster.name().to_string()),
+        };
+        let unwritable = match &self.unwritable {
+            Some((o, fields, at)) if *o == owner && at.elapsed() < RECHECK_PRUNED => fields.clone(),
+            _ => Vec::new(),
+        };
         Some(Snapshot {
             cluster,
-            policy: policies.into_iter().next(),
+            policy,
             pvcs,
             reports,
-            now: jiff::Timestamp::now(),
+            sampled_reports,
+            pods,
+            now,
             may_write_disk_status: self
                 .last_disk_write
                 .is_none_or(|t| t.elapsed() >= self.settings.disk_status_interval),
             previous: self.last_decisions.clone(),
             refused: self.refused.clone(),
+            unwritable,
         })
+    }
+
+    /// The instance pods, and since when each instance with a PVC but no pod
+    /// has been without one (rule 9). An instance without a pod when this
+    /// pod started leading counts from then: nobody knows better.
+    fn pods(
+        &mut self,
+        pods: &[std::sync::Arc<k8s_openapi::api::core::v1::Pod>],
+        pvcs: &[PersistentVolumeClaim],
+        now: jiff::Timestamp,
+    ) -> Pods {
+        let present: BTreeSet<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let with_pvc: BTreeSet<String> = pvcs
+            .iter()
+            .filter_map(|p| crate::engine::classify_pvc(p, &self.settings.cluster))
+            .map(|v| v.instance)
+            .collect();
+        self.pods_gone_since
+            .retain(|instance, _| with_pvc.contains(instance) && !present.contains(instance));
+        for instance in with_pvc.difference(&present) {
+            self.pods_gone_since.entry(instance.clone()).or_insert(now);
+        }
+        Pods::Known {
+            present,
+            gone_since: self
+                .pods_gone_since
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
     }
 
     /// A PVC whose capacity just changed has a new filesystem: a report

@@ -46,6 +46,7 @@ fn decide_all(
         source: Source::fork(c),
         pvcs,
         instances: &instances,
+        pods: Pods::Unknown,
         now: now(),
         settings: EngineSettings::default(),
     })
@@ -337,27 +338,33 @@ fn cloudnativepg_ha_slots_never_block() {
         inactive_slots: slots,
         ..Default::default()
     };
-    let d = wal_decision(wal.clone(), Some(health(vec![slot("_cnpg_pg_2")])));
-    assert_eq!(d.action, Action::Resize, "{}", d.message);
-    let d = wal_decision(
-        wal.clone(),
-        Some(health(vec![slot("_cnpg_pg_2"), slot("abandoned")])),
-    );
-    assert_eq!(d.reason, Some(Reason::SlotRetentionExceeded));
-    assert!(d.message.contains("abandoned"), "{}", d.message);
-
-    // The cluster's own prefix counts, not the default.
-    let mut c = cluster(json!({"enabled": false}), Some(wal));
-    c.spec.replication_slots =
-        Some(serde_json::from_value(json!({"highAvailability": {"slotPrefix": "_ha_"}})).unwrap());
-    let decide_wal = |slots| {
+    // pg-2 exists (its PVC): the slot CNPG keeps for it is CNPG's.
+    let mut pg2 = pvc("pg-2-wal", "PG_WAL", "4Gi", "4Gi");
+    pg2.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("cnpg.io/instanceName".into(), "pg-2".into());
+    let c = cluster(json!({"enabled": false}), Some(wal.clone()));
+    let decide_wal_in = |c: &Cluster, slots| {
         run(
-            &c,
-            &[pvc("pg-1-wal", "PG_WAL", "4Gi", "4Gi")],
+            c,
+            &[pvc("pg-1-wal", "PG_WAL", "4Gi", "4Gi"), pg2.clone()],
             Some(report(None, Some(stats(4 * GI, 90)), Some(health(slots)))),
         )
         .remove(0)
     };
+    let d = decide_wal_in(&c, vec![slot("_cnpg_pg_2")]);
+    assert_eq!(d.action, Action::Resize, "{}", d.message);
+    let d = decide_wal_in(&c, vec![slot("_cnpg_pg_2"), slot("abandoned")]);
+    assert_eq!(d.reason, Some(Reason::SlotRetentionExceeded));
+    assert!(d.message.contains("abandoned"), "{}", d.message);
+
+    // The cluster's own prefix counts, not the default.
+    let mut c = c;
+    c.spec.replication_slots =
+        Some(serde_json::from_value(json!({"highAvailability": {"slotPrefix": "_ha_"}})).unwrap());
+    let decide_wal = |slots| decide_wal_in(&c, slots);
     assert_eq!(decide_wal(vec![slot("_ha_pg_2")]).action, Action::Resize);
     assert_eq!(
         decide_wal(vec![slot("_cnpg_pg_2")]).reason,
@@ -481,6 +488,7 @@ fn a_policy_is_the_only_source_when_it_targets_the_cluster() {
         },
         pvcs: &pvcs,
         instances: &instances,
+        pods: Pods::Unknown,
         now: now(),
         settings: EngineSettings::default(),
     });

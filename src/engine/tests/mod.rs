@@ -83,6 +83,7 @@ fn run(c: &Cluster, pvcs: &[PersistentVolumeClaim], r: Option<InstanceReport>) -
         source: Source::fork(c),
         pvcs,
         instances: &instances,
+        pods: Pods::Unknown,
         now: now(),
         settings: EngineSettings::default(),
     })
@@ -794,3 +795,4 @@ fn pvcs_without_labels_are_classified_by_name() {
 }
 
 mod amended;
+mod edges;

@@ -304,3 +304,61 @@ async fn strategic_merge_patch_on_pvc() {
         .unwrap();
     assert_eq!(s.status.unwrap().conditions.unwrap()[0].type_, "Resizing");
 }
+
+/// `managedFields`, as a real API server records them: the manager of a
+/// write (its `fieldManager`, else its User-Agent up to the first `/`) owns
+/// what it changed; a write of the same value moves no ownership; status
+/// writes are their own entry.
+#[tokio::test]
+async fn managed_fields_name_who_last_set_the_request() {
+    let sb = sandbox().await;
+    let c = admin(&sb).await;
+    storage_class(&c, "fast", Some(true)).await;
+    bound_pvc(&c, "a", "2Gi", "fast").await;
+    let owner = |p: &k8s_openapi::api::core::v1::PersistentVolumeClaim| {
+        p.metadata
+            .managed_fields
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| {
+                e.subresource.is_none()
+                    && e.fields_v1.as_ref().is_some_and(|f| {
+                        f.0.pointer("/f:spec/f:resources/f:requests/f:storage")
+                            .is_some()
+                    })
+            })
+            .and_then(|e| e.manager)
+    };
+    let as_manager = |m: &str| PatchParams {
+        field_manager: Some(m.to_string()),
+        ..PatchParams::default()
+    };
+    let p = pvcs(&c).get("a").await.unwrap();
+    let creator = owner(&p).expect("the creator owns the request");
+    let p = pvcs(&c)
+        .patch("a", &as_manager("manager"), &grow("3Gi"))
+        .await
+        .unwrap();
+    assert_eq!(owner(&p).as_deref(), Some("manager"));
+    assert_ne!(creator, "manager");
+    // The same value again, by someone else: nothing changes hands.
+    let p = pvcs(&c)
+        .patch("a", &as_manager("cnpg-autoresize"), &grow("3Gi"))
+        .await
+        .unwrap();
+    assert_eq!(owner(&p).as_deref(), Some("manager"));
+    let p = pvcs(&c)
+        .patch("a", &as_manager("cnpg-autoresize"), &grow("4Gi"))
+        .await
+        .unwrap();
+    assert_eq!(owner(&p).as_deref(), Some("cnpg-autoresize"));
+    let statuses: Vec<_> = p
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.subresource.as_deref() == Some("status"))
+        .collect();
+    assert_eq!(statuses.len(), 1, "the Bound status write: {statuses:?}");
+}

@@ -221,3 +221,70 @@ async fn the_fork_crd_served_by_the_sandbox_accepts_the_stand_ins_writes() {
     );
     assert_eq!(op.stats().errors, 0, "{:?}", op.stats());
 }
+
+/// The fork's own resizer: every PVC whose `diskStatus` figures cross the
+/// trigger gets the next size by an unconditional merge patch, as field
+/// manager `manager`, pass after pass while the figures stay above it (no
+/// in-flight check), never past `limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forks_resizer_patches_unconditionally_on_every_pass() {
+    init_tracing();
+    let resize = json!({"enabled": true, "triggers": {"usageThreshold": 80},
+        "expansion": {"step": "50%", "minStep": "16Mi", "limit": "200Mi"}});
+    let scenario = Scenario::builder("fork")
+        .postgres(false)
+        .cnpg_operator(true)
+        .data(64 * MIB, resize)
+        .start()
+        .await
+        .unwrap();
+    let op = scenario.operator.as_ref().unwrap();
+    // Below the trigger (or without figures): nothing.
+    assert!(op.fork_resize_now().await.unwrap().is_empty());
+    let report = |pct: u64| {
+        json!({"status": {"diskStatus": {"instances": {"fork-1": {"dataVolume": {
+            "totalBytes": 60 * MIB, "usedBytes": 60 * MIB * pct / 100,
+            "availableBytes": 60 * MIB * (100 - pct) / 100, "percentUsed": pct}}}}}})
+    };
+    let scenario = &scenario;
+    let set_report = |pct: u64| async move {
+        scenario
+            .clusters()
+            .patch_status("fork", &PatchParams::default(), &Patch::Merge(&report(pct)))
+            .await
+            .unwrap();
+    };
+    set_report(70).await;
+    assert!(op.fork_resize_now().await.unwrap().is_empty());
+    set_report(90).await;
+    // 64Mi + 50% = 96Mi; then, the figures unchanged, 144Mi; then the limit.
+    for want in [96, 144, 200] {
+        assert_eq!(op.fork_resize_now().await.unwrap(), ["fork-1"]);
+        assert_eq!(
+            scenario.requested_bytes("fork-1").await.unwrap(),
+            want * MIB
+        );
+    }
+    assert!(
+        op.fork_resize_now().await.unwrap().is_empty(),
+        "at the limit"
+    );
+    assert_eq!(op.fork_resizes(), 3);
+    let pvc = scenario.pvcs().get("fork-1").await.unwrap();
+    let owner = pvc
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| {
+            e.fields_v1.as_ref().is_some_and(|f| {
+                f.0.pointer("/f:spec/f:resources/f:requests/f:storage")
+                    .is_some()
+            })
+        })
+        .and_then(|e| e.manager);
+    assert_eq!(
+        owner.as_deref(),
+        Some(cnpg_testbed::operator::FORK_FIELD_MANAGER)
+    );
+}

@@ -710,3 +710,54 @@ async fn without_ha_slots_standbys_stream_slotless() {
         .is_empty());
     assert!(replica.physical_slots().await.unwrap().is_empty());
 }
+
+/// As CNPG's primary does: one HA slot per other instance that the Cluster's
+/// `status.instanceNames` lists (even one that is not running), inactive HA
+/// slots of instances it does not list dropped; user slots copied to
+/// standbys (synchronizeReplicas, on by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_ha_slots_follow_instance_names_and_user_slots_are_copied() {
+    use cnpg_testbed::PgCluster;
+    use std::sync::{Arc, Mutex};
+    init_tracing();
+    let cluster = PgCluster::builder("names")
+        .instances(2)
+        .data_size(128 << 20)
+        .start()
+        .await
+        .unwrap();
+    let names = Arc::new(Mutex::new(vec![
+        "names-1".to_string(),
+        "names-2".to_string(),
+        "names-3".to_string(),
+    ]));
+    let listed = names.clone();
+    cluster.follow_instance_names(Arc::new(move || Some(listed.lock().unwrap().clone())));
+    let primary = &cluster.primary().server;
+    let standby = &cluster.instance("names-2").unwrap().server;
+    primary
+        .create_inactive_physical_slot("user_cdc")
+        .await
+        .unwrap();
+    cluster.sync_slots_now().await.unwrap();
+    let slot_names = |slots: Vec<cnpg_testbed::cluster::SlotInfo>| {
+        let mut n: Vec<String> = slots.into_iter().map(|s| s.name).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        slot_names(primary.physical_slots().await.unwrap()),
+        ["_cnpg_names_2", "_cnpg_names_3", "user_cdc"]
+    );
+    assert!(
+        slot_names(standby.physical_slots().await.unwrap()).contains(&"user_cdc".to_string()),
+        "the user slot is copied to the standby"
+    );
+    // names-3 leaves the list: its inactive slot goes.
+    names.lock().unwrap().pop();
+    cluster.sync_slots_now().await.unwrap();
+    assert_eq!(
+        slot_names(primary.physical_slots().await.unwrap()),
+        ["_cnpg_names_2", "user_cdc"]
+    );
+}

@@ -108,8 +108,12 @@ async fn a_two_instance_cluster_grows_a_volume_through_the_api_and_refuses_a_shr
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pvc = scenario.pvcs().get(&wal.pvc).await.unwrap();
-    assert_eq!(pvc.status.unwrap().capacity.unwrap()["storage"].0, "192Mi");
+    // The kubelet stand-in grows the filesystem, then reports the capacity.
+    eventually("the capacity reported", Duration::from_secs(10), || async {
+        let pvc = scenario.pvcs().get(&wal.pvc).await.unwrap();
+        pvc.status.unwrap().capacity.unwrap()["storage"].0 == "192Mi"
+    })
+    .await;
 
     // A shrink is refused, as a real API server refuses it.
     let shrink = json!({"spec": {"resources": {"requests": {"storage": "128Mi"}}}});
