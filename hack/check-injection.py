@@ -836,10 +836,36 @@ def check_result(path: str, before: dict, after: dict, original: dict, name: str
     return c
 
 
+def write_kyverno(out: Path) -> int:
+    kyverno = kyverno_policy(render({"injection": {"mode": "kyverno"}, "clusters": KYVERNO_CLUSTERS}))
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(PODS.glob("cnpg-*.yaml")):
+        pod, why = kyverno_admit(kyverno, service_account_admission(load_pod(path.stem)), NAMESPACE)
+        if not why.startswith("mutated"):
+            print(f"FAIL: {path.stem}: Kyverno did not inject: {why}", file=sys.stderr)
+            return 1
+        del pod["metadata"]["namespace"]
+        (out / f"{path.stem}.json").write_text(json.dumps(pod, indent=1), encoding="utf-8")
+    print(f"wrote the Kyverno-injected pods to {out}")
+    return 0
+
+
+# Kyverno cannot read the pod's volumes for its arguments: its values say
+# what each listed cluster has, here as the fixtures have it.
+KYVERNO_CLUSTERS = [{"name": "pg-main", "walStorage": True, "tablespaces": ["_scratch", "analytics"]},
+                    {"name": "pg-reporting"}]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("-v", "--verbose", action="store_true", help="say why each pod was (not) mutated")
+    p.add_argument("--write-kyverno", metavar="DIR",
+                   help="only write, for each cnpg-*.yaml fixture, the pod as the ServiceAccount plugin and "
+                        "the Kyverno policy (default values) leave it, without its namespace (for "
+                        "hack/envtest.sh, which creates them on a real API server), and exit")
     a = p.parse_args()
+    if a.write_kyverno:
+        return write_kyverno(Path(a.write_kyverno))
     try:
         ad = Adapter()
         import helm_python  # noqa: F401
@@ -867,10 +893,7 @@ def main() -> int:
     if len(instance_fixtures) < 8:
         print(f"FAIL: only {len(instance_fixtures)} cnpg-*.yaml fixtures in {PODS}")
         return 1
-    # Kyverno cannot read the pod's volumes for its arguments: its values
-    # say what each listed cluster has, here as the fixtures have it.
-    listed = [{"name": "pg-main", "walStorage": True, "tablespaces": ["_scratch", "analytics"]},
-              {"name": "pg-reporting"}]
+    listed = KYVERNO_CLUSTERS
     # (title, values: Kyverno renders them with injection.mode=kyverno, the
     #  policy with mutatingAdmissionPolicy)
     value_sets = [
