@@ -182,7 +182,7 @@ pub fn main(args: PluginArgs) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("--listen {listen}: {e}"))?;
-        let kube = if args.cluster_status == StatusMode::Off {
+        let kube = if args.cluster_status == StatusMode::Never {
             None
         } else {
             let agent = format!("cnpg-autoresize/{} (plugin)", env!("CARGO_PKG_VERSION"));

@@ -200,7 +200,7 @@ impl Operator for Services {
             rpc(RpcType::ValidateClusterChange),
             rpc(RpcType::MutateCluster),
         ];
-        if self.0.status_mode != StatusMode::Off {
+        if self.0.status_mode != StatusMode::Never {
             capabilities.push(rpc(RpcType::SetStatusInCluster));
         }
         Ok(Response::new(OperatorCapabilitiesResult { capabilities }))
@@ -249,7 +249,7 @@ impl Operator for Services {
     ) -> Result<Response<SetStatusInClusterResponse>, Status> {
         let cluster = json(&request.into_inner().cluster, "cluster")?;
         let plugin = &self.0;
-        if plugin.status_mode == StatusMode::Off {
+        if plugin.status_mode == StatusMode::Never {
             return Ok(Response::new(SetStatusInClusterResponse::default()));
         }
         let enabled = matches!(inject::plugin_entry(&cluster), Ok(Some(e)) if e.enabled)
@@ -266,19 +266,26 @@ impl Operator for Services {
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
+        let policy = plugin
+            .kube
+            .as_ref()
+            .and_then(|kube| kube.policy_for(namespace, name));
         let mut context = status::Context {
             parameter_errors,
+            policy: policy.as_ref(),
             ..Default::default()
         };
-        let policy;
         if let Some(kube) = &plugin.kube {
-            policy = kube.policy_for(namespace, name);
-            context.policy = policy.as_ref();
             let mut unavailable = kube.unavailable();
             if !namespace.is_empty() && !name.is_empty() {
                 match kube.leader(namespace, name).await {
                     Ok(holder) => context.leader = holder,
-                    Err(e) => unavailable = Some(unavailable.map_or(e.clone(), |u| format!("{u}; {e}"))),
+                    Err(e) => {
+                        unavailable = Some(match unavailable {
+                            Some(u) => format!("{u}; {e}"),
+                            None => e,
+                        })
+                    }
                 }
             }
             context.unavailable = unavailable;

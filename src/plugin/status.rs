@@ -25,7 +25,7 @@ pub enum StatusMode {
     /// Always (CloudNativePG then reconciles the Cluster every 5 s).
     Always,
     /// Never.
-    Off,
+    Never,
 }
 
 /// What the plugin knows about one Cluster beyond its JSON.
@@ -157,7 +157,7 @@ pub fn summarize(cluster: &Value, context: &Context<'_>) -> Summary {
 /// The JSON to answer with (`None`: an empty answer), per `mode`.
 pub fn answer(summary: &Summary, mode: StatusMode) -> Option<Vec<u8>> {
     let wanted = match mode {
-        StatusMode::Off => false,
+        StatusMode::Never => false,
         StatusMode::Always => true,
         StatusMode::Attention => summary.needs_attention(),
     };
@@ -246,7 +246,7 @@ mod tests {
         let summary = summarize(&cluster, &context);
         assert!(!summary.needs_attention());
         assert_eq!(answer(&summary, StatusMode::Attention), None);
-        assert_eq!(answer(&summary, StatusMode::Off), None);
+        assert_eq!(answer(&summary, StatusMode::Never), None);
         let shown: Value = serde_json::from_slice(&answer(&summary, StatusMode::Always).unwrap()).unwrap();
         assert_eq!(
             shown,
