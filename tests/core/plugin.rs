@@ -179,6 +179,7 @@ fn instance_pod(version: Cnpg, cluster: &Value, serial: u32) -> Value {
     let spec = &cluster["spec"];
     let pod_name = format!("{name}-{serial}");
     let resources = spec["resources"].clone();
+    let image = spec["imageName"].clone();
     let mut volumes = vec![
         json!({"name": "pgdata", "persistentVolumeClaim": {"claimName": pod_name}}),
         json!({"name": "scratch-data", "emptyDir": {}}),
@@ -230,7 +231,7 @@ fn instance_pod(version: Cnpg, cluster: &Value, serial: u32) -> Value {
         }],
         "containers": [{
             "name": "postgres",
-            "image": spec["imageName"],
+            "image": image,
             "command": ["/controller/manager", "instance", "run", "--log-level=info"],
             "env": [
                 {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
@@ -440,9 +441,12 @@ async fn create(client: &kube::Client, pod: &Value) -> Value {
 }
 
 /// The pod's spec with the ServiceAccount plugin's random volume suffix
-/// (`kube-api-access-xxxxx`) made comparable.
+/// (`kube-api-access-xxxxx`) and the namespace (CloudNativePG's NAMESPACE
+/// variable) made comparable.
 fn comparable_spec(pod: &Value) -> Value {
-    let mut text = pod["spec"].to_string();
+    let mut text = pod["spec"]
+        .to_string()
+        .replace(&format!("\"{PLUGIN_NS}\""), &format!("\"{NS}\""));
     let prefix = "\"kube-api-access-";
     let mut at = 0;
     while let Some(i) = text[at..].find(prefix) {
@@ -621,7 +625,7 @@ async fn plugin_does_nothing_for_job_pods_other_clusters_and_clusters_without_it
     let without = cluster("pg", NS, shape, json!([
         {"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true, "parameters": {"barmanObjectName": "s3"}}]));
     let disabled = cluster("pg", NS, shape, json!([{"name": PLUGIN_NAME, "enabled": false}]));
-    let mut pods_service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pg-rw", "namespace": NS,
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pg-rw", "namespace": NS,
         "labels": {"cnpg.io/cluster": "pg", "cnpg.io/podRole": "instance"}}, "spec": {}});
     for op in [Op::Evaluate, Op::Create] {
         for (what, c, object) in [
@@ -629,7 +633,7 @@ async fn plugin_does_nothing_for_job_pods_other_clusters_and_clusters_without_it
             ("another Cluster's instance pod", &with, instance_pod(Cnpg::V1_28_2, &other, 1)),
             ("a Cluster without the plugin", &without, instance_pod(Cnpg::V1_28_2, &without, 1)),
             ("a Cluster with the plugin disabled", &disabled, instance_pod(Cnpg::V1_28_2, &disabled, 1)),
-            ("not a pod", &with, pods_service.clone()),
+            ("not a pod", &with, service.clone()),
         ] {
             assert_eq!(hook(&channel, op, c, &object).await, Vec::<Value>::new(), "{op:?}: {what}");
         }
@@ -644,7 +648,6 @@ async fn plugin_does_nothing_for_job_pods_other_clusters_and_clusters_without_it
     for op in [Op::Patch, Op::Update, Op::Delete, Op::Unspecified] {
         assert!(hook(&channel, op, &with, &instance_pod(Cnpg::V1_28_2, &with, 1)).await.is_empty());
     }
-    pods_service["kind"] = json!("Pod");
     // Unreadable input is an InvalidArgument answer, never a crash.
     let mut lifecycle = OperatorLifecycleClient::new(channel.clone());
     for (cluster_bytes, object_bytes) in [
@@ -1049,4 +1052,81 @@ fn plugin_built_in_template_is_the_charts_default_rendering() {
     let built_in = SidecarTemplate::builtin().unwrap();
     let chart = SidecarTemplate::parse(&chart("chart-peer.yaml").template).unwrap();
     assert_eq!(format!("{built_in:?}"), format!("{chart:?}"));
+}
+
+#[tokio::test]
+async fn plugin_status_reads_the_governing_policy_and_the_leaders_lease() {
+    let sandbox = kube_sandbox::Sandbox::start(kube_sandbox::SandboxConfig {
+        crds: vec![cnpg_autoresize::api::crd::policy_crd_yaml().unwrap()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = sandbox.client().await.unwrap();
+    let policies: Api<cnpg_autoresize::api::policy::AutoResizePolicy> =
+        Api::namespaced(client.clone(), NS);
+    let policy: cnpg_autoresize::api::policy::AutoResizePolicy = serde_json::from_value(json!({
+        "apiVersion": "autoresize.cnpg.io/v1alpha1", "kind": "AutoResizePolicy",
+        "metadata": {"name": "pg-main-policy", "namespace": NS},
+        "spec": {"cluster": "pg-main"}}))
+    .unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    let status = json!({"status": {
+        "autoResizeEvents": [{"timestamp": "2026-03-01T10:00:00Z", "instanceName": "pg-main-1", "pvcName": "pg-main-1",
+            "volumeType": "data", "previousSize": "10Gi", "newSize": "12Gi", "result": "success"}],
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Planning", "message": "the leader plans 3 volumes with this policy", "lastTransitionTime": "2026-03-01T10:00:00Z"},
+            {"type": "Blocked", "status": "True", "reason": "VolumesBlocked", "message": "pg-main-2 (rate_limit)", "lastTransitionTime": "2026-03-01T10:00:00Z"}]}});
+    policies
+        .patch_status("pg-main-policy", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
+        .await
+        .unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), NS);
+    let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+        "metadata": {"name": "cnpg-autoresize-pg-main", "namespace": NS},
+        "spec": {"holderIdentity": "pg-main-2", "leaseDurationSeconds": 15}}))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+
+    let view = cnpg_autoresize::plugin::kube::KubeView::start(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while view.policy_for(NS, "pg-main").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the policy watch never listed it: {:?}", view.unavailable());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let chart = chart("chart-peer.yaml");
+    let plugin = Arc::new(Plugin {
+        template: SidecarTemplate::parse(&chart.template).unwrap(),
+        paths: MountPaths::default(),
+        status_mode: StatusMode::Attention,
+        kube: Some(view),
+    });
+    let server = serve(plugin, None).await;
+    let mut operator = OperatorClient::new(plaintext(&server).await);
+    let c = cluster("pg-main", NS, &shapes()[0], enabled(json!({})));
+    let answer = operator
+        .set_status_in_cluster(SetStatusInClusterRequest {
+            cluster: serde_json::to_vec(&c).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json_status;
+    let summary: Value = serde_json::from_slice(&answer).expect("a blocked volume is worth a summary");
+    assert_eq!(summary["source"], "AutoResizePolicy/pg-main-policy");
+    assert_eq!(summary["leader"], "pg-main-2");
+    assert_eq!(summary["blocked"], "pg-main-2 (rate_limit)");
+    assert_eq!(summary["lastResize"]["to"], "12Gi");
+    assert!(summary.get("unavailable").is_none(), "{summary}");
+    // Another Cluster of the namespace has no policy: its own status counts.
+    let other = cluster("pg-other", NS, &shapes()[0], enabled(json!({})));
+    let answer = operator
+        .set_status_in_cluster(SetStatusInClusterRequest {
+            cluster: serde_json::to_vec(&other).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json_status;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
 }
