@@ -237,9 +237,8 @@ pub fn inject_files(
     params: &[String],
 ) -> Result<String, String> {
     let (template, paths) = sidecar.load()?;
-    let read = |path: &Path| {
-        crate::manager::input::read_document(Some(path)).map_err(|e| e.to_string())
-    };
+    let read =
+        |path: &Path| crate::manager::input::read_document(Some(path)).map_err(|e| e.to_string());
     let mut cluster = read(cluster)?;
     let mut pod = read(pod)?;
     if !params.is_empty() {
@@ -248,7 +247,10 @@ pub fn inject_files(
             let (name, value) = param
                 .split_once('=')
                 .ok_or_else(|| format!("--param {param:?}: expected NAME=VALUE"))?;
-            map.insert(name.to_string(), serde_json::Value::String(value.to_string()));
+            map.insert(
+                name.to_string(),
+                serde_json::Value::String(value.to_string()),
+            );
         }
         set_parameters(&mut cluster, map)?;
     }
@@ -289,10 +291,9 @@ fn set_parameters(
     let list = plugins
         .as_array_mut()
         .ok_or("--cluster: spec.plugins is not a list")?;
-    let entry = match list
-        .iter()
-        .position(|p| p.get("name").and_then(serde_json::Value::as_str) == Some(inject::PLUGIN_NAME))
-    {
+    let entry = match list.iter().position(|p| {
+        p.get("name").and_then(serde_json::Value::as_str) == Some(inject::PLUGIN_NAME)
+    }) {
         Some(i) => &mut list[i],
         None => {
             list.push(serde_json::json!({"name": inject::PLUGIN_NAME}));

@@ -139,7 +139,10 @@ impl SidecarTemplate {
     }
 
     pub fn default_auth(&self) -> Auth {
-        self.containers.first().map(|(a, _)| *a).unwrap_or(Auth::Peer)
+        self.containers
+            .first()
+            .map(|(a, _)| *a)
+            .unwrap_or(Auth::Peer)
     }
 
     fn container(&self, auth: Auth) -> Option<&Map<String, Value>> {
@@ -292,7 +295,14 @@ pub fn plugin_entry(cluster: &Value) -> Result<Option<PluginEntry>, Vec<ParamErr
         if entry.get("name").and_then(Value::as_str) != Some(PLUGIN_NAME) {
             continue;
         }
-        let at = |field: &str| vec!["spec".into(), "plugins".into(), index.to_string(), field.to_string()];
+        let at = |field: &str| {
+            vec![
+                "spec".into(),
+                "plugins".into(),
+                index.to_string(),
+                field.to_string(),
+            ]
+        };
         if let Some(first) = &found {
             errors.push(ParamError {
                 path: at("name"),
@@ -497,9 +507,12 @@ fn check_image(value: &str) -> Result<(), String> {
                     !label.is_empty()
                         && !label.starts_with('-')
                         && !label.ends_with('-')
-                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 });
-            let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            let port_ok =
+                port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
             if !domain_ok || !port_ok {
                 return Err(invalid());
             }
@@ -617,9 +630,10 @@ fn check_port(value: &str) -> Result<u16, String> {
         .filter(|p| *p > 0)
         .ok_or_else(|| "expected a port number from 1 to 65535".to_string())?;
     if CNPG_PORTS.contains(&port) {
-        return Err(format!(
+        return Err(
             "CloudNativePG uses this port in the pod (PostgreSQL 5432, metrics 9187, status 8000, pprof 6060)"
-        ));
+                .to_string(),
+        );
     }
     Ok(port)
 }
@@ -703,9 +717,15 @@ fn not_an_instance_pod(object: &Value, cluster_name: &str, cluster: &Value) -> O
         return Some("not an instance pod (cnpg.io/podRole)".into());
     }
     if label("cnpg.io/cluster") != Some(cluster_name) {
-        return Some(format!("not a pod of Cluster {cluster_name:?} (cnpg.io/cluster)"));
+        return Some(format!(
+            "not a pod of Cluster {cluster_name:?} (cnpg.io/cluster)"
+        ));
     }
-    let namespace = |v: &Value| v.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+    let namespace = |v: &Value| {
+        v.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
     if let (Some(pod_ns), Some(cluster_ns)) = (namespace(object), namespace(cluster)) {
         if pod_ns != cluster_ns {
             return Some("the pod is in another namespace than the Cluster".into());
@@ -743,9 +763,15 @@ fn patch_for(
         .and_then(Value::as_array);
     Ok(match (init, in_list("initContainers")) {
         (Some(items), Some(i)) if items.get(i) == Some(&container) => Vec::new(),
-        (Some(_), Some(i)) => vec![json!({"op": "replace", "path": format!("/spec/initContainers/{i}"), "value": container})],
-        (Some(_), None) => vec![json!({"op": "add", "path": "/spec/initContainers/-", "value": container})],
-        (None, _) => vec![json!({"op": "add", "path": "/spec/initContainers", "value": [container]})],
+        (Some(_), Some(i)) => vec![
+            json!({"op": "replace", "path": format!("/spec/initContainers/{i}"), "value": container}),
+        ],
+        (Some(_), None) => {
+            vec![json!({"op": "add", "path": "/spec/initContainers/-", "value": container})]
+        }
+        (None, _) => {
+            vec![json!({"op": "add", "path": "/spec/initContainers", "value": [container]})]
+        }
     })
 }
 
@@ -774,7 +800,8 @@ pub fn container_for(
         .and_then(Value::as_array)
         .map(|ms| ms.iter().filter_map(Value::as_object).collect())
         .unwrap_or_default();
-    let mount_path = |m: &Map<String, Value>| m.get("mountPath").and_then(Value::as_str).map(String::from);
+    let mount_path =
+        |m: &Map<String, Value>| m.get("mountPath").and_then(Value::as_str).map(String::from);
     let at = |path: &str| -> Vec<&Map<String, Value>> {
         mounts
             .iter()
@@ -790,7 +817,9 @@ pub fn container_for(
         .to_string();
     let data = at(&data_path);
     if data.is_empty() {
-        return Err(format!("the postgres container mounts nothing at {data_path}"));
+        return Err(format!(
+            "the postgres container mounts nothing at {data_path}"
+        ));
     }
     let wal = at(&paths.wal);
     let tbs_dir = format!("{}/", paths.tablespaces.trim_end_matches('/'));
@@ -806,13 +835,17 @@ pub fn container_for(
     let peer_socket = env_entry(&container, "PGHOST")
         .and_then(|e| e.get("value"))
         .and_then(Value::as_str)
-        .is_some_and(|host| host == CONTROLLER_DIR || host.starts_with(&format!("{CONTROLLER_DIR}/")));
-    let controller = if peer_socket { at(CONTROLLER_DIR) } else { Vec::new() };
+        .is_some_and(|host| {
+            host == CONTROLLER_DIR || host.starts_with(&format!("{CONTROLLER_DIR}/"))
+        });
+    let controller = if peer_socket {
+        at(CONTROLLER_DIR)
+    } else {
+        Vec::new()
+    };
     let token = at(TOKEN_PATH);
 
-    let read_only = |m: &Map<String, Value>| {
-        json!({"name": m.get("name").cloned().unwrap_or(Value::Null), "mountPath": m.get("mountPath").cloned().unwrap_or(Value::Null), "readOnly": true})
-    };
+    let read_only = |m: &Map<String, Value>| json!({"name": m.get("name").cloned().unwrap_or(Value::Null), "mountPath": m.get("mountPath").cloned().unwrap_or(Value::Null), "readOnly": true});
     let volume_mounts: Vec<Value> = data
         .iter()
         .chain(wal.iter())
@@ -826,9 +859,11 @@ pub fn container_for(
         .filter_map(|m| mount_path(m))
         .map(|p| format!("--wal-path={p}"))
         .collect();
-    volume_args.extend(tablespaces.iter().filter_map(|(name, m)| {
-        mount_path(m).map(|p| format!("--tablespace={name}={p}"))
-    }));
+    volume_args.extend(
+        tablespaces
+            .iter()
+            .filter_map(|(name, m)| mount_path(m).map(|p| format!("--tablespace={name}={p}"))),
+    );
 
     let mut args = args;
     let after_data = args
@@ -864,9 +899,7 @@ pub fn container_for(
     }
     for (resource, value) in [("cpu", &params.cpu), ("memory", &params.memory)] {
         let Some(value) = value else { continue };
-        let resources = container
-            .entry("resources")
-            .or_insert_with(|| json!({}));
+        let resources = container.entry("resources").or_insert_with(|| json!({}));
         for side in ["requests", "limits"] {
             if let Some(map) = resources.as_object_mut() {
                 let entry = map.entry(side).or_insert_with(|| json!({}));

@@ -117,7 +117,10 @@ fn the_container_gets_the_pods_volumes_by_mount_path_in_the_policys_order() {
 
 #[test]
 fn a_pod_with_only_a_data_volume_gets_only_that_and_no_token_it_lacks() {
-    let c = injected(json!({}), &pod(vec![mount("pgdata", "/var/lib/postgresql/data")]));
+    let c = injected(
+        json!({}),
+        &pod(vec![mount("pgdata", "/var/lib/postgresql/data")]),
+    );
     assert_eq!(
         c["volumeMounts"],
         json!([{"name": "pgdata", "mountPath": "/var/lib/postgresql/data", "readOnly": true}])
@@ -136,13 +139,18 @@ fn the_socket_directory_is_mounted_for_peer_authentication_only() {
         &pod(full_mounts()),
     );
     let mounts = c["volumeMounts"].as_array().unwrap();
-    assert!(!mounts.iter().any(|m| m["mountPath"] == CONTROLLER_DIR), "{mounts:?}");
+    assert!(
+        !mounts.iter().any(|m| m["mountPath"] == CONTROLLER_DIR),
+        "{mounts:?}"
+    );
     let env = c["env"].as_array().unwrap();
     let password = env.iter().find(|e| e["name"] == "PGPASSWORD").unwrap();
     assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "pg-monitor");
     assert_eq!(password["valueFrom"]["secretKeyRef"]["key"], "password");
     assert_eq!(password["valueFrom"]["secretKeyRef"]["optional"], true);
-    assert!(env.iter().any(|e| e["name"] == "PGHOST" && e["value"] == "localhost"));
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "PGHOST" && e["value"] == "localhost"));
 }
 
 #[test]
@@ -153,7 +161,10 @@ fn password_mode_defaults_to_the_clusters_own_secret_as_the_policy_does() {
     );
     let env = c["env"].as_array().unwrap();
     let password = env.iter().find(|e| e["name"] == "PGPASSWORD").unwrap();
-    assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "pg-autoresize");
+    assert_eq!(
+        password["valueFrom"]["secretKeyRef"]["name"],
+        "pg-autoresize"
+    );
     assert_eq!(password["valueFrom"]["secretKeyRef"]["key"], "pw");
 }
 
@@ -164,14 +175,20 @@ fn parameters_set_the_sidecars_settings_keeping_requests_equal_to_limits() {
             "cpu": "100m", "memory": "128Mi", "httpPort": "9300"}),
         &pod(full_mounts()),
     );
-    assert_eq!(c["image"], "registry.example.com:5000/ops/cnpg-autoresize:0.2.0");
+    assert_eq!(
+        c["image"],
+        "registry.example.com:5000/ops/cnpg-autoresize:0.2.0"
+    );
     assert_eq!(
         c["resources"],
         json!({"limits": {"cpu": "100m", "memory": "128Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}})
     );
     let args = c["args"].as_array().unwrap();
     assert!(args.contains(&json!("--probe-interval=2s")), "{args:?}");
-    assert!(args.contains(&json!("--http-addr=0.0.0.0:9300")), "{args:?}");
+    assert!(
+        args.contains(&json!("--http-addr=0.0.0.0:9300")),
+        "{args:?}"
+    );
     assert!(!args.contains(&json!("--probe-interval=1s")));
     assert_eq!(c["ports"][0]["containerPort"], 9300);
     assert_eq!(c["ports"][0]["name"], "autoresize");
@@ -268,7 +285,10 @@ fn nothing_for_job_pods_other_clusters_and_clusters_without_the_plugin() {
         ("a regular container of that name", &has_regular),
     ] {
         assert!(
-            matches!(lifecycle_hook(&t, &paths, &cluster(json!({})), object), Outcome::Skip(_)),
+            matches!(
+                lifecycle_hook(&t, &paths, &cluster(json!({})), object),
+                Outcome::Skip(_)
+            ),
             "{what}"
         );
     }
@@ -306,7 +326,12 @@ fn the_hook_is_idempotent_and_replaces_an_outdated_container_in_place() {
     assert_eq!(init.len(), 2, "{init:?}");
     assert!(patch_of(lifecycle_hook(&t, &paths, &c, &pod)).is_empty());
     // A changed parameter replaces the container where it is, by name.
-    let ops = patch_of(lifecycle_hook(&t, &paths, &cluster(json!({"cpu": "80m"})), &pod));
+    let ops = patch_of(lifecycle_hook(
+        &t,
+        &paths,
+        &cluster(json!({"cpu": "80m"})),
+        &pod,
+    ));
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0]["op"], "replace");
     assert_eq!(ops[0]["path"], "/spec/initContainers/1");
@@ -371,7 +396,10 @@ fn templates_that_cannot_be_the_container_are_refused() {
         ("- a\n- b\n", "expected a container"),
         ("image: x\n", "has no name"),
         ("name: x\nargs: [serve]\n", "does not run"),
-        ("name: x\nargs: [run]\n---\nname: x\nargs: [run]\n", "a second container"),
+        (
+            "name: x\nargs: [run]\n---\nname: x\nargs: [run]\n",
+            "a second container",
+        ),
     ] {
         let err = SidecarTemplate::parse(text).unwrap_err();
         assert!(err.contains(want), "{text:?}: {err}");

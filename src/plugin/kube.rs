@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 /// How long a Lease holder read is reused.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// (namespace, Lease name) -> when read, and its holder.
+type LeaseCache = HashMap<(String, String), (Instant, Option<String>)>;
+
 pub struct KubeView {
     client: Client,
     policies: Store<AutoResizePolicy>,
     /// Why the policy watch fails, while it does.
     failing: Arc<Mutex<Option<String>>>,
-    leases: Mutex<HashMap<(String, String), (Instant, Option<String>)>>,
+    leases: Mutex<LeaseCache>,
 }
 
 impl KubeView {

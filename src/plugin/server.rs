@@ -72,9 +72,7 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
 {
     let incoming = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|io| (Ok::<_, std::io::Error>(io), rx))
+        rx.recv().await.map(|io| (Ok::<_, std::io::Error>(io), rx))
     });
     router
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -23,12 +23,11 @@ use super::proto::operator::operator_capability::rpc::Type as RpcType;
 use super::proto::operator::operator_capability::{self, Rpc};
 use super::proto::operator::operator_server::Operator;
 use super::proto::operator::{
-    DeregisterRequest, DeregisterResponse, OperatorCapabilitiesRequest,
-    OperatorCapabilitiesResult, OperatorCapability, OperatorMutateClusterRequest,
-    OperatorMutateClusterResult, OperatorValidateClusterChangeRequest,
-    OperatorValidateClusterChangeResult, OperatorValidateClusterCreateRequest,
-    OperatorValidateClusterCreateResult, SetStatusInClusterRequest, SetStatusInClusterResponse,
-    ValidationError,
+    DeregisterRequest, DeregisterResponse, OperatorCapabilitiesRequest, OperatorCapabilitiesResult,
+    OperatorCapability, OperatorMutateClusterRequest, OperatorMutateClusterResult,
+    OperatorValidateClusterChangeRequest, OperatorValidateClusterChangeResult,
+    OperatorValidateClusterCreateRequest, OperatorValidateClusterCreateResult,
+    SetStatusInClusterRequest, SetStatusInClusterResponse, ValidationError,
 };
 use super::status::{self, StatusMode};
 use serde_json::Value;
@@ -112,7 +111,9 @@ impl Identity for Services {
         // TYPE_INSTANCE_SIDECAR_INJECTION: the sidecar serves no CNPG-I
         // socket, and instance managers of 1.27+ would wait for one.
         let service = |t: ServiceType| PluginCapability {
-            r#type: Some(plugin_capability::Type::Service(Service { r#type: t as i32 })),
+            r#type: Some(plugin_capability::Type::Service(Service {
+                r#type: t as i32,
+            })),
         };
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities: vec![

@@ -238,7 +238,10 @@ mod tests {
 
     #[test]
     fn a_healthy_cluster_costs_nothing_in_attention_mode_but_shows_in_always_mode() {
-        let cluster = fork_cluster(vec![record("2026-01-02T03:04:05Z", "pg-1-wal", "success")], true);
+        let cluster = fork_cluster(
+            vec![record("2026-01-02T03:04:05Z", "pg-1-wal", "success")],
+            true,
+        );
         let context = Context {
             leader: Some("pg-1".into()),
             ..Default::default()
@@ -247,7 +250,8 @@ mod tests {
         assert!(!summary.needs_attention());
         assert_eq!(answer(&summary, StatusMode::Attention), None);
         assert_eq!(answer(&summary, StatusMode::Never), None);
-        let shown: Value = serde_json::from_slice(&answer(&summary, StatusMode::Always).unwrap()).unwrap();
+        let shown: Value =
+            serde_json::from_slice(&answer(&summary, StatusMode::Always).unwrap()).unwrap();
         assert_eq!(
             shown,
             json!({"source": "Cluster", "leader": "pg-1", "lastResize": {"time": "2026-01-02T03:04:05Z",
@@ -268,7 +272,13 @@ mod tests {
         );
         let context = Context {
             parameter_errors: vec![ParamError {
-                path: vec!["spec".into(), "plugins".into(), "0".into(), "parameters".into(), "cpu".into()],
+                path: vec![
+                    "spec".into(),
+                    "plugins".into(),
+                    "0".into(),
+                    "parameters".into(),
+                    "cpu".into(),
+                ],
                 value: "x".into(),
                 message: "not a quantity".into(),
             }],
@@ -300,7 +310,10 @@ mod tests {
         }))
         .unwrap();
         // The Cluster's own (fork) status is ignored when a policy governs.
-        let cluster = fork_cluster(vec![record("2027-01-01T00:00:00Z", "pg-9", "failure")], true);
+        let cluster = fork_cluster(
+            vec![record("2027-01-01T00:00:00Z", "pg-9", "failure")],
+            true,
+        );
         let summary = summarize(
             &cluster,
             &Context {
@@ -309,7 +322,10 @@ mod tests {
             },
         );
         assert_eq!(summary.source, "AutoResizePolicy/pg-policy");
-        assert_eq!(summary.blocked.as_deref(), Some("pg-1-wal (archive_unhealthy)"));
+        assert_eq!(
+            summary.blocked.as_deref(),
+            Some("pg-1-wal (archive_unhealthy)")
+        );
         assert_eq!(summary.invalid_config, None);
         assert_eq!(summary.last_resize.unwrap().pvc, "pg-2");
         assert!(summary.failed_resizes.is_empty());
@@ -317,7 +333,11 @@ mod tests {
 
     #[test]
     fn an_unreadable_status_is_no_summary_problem() {
-        for cluster in [json!({}), json!({"status": 3}), json!({"status": {"autoResizeEvents": "x", "diskStatus": []}})] {
+        for cluster in [
+            json!({}),
+            json!({"status": 3}),
+            json!({"status": {"autoResizeEvents": "x", "diskStatus": []}}),
+        ] {
             let summary = summarize(&cluster, &Context::default());
             assert_eq!(summary.source, "Cluster");
             assert!(summary.last_resize.is_none());

@@ -48,9 +48,8 @@ impl Reloader {
 
     /// The configuration for the next handshake.
     pub fn config(&self) -> Result<Arc<ServerConfig>, String> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-        };
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
         let fresh = (|| {
             Ok::<_, String>((
                 read(&self.files.cert)?,
@@ -101,7 +100,10 @@ fn build(files: &TlsFiles, (cert, key, ca): &Contents) -> Result<ServerConfig, S
         .collect::<Result<_, _>>()
         .map_err(|e| format!("--tls-cert {}: {e}", files.cert.display()))?;
     if chain.is_empty() {
-        return Err(format!("--tls-cert {}: no certificate", files.cert.display()));
+        return Err(format!(
+            "--tls-cert {}: no certificate",
+            files.cert.display()
+        ));
     }
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| format!("--tls-key {}: {e}", files.key.display()))?;

@@ -450,7 +450,10 @@ fn every_plugin_flag_and_its_environment_variable_is_in_commands_md() {
             environment.insert(env.to_string_lossy().into_owned());
         }
     }
-    assert!(flags.contains("--listen"), "no plugin flag found: {flags:?}");
+    assert!(
+        flags.contains("--listen"),
+        "no plugin flag found: {flags:?}"
+    );
     let text = page("commands.md");
     let section: String = text
         .split("\n## ")

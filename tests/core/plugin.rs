@@ -204,7 +204,9 @@ fn instance_pod(version: Cnpg, cluster: &Value, serial: u32) -> Value {
         let volume = version.tablespace_volume(t);
         let claim = format!("{pod_name}-tbs-{}", k8s_name(t));
         volumes.push(json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}}));
-        mounts.push(json!({"name": volume, "mountPath": format!("/var/lib/postgresql/tablespaces/{t}")}));
+        mounts.push(
+            json!({"name": volume, "mountPath": format!("/var/lib/postgresql/tablespaces/{t}")}),
+        );
     }
     let bootstrap_mounts = mounts.clone();
     let mut labels = json!({"cnpg.io/cluster": name, "cnpg.io/instanceName": pod_name, "cnpg.io/podRole": "instance"});
@@ -413,8 +415,16 @@ async fn sandbox_with_policy(chart: &Chart) -> (kube_sandbox::Sandbox, kube::Cli
         .unwrap();
     let client = sandbox.client().await.unwrap();
     for (kind, plural, object) in [
-        ("MutatingAdmissionPolicy", "mutatingadmissionpolicies", &chart.policy),
-        ("MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings", &chart.binding),
+        (
+            "MutatingAdmissionPolicy",
+            "mutatingadmissionpolicies",
+            &chart.policy,
+        ),
+        (
+            "MutatingAdmissionPolicyBinding",
+            "mutatingadmissionpolicybindings",
+            &chart.binding,
+        ),
     ] {
         let resource = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
@@ -510,7 +520,11 @@ async fn plugin_metadata_and_capabilities_are_what_cloudnativepg_needs() {
             None => panic!("a capability without its service: {c:?}"),
         })
         .collect();
-    assert_eq!(services, vec![4, 1], "lifecycle (4) and operator (1) services");
+    assert_eq!(
+        services,
+        vec![4, 1],
+        "lifecycle (4) and operator (1) services"
+    );
     assert!(
         identity
             .probe(ProbeRequest {})
@@ -526,8 +540,15 @@ async fn plugin_metadata_and_capabilities_are_what_cloudnativepg_needs() {
         .into_inner()
         .lifecycle_capabilities;
     assert_eq!(lifecycle.len(), 1);
-    assert_eq!((lifecycle[0].group.as_str(), lifecycle[0].kind.as_str()), ("", "Pod"));
-    let verbs: Vec<i32> = lifecycle[0].operation_types.iter().map(|o| o.r#type).collect();
+    assert_eq!(
+        (lifecycle[0].group.as_str(), lifecycle[0].kind.as_str()),
+        ("", "Pod")
+    );
+    let verbs: Vec<i32> = lifecycle[0]
+        .operation_types
+        .iter()
+        .map(|o| o.r#type)
+        .collect();
     assert_eq!(verbs, vec![Op::Create as i32, Op::Evaluate as i32]);
     let rpcs: Vec<i32> = OperatorClient::new(channel)
         .get_capabilities(OperatorCapabilitiesRequest {})
@@ -547,7 +568,10 @@ async fn plugin_metadata_and_capabilities_are_what_cloudnativepg_needs() {
         Rpc::MutateCluster,
         Rpc::SetStatusInCluster,
     ] {
-        assert!(rpcs.contains(&(rpc as i32)), "{rpc:?} not advertised: {rpcs:?}");
+        assert!(
+            rpcs.contains(&(rpc as i32)),
+            "{rpc:?} not advertised: {rpcs:?}"
+        );
     }
 }
 
@@ -568,7 +592,10 @@ async fn same_pod_as_the_policy(chart_file: &str, parameters: Value) {
             // EVALUATE, then CREATE on the evaluated pod, as the operator does.
             let evaluated = apply(&pod, &hook(&channel, Op::Evaluate, &by_plugin, &pod).await);
             let create_ops = hook(&channel, Op::Create, &by_plugin, &evaluated).await;
-            assert!(create_ops.is_empty(), "{version:?} {shape:?}: CREATE after EVALUATE changes {create_ops:?}");
+            assert!(
+                create_ops.is_empty(),
+                "{version:?} {shape:?}: CREATE after EVALUATE changes {create_ops:?}"
+            );
             assert_eq!(
                 init_names(&evaluated),
                 ["bootstrap-controller", "cnpg-autoresize"],
@@ -586,7 +613,11 @@ async fn same_pod_as_the_policy(chart_file: &str, parameters: Value) {
                 comparable_spec(&policy_pod),
                 "{version:?} {shape:?}: the plugin's pod differs from the policy's"
             );
-            let want = if shape.guaranteed { "Guaranteed" } else { "Burstable" };
+            let want = if shape.guaranteed {
+                "Guaranteed"
+            } else {
+                "Burstable"
+            };
             assert_eq!(qos(&plugin_pod), want, "{version:?} {shape:?}");
             assert_eq!(qos(&policy_pod), want, "{version:?} {shape:?}");
             // Every volume the pod measures is mounted, and the token.
@@ -596,9 +627,15 @@ async fn same_pod_as_the_policy(chart_file: &str, parameters: Value) {
                 .iter()
                 .map(|m| m["mountPath"].as_str().unwrap().to_string())
                 .collect();
-            assert!(mounts.contains(&"/var/run/secrets/kubernetes.io/serviceaccount".to_string()), "{version:?}: {mounts:?}");
+            assert!(
+                mounts.contains(&"/var/run/secrets/kubernetes.io/serviceaccount".to_string()),
+                "{version:?}: {mounts:?}"
+            );
             for t in &shape.tablespaces {
-                assert!(mounts.contains(&format!("/var/lib/postgresql/tablespaces/{t}")), "{version:?}: {mounts:?}");
+                assert!(
+                    mounts.contains(&format!("/var/lib/postgresql/tablespaces/{t}")),
+                    "{version:?}: {mounts:?}"
+                );
             }
         }
     }
@@ -622,31 +659,63 @@ async fn plugin_does_nothing_for_job_pods_other_clusters_and_clusters_without_it
     let shape = &shapes()[1];
     let with = cluster("pg", NS, shape, enabled(json!({})));
     let other = cluster("other", NS, shape, enabled(json!({})));
-    let without = cluster("pg", NS, shape, json!([
-        {"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true, "parameters": {"barmanObjectName": "s3"}}]));
-    let disabled = cluster("pg", NS, shape, json!([{"name": PLUGIN_NAME, "enabled": false}]));
+    let without = cluster(
+        "pg",
+        NS,
+        shape,
+        json!([
+        {"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true, "parameters": {"barmanObjectName": "s3"}}]),
+    );
+    let disabled = cluster(
+        "pg",
+        NS,
+        shape,
+        json!([{"name": PLUGIN_NAME, "enabled": false}]),
+    );
     let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pg-rw", "namespace": NS,
         "labels": {"cnpg.io/cluster": "pg", "cnpg.io/podRole": "instance"}}, "spec": {}});
     for op in [Op::Evaluate, Op::Create] {
         for (what, c, object) in [
             ("an initdb Job's pod", &with, job_pod(&with)),
-            ("another Cluster's instance pod", &with, instance_pod(Cnpg::V1_28_2, &other, 1)),
-            ("a Cluster without the plugin", &without, instance_pod(Cnpg::V1_28_2, &without, 1)),
-            ("a Cluster with the plugin disabled", &disabled, instance_pod(Cnpg::V1_28_2, &disabled, 1)),
+            (
+                "another Cluster's instance pod",
+                &with,
+                instance_pod(Cnpg::V1_28_2, &other, 1),
+            ),
+            (
+                "a Cluster without the plugin",
+                &without,
+                instance_pod(Cnpg::V1_28_2, &without, 1),
+            ),
+            (
+                "a Cluster with the plugin disabled",
+                &disabled,
+                instance_pod(Cnpg::V1_28_2, &disabled, 1),
+            ),
             ("not a pod", &with, service.clone()),
         ] {
-            assert_eq!(hook(&channel, op, c, &object).await, Vec::<Value>::new(), "{op:?}: {what}");
+            assert_eq!(
+                hook(&channel, op, c, &object).await,
+                Vec::<Value>::new(),
+                "{op:?}: {what}"
+            );
         }
         // The same pod of the right Cluster does get it: the cases above
         // are refused for their reason, not by accident.
         assert_eq!(
-            hook(&channel, op, &with, &instance_pod(Cnpg::V1_28_2, &with, 1)).await.len(),
+            hook(&channel, op, &with, &instance_pod(Cnpg::V1_28_2, &with, 1))
+                .await
+                .len(),
             1
         );
     }
     // Verbs it did not ask for leave the object alone.
     for op in [Op::Patch, Op::Update, Op::Delete, Op::Unspecified] {
-        assert!(hook(&channel, op, &with, &instance_pod(Cnpg::V1_28_2, &with, 1)).await.is_empty());
+        assert!(
+            hook(&channel, op, &with, &instance_pod(Cnpg::V1_28_2, &with, 1))
+                .await
+                .is_empty()
+        );
     }
     // Unreadable input is an InvalidArgument answer, never a crash.
     let mut lifecycle = OperatorLifecycleClient::new(channel.clone());
@@ -666,7 +735,10 @@ async fn plugin_does_nothing_for_job_pods_other_clusters_and_clusters_without_it
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     }
     // And the server still answers.
-    assert!(IdentityClient::new(channel).probe(ProbeRequest {}).await.is_ok());
+    assert!(IdentityClient::new(channel)
+        .probe(ProbeRequest {})
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -680,18 +752,29 @@ async fn plugin_hook_is_idempotent_and_a_parameter_change_replaces_the_container
     let twice = apply(&once, &hook(&channel, Op::Evaluate, &c, &once).await);
     let thrice = apply(&twice, &hook(&channel, Op::Create, &c, &twice).await);
     assert_eq!(once, thrice);
-    assert_eq!(init_names(&thrice), ["bootstrap-controller", "cnpg-autoresize"]);
+    assert_eq!(
+        init_names(&thrice),
+        ["bootstrap-controller", "cnpg-autoresize"]
+    );
     // Deterministic: the same input, the same bytes.
     assert_eq!(
         hook(&channel, Op::Evaluate, &c, &pod).await,
         hook(&channel, Op::Evaluate, &c, &pod).await
     );
-    let changed = cluster("pg", NS, &shapes()[1], enabled(json!({"cpu": "100m", "memory": "96Mi"})));
+    let changed = cluster(
+        "pg",
+        NS,
+        &shapes()[1],
+        enabled(json!({"cpu": "100m", "memory": "96Mi"})),
+    );
     let ops = hook(&channel, Op::Create, &changed, &once).await;
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert_eq!(ops[0]["op"], "replace");
     let updated = apply(&once, &ops);
-    assert_eq!(init_names(&updated), ["bootstrap-controller", "cnpg-autoresize"]);
+    assert_eq!(
+        init_names(&updated),
+        ["bootstrap-controller", "cnpg-autoresize"]
+    );
     assert_eq!(sidecar(&updated)["resources"]["limits"]["cpu"], "100m");
 }
 
@@ -708,22 +791,48 @@ async fn plugin_parameters_set_the_sidecar_and_the_pod_stays_guaranteed() {
         "cpu": "120m", "memory": "96Mi", "httpPort": "9300", "postgresAuth": "password",
         "postgresSecret": "pg-monitoring", "postgresSecretKey": "pw"});
     for version in VERSIONS {
-        let c = cluster(&format!("pg-{}", version.tag().replace('.', "-")), PLUGIN_NS, &shapes()[1], enabled(params.clone()));
+        let c = cluster(
+            &format!("pg-{}", version.tag().replace('.', "-")),
+            PLUGIN_NS,
+            &shapes()[1],
+            enabled(params.clone()),
+        );
         let pod = instance_pod(version, &c, 1);
-        let created = create(&client, &apply(&pod, &hook(&channel, Op::Evaluate, &c, &pod).await)).await;
+        let created = create(
+            &client,
+            &apply(&pod, &hook(&channel, Op::Evaluate, &c, &pod).await),
+        )
+        .await;
         assert_eq!(qos(&created), "Guaranteed", "{version:?}");
         let s = sidecar(&created);
         assert_eq!(s["image"], "registry.example.com/ops/cnpg-autoresize:0.2.0");
-        assert_eq!(s["resources"]["requests"], json!({"cpu": "120m", "memory": "96Mi"}));
-        assert_eq!(s["resources"]["limits"], json!({"cpu": "120m", "memory": "96Mi"}));
+        assert_eq!(
+            s["resources"]["requests"],
+            json!({"cpu": "120m", "memory": "96Mi"})
+        );
+        assert_eq!(
+            s["resources"]["limits"],
+            json!({"cpu": "120m", "memory": "96Mi"})
+        );
         assert_eq!(s["ports"][0]["containerPort"], 9300);
         let args = s["args"].as_array().unwrap();
-        assert!(args.contains(&json!("--http-addr=0.0.0.0:9300")) && args.contains(&json!("--probe-interval=2s")), "{args:?}");
+        assert!(
+            args.contains(&json!("--http-addr=0.0.0.0:9300"))
+                && args.contains(&json!("--probe-interval=2s")),
+            "{args:?}"
+        );
         let env = s["env"].as_array().unwrap();
         let password = env.iter().find(|e| e["name"] == "PGPASSWORD").unwrap();
-        assert_eq!(password["valueFrom"]["secretKeyRef"], json!({"name": "pg-monitoring", "key": "pw", "optional": true}));
+        assert_eq!(
+            password["valueFrom"]["secretKeyRef"],
+            json!({"name": "pg-monitoring", "key": "pw", "optional": true})
+        );
         // Password mode does not mount the socket directory.
-        assert!(!s["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/controller"));
+        assert!(!s["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/controller"));
     }
 }
 
@@ -735,9 +844,14 @@ async fn plugin_refuses_bad_and_unknown_parameters_naming_the_field_and_value() 
     let mut operator = OperatorClient::new(channel.clone());
     let shape = &shapes()[0];
     let good = cluster("pg", NS, shape, enabled(json!({"cpu": "100m"})));
-    let bad = cluster("pg", NS, shape, json!([
+    let bad = cluster(
+        "pg",
+        NS,
+        shape,
+        json!([
         {"name": "barman-cloud.cloudnative-pg.io", "parameters": {"barmanObjectName": "s3"}},
-        {"name": PLUGIN_NAME, "parameters": {"cpu": "a lot", "probeIntervall": "2s", "memory": "64Mi"}}]));
+        {"name": PLUGIN_NAME, "parameters": {"cpu": "a lot", "probeIntervall": "2s", "memory": "64Mi"}}]),
+    );
     let errors = operator
         .validate_cluster_create(OperatorValidateClusterCreateRequest {
             definition: serde_json::to_vec(&bad).unwrap(),
@@ -753,11 +867,33 @@ async fn plugin_refuses_bad_and_unknown_parameters_naming_the_field_and_value() 
     assert_eq!(
         found,
         vec![
-            (vec!["spec".into(), "plugins".into(), "1".into(), "parameters".into(), "cpu".into()], "a lot".into()),
-            (vec!["spec".into(), "plugins".into(), "1".into(), "parameters".into(), "probeIntervall".into()], "2s".into()),
+            (
+                vec![
+                    "spec".into(),
+                    "plugins".into(),
+                    "1".into(),
+                    "parameters".into(),
+                    "cpu".into()
+                ],
+                "a lot".into()
+            ),
+            (
+                vec![
+                    "spec".into(),
+                    "plugins".into(),
+                    "1".into(),
+                    "parameters".into(),
+                    "probeIntervall".into()
+                ],
+                "2s".into()
+            ),
         ]
     );
-    assert!(errors[1].message.contains("unknown parameter"), "{:?}", errors[1]);
+    assert!(
+        errors[1].message.contains("unknown parameter"),
+        "{:?}",
+        errors[1]
+    );
     assert!(operator
         .validate_cluster_create(OperatorValidateClusterCreateRequest {
             definition: serde_json::to_vec(&good).unwrap(),
@@ -773,10 +909,22 @@ async fn plugin_refuses_bad_and_unknown_parameters_naming_the_field_and_value() 
         new_cluster: serde_json::to_vec(new).unwrap(),
     };
     assert_eq!(
-        operator.validate_cluster_change(change(&good, &bad)).await.unwrap().into_inner().validation_errors.len(),
+        operator
+            .validate_cluster_change(change(&good, &bad))
+            .await
+            .unwrap()
+            .into_inner()
+            .validation_errors
+            .len(),
         2
     );
-    assert!(operator.validate_cluster_change(change(&bad, &good)).await.unwrap().into_inner().validation_errors.is_empty());
+    assert!(operator
+        .validate_cluster_change(change(&bad, &good))
+        .await
+        .unwrap()
+        .into_inner()
+        .validation_errors
+        .is_empty());
     // MutateCluster changes nothing.
     assert!(operator
         .mutate_cluster(OperatorMutateClusterRequest {
@@ -804,7 +952,11 @@ async fn plugin_refuses_bad_and_unknown_parameters_naming_the_field_and_value() 
         .json_status;
     let status: Value = serde_json::from_slice(&status).expect("a JSON object");
     assert_eq!(
-        status["parameterErrors"][0].as_str().unwrap().split(": ").next(),
+        status["parameterErrors"][0]
+            .as_str()
+            .unwrap()
+            .split(": ")
+            .next(),
         Some(r#"spec.plugins[1].parameters.cpu="a lot""#)
     );
     assert!(status["parameterErrors"][1]
@@ -899,7 +1051,11 @@ impl Pki {
 
 /// A client as CloudNativePG's: trusts exactly the server's certificate,
 /// checks the Service name in it, presents `identity`.
-async fn tls_client(server: &Server, server_cert: &str, identity: Option<&Pair>) -> Result<Channel, tonic::transport::Error> {
+async fn tls_client(
+    server: &Server,
+    server_cert: &str,
+    identity: Option<&Pair>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(server_cert))
         .domain_name(SERVICE);
@@ -913,7 +1069,9 @@ async fn tls_client(server: &Server, server_cert: &str, identity: Option<&Pair>)
         .await
 }
 
-async fn metadata_over(channel: Result<Channel, tonic::transport::Error>) -> Result<String, String> {
+async fn metadata_over(
+    channel: Result<Channel, tonic::transport::Error>,
+) -> Result<String, String> {
     let channel = channel.map_err(|e| format!("connect: {e:?}"))?;
     IdentityClient::new(channel)
         .get_plugin_metadata(GetPluginMetadataRequest {})
@@ -925,12 +1083,25 @@ async fn metadata_over(channel: Result<Channel, tonic::transport::Error>) -> Res
 #[tokio::test]
 async fn plugin_mutual_tls_refuses_a_client_without_a_trusted_certificate() {
     let pki = Pki::new();
-    let server_pair = leaf(&[SERVICE, &format!("{SERVICE}.cnpg-system.svc")], rcgen::ExtendedKeyUsagePurpose::ServerAuth);
-    let operator = leaf(&["cnpg-autoresize-cnpgi-client"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-    let stranger = leaf(&["cnpg-autoresize-cnpgi-client"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let server_pair = leaf(
+        &[SERVICE, &format!("{SERVICE}.cnpg-system.svc")],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let operator = leaf(
+        &["cnpg-autoresize-cnpgi-client"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let stranger = leaf(
+        &["cnpg-autoresize-cnpgi-client"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
     let reloader = Arc::new(Reloader::new(pki.files(&server_pair, &operator.cert)).unwrap());
     let chart = chart("chart-peer.yaml");
-    let server = serve(plugin_with(&chart.template, StatusMode::Attention), Some(reloader)).await;
+    let server = serve(
+        plugin_with(&chart.template, StatusMode::Attention),
+        Some(reloader),
+    )
+    .await;
 
     assert_eq!(
         metadata_over(tls_client(&server, &server_pair.cert, Some(&operator)).await).await,
@@ -944,7 +1115,10 @@ async fn plugin_mutual_tls_refuses_a_client_without_a_trusted_certificate() {
         assert!(result.is_err(), "{what}: {result:?}");
     }
     // Plaintext on the TLS port gets nothing either.
-    let plain = Endpoint::from_shared(format!("http://{}", server.address)).unwrap().connect().await;
+    let plain = Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .connect()
+        .await;
     assert!(metadata_over(plain).await.is_err());
     // A client that checks another name than the Service's refuses us (the
     // operator checks the Service name in our certificate).
@@ -982,8 +1156,16 @@ async fn plugin_mutual_tls_accepts_clients_signed_by_a_ca_and_reloads_rotated_fi
     let files = pki.files(&first, &ca_cert.pem());
     let reloader = Arc::new(Reloader::new(files).unwrap());
     let chart = chart("chart-peer.yaml");
-    let server = serve(plugin_with(&chart.template, StatusMode::Attention), Some(reloader)).await;
-    assert!(metadata_over(tls_client(&server, &first.cert, Some(&client)).await).await.is_ok());
+    let server = serve(
+        plugin_with(&chart.template, StatusMode::Attention),
+        Some(reloader),
+    )
+    .await;
+    assert!(
+        metadata_over(tls_client(&server, &first.cert, Some(&client)).await)
+            .await
+            .is_ok()
+    );
 
     // cert-manager rotates both Secrets; the operator then trusts only the
     // new server certificate and presents only the new client one.
@@ -994,10 +1176,21 @@ async fn plugin_mutual_tls_accepts_clients_signed_by_a_ca_and_reloads_rotated_fi
         metadata_over(tls_client(&server, &second.cert, Some(&new_operator)).await).await,
         Ok("autoresize.cnpg.io".to_string())
     );
-    assert!(metadata_over(tls_client(&server, &first.cert, Some(&client)).await).await.is_err());
+    assert!(
+        metadata_over(tls_client(&server, &first.cert, Some(&client)).await)
+            .await
+            .is_err()
+    );
     // A half-written rotation keeps the last good files working.
-    pki.write("tls.key", "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n");
-    assert!(metadata_over(tls_client(&server, &second.cert, Some(&new_operator)).await).await.is_ok());
+    pki.write(
+        "tls.key",
+        "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+    );
+    assert!(
+        metadata_over(tls_client(&server, &second.cert, Some(&new_operator)).await)
+            .await
+            .is_ok()
+    );
 }
 
 #[test]
@@ -1028,23 +1221,41 @@ fn plugin_inject_prints_the_pod_the_hook_makes() {
     std::fs::write(&template, chart("chart-peer.yaml").template).unwrap();
     let run = |extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cnpg-autoresize"))
-            .args(["plugin", "inject", "--template", template.to_str().unwrap(),
-                "--cluster", cluster_file.to_str().unwrap(), "--pod", pod_file.to_str().unwrap()])
+            .args([
+                "plugin",
+                "inject",
+                "--template",
+                template.to_str().unwrap(),
+                "--cluster",
+                cluster_file.to_str().unwrap(),
+                "--pod",
+                pod_file.to_str().unwrap(),
+            ])
             .args(extra)
             .output()
             .unwrap()
     };
     let out = run(&[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(init_names(&printed), ["bootstrap-controller", "cnpg-autoresize"]);
+    assert_eq!(
+        init_names(&printed),
+        ["bootstrap-controller", "cnpg-autoresize"]
+    );
     let out = run(&["--param", "cpu=200m"]);
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sidecar(&printed)["resources"]["limits"]["cpu"], "200m");
     let out = run(&["--param", "cpu=lots"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(r#"spec.plugins[0].parameters.cpu="lots""#), "{stderr}");
+    assert!(
+        stderr.contains(r#"spec.plugins[0].parameters.cpu="lots""#),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -1070,7 +1281,10 @@ async fn plugin_status_reads_the_governing_policy_and_the_leaders_lease() {
         "metadata": {"name": "pg-main-policy", "namespace": NS},
         "spec": {"cluster": "pg-main"}}))
     .unwrap();
-    policies.create(&PostParams::default(), &policy).await.unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
     let status = json!({"status": {
         "autoResizeEvents": [{"timestamp": "2026-03-01T10:00:00Z", "instanceName": "pg-main-1", "pvcName": "pg-main-1",
             "volumeType": "data", "previousSize": "10Gi", "newSize": "12Gi", "result": "success"}],
@@ -1078,10 +1292,15 @@ async fn plugin_status_reads_the_governing_policy_and_the_leaders_lease() {
             {"type": "Ready", "status": "True", "reason": "Planning", "message": "the leader plans 3 volumes with this policy", "lastTransitionTime": "2026-03-01T10:00:00Z"},
             {"type": "Blocked", "status": "True", "reason": "VolumesBlocked", "message": "pg-main-2 (rate_limit)", "lastTransitionTime": "2026-03-01T10:00:00Z"}]}});
     policies
-        .patch_status("pg-main-policy", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
+        .patch_status(
+            "pg-main-policy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
         .await
         .unwrap();
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), NS);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), NS);
     let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
         "metadata": {"name": "cnpg-autoresize-pg-main", "namespace": NS},
         "spec": {"holderIdentity": "pg-main-2", "leaseDurationSeconds": 15}}))
@@ -1091,7 +1310,11 @@ async fn plugin_status_reads_the_governing_policy_and_the_leaders_lease() {
     let view = cnpg_autoresize::plugin::kube::KubeView::start(client);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while view.policy_for(NS, "pg-main").is_none() {
-        assert!(std::time::Instant::now() < deadline, "the policy watch never listed it: {:?}", view.unavailable());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy watch never listed it: {:?}",
+            view.unavailable()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let chart = chart("chart-peer.yaml");
@@ -1112,7 +1335,8 @@ async fn plugin_status_reads_the_governing_policy_and_the_leaders_lease() {
         .unwrap()
         .into_inner()
         .json_status;
-    let summary: Value = serde_json::from_slice(&answer).expect("a blocked volume is worth a summary");
+    let summary: Value =
+        serde_json::from_slice(&answer).expect("a blocked volume is worth a summary");
     assert_eq!(summary["source"], "AutoResizePolicy/pg-main-policy");
     assert_eq!(summary["leader"], "pg-main-2");
     assert_eq!(summary["blocked"], "pg-main-2 (rate_limit)");
