@@ -1,7 +1,7 @@
 //! Mutual TLS as CloudNativePG's plugin client expects it: TLS 1.3, ALPN
 //! `h2`, our certificate from `--tls-cert`/`--tls-key`, and a client
 //! certificate required and verified against `--client-ca` (cert-manager's
-//! self-signed client certificate itself, pinned, or a CA).
+//! self-signed client certificate itself, pinned, or a CA: [`PinnedOrSigned`]).
 //!
 //! The files are read again at every handshake and the configuration
 //! rebuilt when they changed: cert-manager rotates the Secrets, the kubelet
@@ -12,11 +12,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::crypto::ring::default_provider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::UnixTime;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// The three files.
 #[derive(Clone, Debug)]
@@ -108,24 +113,25 @@ fn build(files: &TlsFiles, (cert, key, ca): &Contents) -> Result<ServerConfig, S
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| format!("--tls-key {}: {e}", files.key.display()))?;
     let mut roots = RootCertStore::empty();
-    let mut anchors = 0;
+    let mut pinned = Vec::new();
     for der in CertificateDer::pem_slice_iter(ca) {
         let der = der.map_err(|e| format!("--client-ca {}: {e}", files.client_ca.display()))?;
         roots
-            .add(der)
+            .add(der.clone())
             .map_err(|e| format!("--client-ca {}: {e}", files.client_ca.display()))?;
-        anchors += 1;
+        pinned.push(der);
     }
-    if anchors == 0 {
+    if pinned.is_empty() {
         return Err(format!(
             "--client-ca {}: no certificate",
             files.client_ca.display()
         ));
     }
     let provider = Arc::new(default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| format!("--client-ca {}: {e}", files.client_ca.display()))?;
+    let verifier = Arc::new(PinnedOrSigned { webpki, pinned });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS13])
         .map_err(|e| format!("TLS 1.3: {e}"))?
@@ -141,4 +147,77 @@ fn build(files: &TlsFiles, (cert, key, ca): &Contents) -> Result<ServerConfig, S
     // gRPC over HTTP/2 only; grpc-go refuses a server without ALPN h2.
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// A client certificate passes when it is signed by one of `--client-ca`'s
+/// certificates (WebPKI), or when it *is* one of them: pinned, as Go's
+/// verifier accepts a certificate found in its own root pool, whatever its
+/// basic constraints (a self-signed certificate made by `openssl req -x509`
+/// says CA:TRUE, which WebPKI refuses as an end entity). The handshake's
+/// signature is checked with the certificate's key either way.
+#[derive(Debug)]
+struct PinnedOrSigned {
+    webpki: Arc<dyn ClientCertVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ClientCertVerifier for PinnedOrSigned {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, tokio_rustls::rustls::Error> {
+        use tokio_rustls::rustls::{CertificateError as C, Error as E};
+        match self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(verified) => Ok(verified),
+            // Out of its validity, a pinned certificate is refused too.
+            Err(
+                e @ E::InvalidCertificate(
+                    C::Expired
+                    | C::ExpiredContext { .. }
+                    | C::NotValidYet
+                    | C::NotValidYetContext { .. },
+                ),
+            ) => Err(e),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ClientCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }

@@ -1114,6 +1114,37 @@ async fn plugin_mutual_tls_refuses_a_client_without_a_trusted_certificate() {
         let result = metadata_over(tls_client(&server, &server_pair.cert, identity).await).await;
         assert!(result.is_err(), "{what}: {result:?}");
     }
+    // A self-signed client certificate that says CA:TRUE (what `openssl req
+    // -x509` makes), pinned as --client-ca, passes as Go's verifier passes
+    // it; another one does not.
+    let ca_true = |cn: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        Pair {
+            cert: params.self_signed(&key).unwrap().pem(),
+            key: key.serialize_pem(),
+        }
+    };
+    let openssl_like = ca_true("operator");
+    let other = ca_true("operator");
+    let pki2 = Pki::new();
+    let reloader2 = Arc::new(Reloader::new(pki2.files(&server_pair, &openssl_like.cert)).unwrap());
+    let server2 = serve(
+        plugin_with(&chart.template, StatusMode::Attention),
+        Some(reloader2),
+    )
+    .await;
+    assert!(
+        metadata_over(tls_client(&server2, &server_pair.cert, Some(&openssl_like)).await)
+            .await
+            .is_ok()
+    );
+    assert!(
+        metadata_over(tls_client(&server2, &server_pair.cert, Some(&other)).await)
+            .await
+            .is_err()
+    );
     // Plaintext on the TLS port gets nothing either.
     let plain = Endpoint::from_shared(format!("http://{}", server.address))
         .unwrap()
