@@ -53,13 +53,14 @@ impl Reloader {
 
     /// The configuration for the next handshake.
     pub fn config(&self) -> Result<Arc<ServerConfig>, String> {
-        let read =
-            |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+        };
         let fresh = (|| {
             Ok::<_, String>((
-                read(&self.files.cert)?,
-                read(&self.files.key)?,
-                read(&self.files.client_ca)?,
+                read("--tls-cert", &self.files.cert)?,
+                read("--tls-key", &self.files.key)?,
+                read("--client-ca", &self.files.client_ca)?,
             ))
         })();
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
