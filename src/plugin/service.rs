@@ -31,7 +31,8 @@ use super::proto::operator::{
 };
 use super::status::{self, StatusMode};
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use tonic::{Request, Response, Status};
 
 /// What every call needs; shared by the three services.
@@ -59,6 +60,22 @@ fn json(bytes: &[u8], what: &str) -> Result<Value, Status> {
         )));
     }
     Ok(value)
+}
+
+/// Whether `errors` are new for `cluster`: the hook runs for every pod at
+/// every reconciliation, so a refusal is logged as a warning once.
+fn first_time(cluster: &str, errors: &str) -> bool {
+    static SEEN: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Default::default);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.get(cluster).map(String::as_str) == Some(errors) {
+        return false;
+    }
+    // Bounded: Clusters come and go.
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    seen.insert(cluster.to_string(), errors.to_string());
+    true
 }
 
 fn object_name(value: &Value) -> String {
@@ -179,7 +196,13 @@ impl OperatorLifecycle for Services {
             // (docs/deploy-cnpg-i.md#invalid-parameters). The status says why.
             Outcome::Invalid(errors) => {
                 let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                tracing::warn!(cluster = %object_name(&cluster), pod = %object_name(&object), errors = %text.join("; "), "parameters refused: the manager container is not added");
+                let text = text.join("; ");
+                let cluster_name = object_name(&cluster);
+                if first_time(&cluster_name, &text) {
+                    tracing::warn!(cluster = %cluster_name, errors = %text, "parameters refused: the manager container is not added to the Cluster's pods");
+                } else {
+                    tracing::debug!(cluster = %cluster_name, pod = %object_name(&object), errors = %text, "parameters refused");
+                }
                 Vec::new()
             }
         };
