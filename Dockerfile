@@ -25,9 +25,10 @@ WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and build artifacts between builds; the
 # binary is copied out of the cache mount in the same step.
-# --no-default-features: the manager only (run, plan, validate, status); the
-# test bed behind `demo` and `sandbox` (an API server, a PostgreSQL launcher)
-# does not ship beside the database. hack/check-lean.sh proves it in CI.
+# --no-default-features: the manager and the CNPG-I plugin (run, plan,
+# validate, status, plugin); the test bed behind `demo` and `sandbox` (an API
+# server, a PostgreSQL launcher) does not ship beside the database.
+# hack/check-lean.sh proves it in CI.
 # Symbols are stripped here only (benchmarks and profiles keep them).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \

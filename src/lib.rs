@@ -8,3 +8,4 @@ pub mod http_client;
 pub mod kube_api;
 pub mod manager;
 pub mod metrics;
+pub mod plugin;

@@ -31,6 +31,7 @@ fn overview() -> String {
          \x20 cnpg-autoresize plan FILE         what would it decide for this snapshot? (JSON)\n\
          \x20 cnpg-autoresize status --cluster  a cluster's volumes as the planner sees them\n\
          \x20 cnpg-autoresize run               the in-pod manager (injected by the Helm chart)\n\
+         \x20 cnpg-autoresize plugin --listen  the CNPG-I plugin: CloudNativePG adds the manager to its pods\n\
          \x20 cnpg-autoresize sandbox           serve the local Kubernetes API sandbox (developer builds)\n\n\
          `cnpg-autoresize <command> --help` shows each command's flags and an example.\n",
         env!("CARGO_PKG_VERSION")
@@ -85,6 +86,11 @@ pub enum Command {
         after_help = "Example (the Helm chart injects this into every instance pod):\n  cnpg-autoresize run --cluster pg-main --pod-name \"$POD_NAME\" --wal-path /var/lib/postgresql/wal"
     )]
     Run(Box<super::run::RunArgs>),
+    /// Serve CNPG-I: CloudNativePG adds the manager to the instance pods of Clusters that list the plugin.
+    #[command(
+        after_help = "Example (the Helm chart runs it with cnpgi.enabled=true):\n  cnpg-autoresize plugin --listen 0.0.0.0:9090 --tls-cert /tls/server/tls.crt --tls-key /tls/server/tls.key --client-ca /tls/client/tls.crt --sidecar-template /etc/cnpg-autoresize/sidecar.yaml"
+    )]
+    Plugin(Box<crate::plugin::command::PluginArgs>),
     /// Serve the local Kubernetes API sandbox (no real cluster needed).
     #[cfg(feature = "testbed")]
     #[command(
@@ -117,6 +123,7 @@ pub fn main() -> ExitCode {
     };
     match command {
         Command::Run(args) => super::run::main(*args),
+        Command::Plugin(args) => crate::plugin::command::main(*args),
         #[cfg(feature = "testbed")]
         Command::Demo(args) => super::demo::main(args),
         Command::Plan { file } => run_plan(file),

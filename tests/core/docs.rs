@@ -433,6 +433,81 @@ fn every_run_flag_and_its_environment_variable_is_in_commands_md() {
 }
 
 #[test]
+fn every_plugin_flag_and_its_environment_variable_is_in_commands_md() {
+    let cli = cnpg_autoresize::manager::cli::Cli::command();
+    let plugin = cli
+        .find_subcommand("plugin")
+        .expect("the command line has `plugin`");
+    let mut flags = BTreeSet::new();
+    let mut environment = BTreeSet::new();
+    for arg in plugin.get_arguments().filter(|a| !a.is_hide_set()) {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        flags.insert(format!("--{long}"));
+        if let Some(env) = arg.get_env() {
+            environment.insert(env.to_string_lossy().into_owned());
+        }
+    }
+    assert!(
+        flags.contains("--listen"),
+        "no plugin flag found: {flags:?}"
+    );
+    let text = page("commands.md");
+    let section: String = text
+        .split("\n## ")
+        .find(|s| s.starts_with("`plugin`"))
+        .expect("commands.md has a `plugin` section")
+        .to_string();
+    let mut tabled = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `-")) {
+        let first_cell = row.split('|').nth(1).unwrap_or("");
+        for (i, _) in first_cell.match_indices("--") {
+            let flag: String = first_cell[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            tabled.insert(flag);
+        }
+    }
+    let mut lacking = missing(flags.iter().cloned(), |flag| mentions_flag(&section, flag));
+    lacking.extend(missing(environment, |env| mentions(&section, env)));
+    check(
+        "docs/reference/commands.md",
+        "`plugin` flags and their environment variables",
+        "in the `plugin` section",
+        lacking,
+        unknown(tabled, &flags),
+    );
+    // The parameters the plugin takes are the ones deploy-cnpg-i.md lists.
+    let deploy = read("docs/deploy-cnpg-i.md");
+    let documented: BTreeSet<String> = deploy
+        .split("\n## Parameters")
+        .nth(1)
+        .expect("deploy-cnpg-i.md has a Parameters section")
+        .split("\n## ")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(String::from)
+        .collect();
+    let known: BTreeSet<String> = cnpg_autoresize::plugin::inject::PARAMETERS
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    check(
+        "docs/deploy-cnpg-i.md",
+        "plugin parameters",
+        "a row each in its Parameters table",
+        missing(known.iter().cloned(), |p| documented.contains(p)),
+        unknown(documented, &known),
+    );
+}
+
+#[test]
 fn every_plan_example_is_listed_in_commands_md() {
     let listed = page("commands.md");
     let examples: BTreeSet<String> = std::fs::read_dir(root().join("examples/plan"))
