@@ -201,6 +201,13 @@ fn plan_examples_of_parity_refusal_forecast_cooldown_recommend_and_slots() {
             ],
         ),
         (
+            "plan/horizon-after-burst.yaml",
+            vec![
+                json!(["pg-main-1", "resize", null, "159621Mi", "usage", [], 3]),
+                json!(["pg-main-2", "resize", null, "188800Mi", "usage", [], 3]),
+            ],
+        ),
+        (
             "plan/cooldown.yaml",
             vec![json!([
                 "pg-main-1",
