@@ -125,6 +125,7 @@ fn exposed_metric_families() -> BTreeMap<String, String> {
         inodes_used: 5,
         inodes_free: 5,
         growth_bytes_per_second: Some(1.0),
+        history_seconds: Some(600.0),
     };
     metrics.record_report(&InstanceReport {
         data: Some(stats),

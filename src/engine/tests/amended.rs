@@ -245,6 +245,8 @@ fn horizon_sizes_the_step_from_the_forecast_within_max_step() {
     let grow = |rate: Option<f64>| {
         let mut s = stats(10 * GI, 90);
         s.growth_bytes_per_second = rate;
+        // An hour of history: the 1h horizon counts in full.
+        s.history_seconds = Some(3600.0);
         decide_all(&c, &pvcs, &[("pg-1", healthy(s))])
             .remove(0)
             .new_size
@@ -282,9 +284,15 @@ fn a_short_burst_buys_four_times_its_history_not_the_horizon() {
     // Ten minutes of history: forty minutes of the rate.
     assert_eq!(grow(50e6, Some(600.0)), Some(100 * GI + 114_441 * MI));
     // A day of steady growth at 1 MiB/s: the whole horizon, 86400Mi.
-    assert_eq!(grow(MI as f64, Some(86_400.0)), Some(100 * GI + 86_400 * MI));
+    assert_eq!(
+        grow(MI as f64, Some(86_400.0)),
+        Some(100 * GI + 86_400 * MI)
+    );
     // Six hours are enough for 24 h (4 x 6 h); one hour buys four.
-    assert_eq!(grow(MI as f64, Some(21_600.0)), Some(100 * GI + 86_400 * MI));
+    assert_eq!(
+        grow(MI as f64, Some(21_600.0)),
+        Some(100 * GI + 86_400 * MI)
+    );
     assert_eq!(grow(MI as f64, Some(3_600.0)), Some(100 * GI + 14_400 * MI));
     // A rate without its history (a hand-written snapshot, an older peer)
     // counts as the shortest history a forecast has: 5 minutes, so 20
@@ -302,6 +310,7 @@ fn horizon_never_cuts_an_absolute_step_larger_than_max_step() {
     let grow = |rate: f64| {
         let mut s = stats(10 * GI, 90);
         s.growth_bytes_per_second = Some(rate);
+        s.history_seconds = Some(3600.0);
         decide_all(&c, &pvcs, &[("pg-1", healthy(s))])
             .remove(0)
             .new_size
