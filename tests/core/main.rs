@@ -1,6 +1,8 @@
 //! Core tests that need the public API or the built binary: decision
-//! properties, and the `plan`/`validate` command-line contracts.
+//! properties, the `plan`/`validate` command-line contracts, and the
+//! trace benchmark's figures.
 
 mod cli;
 mod docs;
 mod properties;
+mod trace;
