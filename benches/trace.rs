@@ -48,8 +48,31 @@ fn main() -> Result<()> {
     let only: Option<Vec<&str>> = workloads
         .as_ref()
         .map(|w| w.iter().map(String::as_str).collect());
+    // Extra configurations to compare: `name={json resize block};...`.
+    let mut configurations = sim::configurations();
+    if let Ok(extra) = std::env::var("TRACE_EXTRA") {
+        for item in extra.split(';').filter(|i| !i.trim().is_empty()) {
+            let (name, json) = item
+                .split_once('=')
+                .with_context(|| format!("TRACE_EXTRA: {item:?} is not name=json"))?;
+            configurations.push(sim::Configuration {
+                name: name.trim().to_string(),
+                resize: serde_json::from_str(json)
+                    .with_context(|| format!("TRACE_EXTRA: {name}"))?,
+                detection: sim::Detection::Probe { interval: 1.0 },
+            });
+        }
+    }
+    let days: Option<f64> = std::env::var("TRACE_DAYS")
+        .ok()
+        .and_then(|d| d.parse().ok());
     let started = Instant::now();
-    let rows = sim::sweep(&storages, only.as_deref());
+    let rows = sim::sweep(&sim::Sweep {
+        storages: &storages,
+        workloads: only.as_deref(),
+        configurations: &configurations,
+        days,
+    });
     println!("{}", sim::table(&rows));
     println!(
         "{} runs in {:.1} s",

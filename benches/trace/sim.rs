@@ -8,9 +8,9 @@
 //! the disk probe's own forecast (`GrowthWindow`, with `historySeconds`)
 //! fed at the probe's own cadence (1 s, 4× faster near a trigger or while
 //! growing), the planner's decision (`engine::decide`) on every material
-//! change of the report (the status publisher's own rule), at the
-//! decision's next action time and at least every 5 s, and each resize
-//! recorded on the PVC as the planner records it. The detection of the
+//! change of the report (the status publisher's own rule), when an
+//! expansion completes and at the decision's next action time, and each
+//! resize recorded on the PVC as the planner records it. The detection of the
 //! CloudNativePG fork (a 30 s loop) and of topolvm's pvc-autoresizer (a
 //! 10 s loop on kubelet figures 60 s old, through Prometheus) run on the
 //! same engine with their own defaults, as the `survival` bench models them.
@@ -43,8 +43,12 @@ pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 const HOUR: f64 = 3600.0;
 const DAY: f64 = 24.0 * HOUR;
-/// The planner decides at least this often (its timer).
-const REPLAN: f64 = 5.0;
+/// The planner's timer (5 s) changes nothing between material changes of
+/// the report: every trigger crossing is one, an expansion that completes
+/// wakes it, and the decision names its next action time (budget,
+/// cooldown). So the simulated planner decides on those, and otherwise
+/// every 10 minutes, which keeps a week of 4 Hz probing cheap.
+const REPLAN: f64 = 600.0;
 /// When the simulated day starts (a Monday, midnight UTC).
 const EPOCH: &str = "2026-11-02T00:00:00Z";
 
@@ -82,6 +86,15 @@ impl Trace {
 
     pub fn end(&self) -> f64 {
         self.last().0
+    }
+
+    /// Ends the trace at `t`.
+    pub fn cut(&mut self, t: f64) {
+        if t < self.end() {
+            let y = self.at(t, &mut 0);
+            self.points.retain(|p| p.0 < t);
+            self.points.push((t, y));
+        }
     }
 
     /// The value at `t`; `cursor` makes increasing lookups O(1).
@@ -341,7 +354,7 @@ pub enum Detection {
 
 #[derive(Clone, Debug)]
 pub struct Configuration {
-    pub name: &'static str,
+    pub name: String,
     /// The `resize` block.
     pub resize: Value,
     pub detection: Detection,
@@ -350,19 +363,19 @@ pub struct Configuration {
 pub fn configurations() -> Vec<Configuration> {
     vec![
         Configuration {
-            name: "defaults",
+            name: "defaults".into(),
             resize: json!({"enabled": true}),
             detection: Detection::Probe { interval: 1.0 },
         },
         Configuration {
-            name: "ttf+horizon",
+            name: "ttf+horizon".into(),
             resize: json!({"enabled": true, "triggers": {"timeToFull": "6h"},
                 "expansion": {"horizon": "24h"}}),
             detection: Detection::Probe { interval: 1.0 },
         },
         // The fork's operator: the same blocks and defaults, a 30 s loop.
         Configuration {
-            name: "fork",
+            name: "fork".into(),
             resize: json!({"enabled": true}),
             detection: Detection::Loop {
                 period: 30.0,
@@ -372,7 +385,7 @@ pub fn configurations() -> Vec<Configuration> {
         // pvc-autoresizer's defaults: 10% free (threshold 90), +10%, no
         // minimum step, no daily limit (10, the most a block allows).
         Configuration {
-            name: "topolvm",
+            name: "topolvm".into(),
             resize: json!({"enabled": true, "triggers": {"usageThreshold": 90},
                 "expansion": {"step": "10%", "minStep": "0"},
                 "strategy": {"maxActionsPerDay": 10}}),
@@ -647,9 +660,9 @@ pub fn simulate(
                 let mut stats = Run::stats(want, run.volume.total);
                 // The disk probe: its forecast, its cadence.
                 window.push(Duration::from_secs_f64(t), stats.used_bytes);
-                let forecast = window.forecast();
-                stats.growth_bytes_per_second = forecast.map(|f| f.bytes_per_second);
-                stats.history_seconds = forecast.map(|f| f.history_seconds);
+                // The rate every probe; its history (same window, same
+                // moment) only when the planner decides: it is dearer.
+                stats.growth_bytes_per_second = window.rate(stats.available_bytes);
                 let hurry = probe_hurries(&stats, previous_used);
                 previous_used = Some(stats.used_bytes);
                 // The planner: a material change, a grown PVC, its timer.
@@ -657,6 +670,9 @@ pub fn simulate(
                     .as_ref()
                     .is_none_or(|b| volume_differs_materially(b, &stats, thresholds.as_ref()));
                 if material || grew || t >= next_decision {
+                    stats.history_seconds = window
+                        .forecast(stats.available_bytes)
+                        .map(|f| f.history_seconds);
                     (thresholds, next_decision) = run.decide(t, stats);
                     baseline = Some(stats);
                 }
@@ -844,25 +860,37 @@ fn schedule(needs: &[u64], initial: u64, gap: usize) -> Vec<u64> {
 pub struct Row {
     pub workload: &'static str,
     pub storage: &'static str,
-    pub config: &'static str,
+    pub config: String,
     pub outcome: Outcome,
 }
 
+/// What to run: storages, workloads (all when `None`), configurations, and
+/// where to cut the traces (whole when `None`).
+pub struct Sweep<'a> {
+    pub storages: &'a [Storage],
+    pub workloads: Option<&'a [&'a str]>,
+    pub configurations: &'a [Configuration],
+    pub days: Option<f64>,
+}
+
 /// Runs every workload under every configuration on each storage.
-pub fn sweep(storages: &[Storage], only: Option<&[&str]>) -> Vec<Row> {
+pub fn sweep(plan: &Sweep<'_>) -> Vec<Row> {
     let mut rows = Vec::new();
-    for storage in storages {
-        for w in workloads(storage) {
-            if only.is_some_and(|o| !o.contains(&w.name)) {
+    for storage in plan.storages {
+        for mut w in workloads(storage) {
+            if plan.workloads.is_some_and(|o| !o.contains(&w.name)) {
                 continue;
             }
+            if let Some(days) = plan.days {
+                w.trace.cut(days * DAY);
+            }
             let oracle = Oracle::of(&w, *storage);
-            for c in configurations() {
-                let outcome = simulate(&w, &c, *storage, &oracle);
+            for c in plan.configurations {
+                let outcome = simulate(&w, c, *storage, &oracle);
                 rows.push(Row {
                     workload: w.name,
                     storage: storage.name,
-                    config: c.name,
+                    config: c.name.clone(),
                     outcome,
                 });
             }

@@ -108,7 +108,7 @@ impl DiskProbe {
                         .entry(target.path.clone())
                         .or_insert_with(|| GrowthWindow::with_span(span));
                     window.push(started.duration_since(self.origin), stats.used_bytes);
-                    let forecast = window.forecast();
+                    let forecast = window.forecast(stats.available_bytes);
                     stats.growth_bytes_per_second = forecast.map(|f| f.bytes_per_second);
                     stats.history_seconds = forecast.map(|f| f.history_seconds);
                     self.metrics.record_volume(&target.labels(), &stats);

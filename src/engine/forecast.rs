@@ -24,6 +24,16 @@ pub const HISTORY: Duration = Duration::from_secs(24 * 3600);
 /// this share of the rate over it: steady growth passes, noise and a
 /// diurnal rhythm mostly do, a flat day before a burst does not.
 const SUPPORT: f64 = 0.5;
+/// A rate predicts at most this many times the time it was seen for (the
+/// horizon's bound, rule 10, and the fast-fill forecast's).
+pub const HISTORY_MULTIPLE: f64 = 4.0;
+/// A fast fill is forecast before 5 minutes: the fit over the last 10 s,
+/// 1 min or 5 min of samples (the shortest that says so), once it covers
+/// at least 5 s, when it predicts the volume full within four times what
+/// it covers. The 30-minute fit lags a sudden fill by minutes; a fill that
+/// a short span predicts within four times its length is no blip.
+const RECENT_MS: [i64; 3] = [10_000, 60_000, 300_000];
+const EARLY_SPAN_MS: i64 = 5_000;
 
 /// How much history a forecast uses, and needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,13 +62,24 @@ pub struct Forecast {
 }
 
 /// The samples of one volume: (milliseconds since an arbitrary origin, used
-/// bytes), the fit's running sums, and the compacted history.
+/// bytes), the fit's running sums, the recent fits', and the compacted
+/// history.
 #[derive(Clone, Debug, Default)]
 pub struct GrowthWindow {
     span: ForecastSpan,
     samples: VecDeque<(i64, u64)>,
+    /// The absolute index of `samples[0]` (samples pushed and evicted so far).
+    first: usize,
     sums: Sums,
+    recent: [Recent; 3],
     coarse: VecDeque<(i64, u64)>,
+}
+
+/// A fit over the last few seconds: its sums and its first sample (absolute index).
+#[derive(Clone, Copy, Debug, Default)]
+struct Recent {
+    start: usize,
+    sums: Sums,
 }
 
 /// Exact running sums of the least-squares fit (integers: adding and
@@ -121,19 +142,43 @@ impl GrowthWindow {
             });
         match self.samples.back_mut() {
             Some(last) if merge => {
-                self.sums.add(*last, -1);
+                let old = *last;
                 *last = sample;
-                self.sums.add(sample, 1);
+                for sums in self.all_sums() {
+                    sums.add(old, -1);
+                    sums.add(sample, 1);
+                }
             }
             _ => {
                 self.samples.push_back(sample);
-                self.sums.add(sample, 1);
+                for sums in self.all_sums() {
+                    sums.add(sample, 1);
+                }
             }
         }
         let oldest = t.saturating_sub(millis(self.span.window));
         while let Some(front) = self.samples.front().copied().filter(|s| s.0 < oldest) {
             self.sums.add(front, -1);
+            for r in &mut self.recent {
+                if r.start == self.first {
+                    r.sums.add(front, -1);
+                    r.start += 1;
+                }
+            }
             self.samples.pop_front();
+            self.first += 1;
+        }
+        for (r, span) in self.recent.iter_mut().zip(RECENT_MS) {
+            r.start = r.start.max(self.first);
+            while let Some(s) = self
+                .samples
+                .get(r.start - self.first)
+                .copied()
+                .filter(|s| s.0 < t.saturating_sub(span))
+            {
+                r.sums.add(s, -1);
+                r.start += 1;
+            }
         }
         if self
             .coarse
@@ -148,15 +193,17 @@ impl GrowthWindow {
         }
     }
 
-    /// Forgets everything (the volume could not be read).
-    pub fn clear(&mut self) {
-        self.samples.clear();
-        self.coarse.clear();
-        self.sums = Sums::default();
+    fn all_sums(&mut self) -> impl Iterator<Item = &mut Sums> {
+        std::iter::once(&mut self.sums).chain(self.recent.iter_mut().map(|r| &mut r.sums))
     }
 
-    /// The fitted growth in bytes per second, when there is a forecast.
-    pub fn rate(&self) -> Option<f64> {
+    /// Forgets everything (the volume could not be read).
+    pub fn clear(&mut self) {
+        *self = GrowthWindow::with_span(self.span);
+    }
+
+    /// The 30-minute fit's rate, once its samples span `min_span`.
+    fn fitted(&self) -> Option<f64> {
         let (first, last) = (self.samples.front()?, self.samples.back()?);
         if last.0 - first.0 < millis(self.span.min_span) {
             return None;
@@ -164,9 +211,49 @@ impl GrowthWindow {
         self.sums.slope_per_second().filter(|r| *r > 0.0)
     }
 
+    /// A fast fill: the shortest recent fit that predicts the volume full
+    /// (`available_bytes` left) within four times what it covers, with
+    /// what it covers (seconds). Both halves of it must have grown at half
+    /// the rate: a single jump (a file copied at once) is not a fill rate.
+    fn fast_fill(&self, available_bytes: u64) -> Option<(f64, f64)> {
+        let &(last, used_now) = self.samples.back()?;
+        self.recent.iter().find_map(|r| {
+            let &(first, used_first) = self.samples.get(r.start - self.first)?;
+            let covered = last - first;
+            if covered < EARLY_SPAN_MS {
+                return None;
+            }
+            let rate = r.sums.slope_per_second().filter(|r| *r > 0.0)?;
+            let seconds = covered as f64 / 1000.0;
+            if available_bytes as f64 / rate >= HISTORY_MULTIPLE * seconds {
+                return None;
+            }
+            let (mid, used_mid) = self.used_at_or_after(first + covered / 2)?;
+            let grew = |from: u64, to: u64, ms: i64| {
+                to as f64 - from as f64 >= SUPPORT * rate * ms as f64 / 1000.0
+            };
+            (grew(used_first, used_mid, mid - first) && grew(used_mid, used_now, last - mid))
+                .then_some((rate, seconds))
+        })
+    }
+
+    /// The growth rate in bytes per second, when there is a forecast: a
+    /// fast fill's, else the 30-minute fit's.
+    pub fn rate(&self, available_bytes: u64) -> Option<f64> {
+        self.fast_fill(available_bytes)
+            .map(|(rate, _)| rate)
+            .or_else(|| self.fitted())
+    }
+
     /// The rate and the history behind it, when there is a forecast.
-    pub fn forecast(&self) -> Option<Forecast> {
-        let rate = self.rate()?;
+    pub fn forecast(&self, available_bytes: u64) -> Option<Forecast> {
+        if let Some((rate, seconds)) = self.fast_fill(available_bytes) {
+            return Some(Forecast {
+                bytes_per_second: rate,
+                history_seconds: seconds,
+            });
+        }
+        let rate = self.fitted()?;
         Some(Forecast {
             bytes_per_second: rate,
             history_seconds: self.history_seconds(rate),
@@ -242,6 +329,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Room enough that no fast fill is forecast: the 30-minute fit alone.
+    const FAR: u64 = u64::MAX;
+
     fn window(samples: impl IntoIterator<Item = (u64, u64)>) -> GrowthWindow {
         let mut w = GrowthWindow::default();
         for (secs, used) in samples {
@@ -253,17 +343,21 @@ mod tests {
     #[test]
     fn a_constant_rate_is_recovered_exactly() {
         let w = window((0..=600).map(|s| (s, 1_000_000_000 + s * 52_428_800)));
-        assert_eq!(w.rate(), Some(52_428_800.0));
+        assert_eq!(w.rate(FAR), Some(52_428_800.0));
     }
 
     #[test]
     fn no_forecast_before_five_minutes_or_without_growth() {
         let growing = |span: u64| window((0..=span).map(|s| (s, s * 1000)));
-        assert_eq!(growing(299).rate(), None);
-        assert_eq!(growing(300).rate(), Some(1000.0));
-        assert_eq!(window((0..=600).map(|s| (s, 5_000))).rate(), None, "flat");
+        assert_eq!(growing(299).rate(FAR), None);
+        assert_eq!(growing(300).rate(FAR), Some(1000.0));
         assert_eq!(
-            window((0..=600).map(|s| (s, 10_000_000 - s * 1000))).rate(),
+            window((0..=600).map(|s| (s, 5_000))).rate(FAR),
+            None,
+            "flat"
+        );
+        assert_eq!(
+            window((0..=600).map(|s| (s, 10_000_000 - s * 1000))).rate(FAR),
             None,
             "shrinking"
         );
@@ -277,7 +371,7 @@ mod tests {
         for s in 1800..=5400 {
             w.push(Duration::from_secs(s), base + (s - 1800) * 1000);
         }
-        let rate = w.rate().unwrap();
+        let rate = w.rate(FAR).unwrap();
         assert!((rate - 1000.0).abs() < 1e-6, "{rate}");
         assert!(w.len() <= 1802, "{} samples kept", w.len());
     }
@@ -289,7 +383,7 @@ mod tests {
             .map(|s| (s, 10_000_000_000 + s * 1_000_000))
             .collect();
         samples.extend((1200..=1500).map(|s| (s, 5_000_000_000 + s * 1_000_000)));
-        let rate = window(samples).rate();
+        let rate = window(samples).rate(FAR);
         assert!(rate.is_none_or(|r| r < 1_000_000.0), "{rate:?}");
     }
 
@@ -297,7 +391,7 @@ mod tests {
     fn a_burst_seen_from_the_start_has_the_history_it_was_seen_for() {
         // A 5-minute pg_restore at 50 MB/s, all this process has seen.
         let w = window((0..=300).map(|s| (s, 10_000_000_000 + s * 50_000_000)));
-        let f = w.forecast().unwrap();
+        let f = w.forecast(FAR).unwrap();
         assert_eq!(f.bytes_per_second, 50e6);
         assert_eq!(f.history_seconds, 300.0);
     }
@@ -309,7 +403,7 @@ mod tests {
         for s in 0..=300 {
             w.push(Duration::from_secs(86_400 + s), flat + s * 50_000_000);
         }
-        let f = w.forecast().unwrap();
+        let f = w.forecast(FAR).unwrap();
         // The fit over 30 minutes sees 25 flat ones: a lower rate...
         assert!(f.bytes_per_second < 10e6, "{f:?}");
         // ...and the flat band before the burst supports none of it.
@@ -319,7 +413,7 @@ mod tests {
     #[test]
     fn a_day_of_steady_growth_justifies_a_day_in_bounded_memory() {
         let w = window((0..=86_400).map(|s| (s, 1_000_000_000 + s * 1_048_576)));
-        let f = w.forecast().unwrap();
+        let f = w.forecast(FAR).unwrap();
         assert_eq!(f.bytes_per_second, 1_048_576.0);
         assert_eq!(f.history_seconds, 86_400.0);
         // Three days probed at 4 Hz keep 30 minutes at 1 Hz and a day at
@@ -331,7 +425,7 @@ mod tests {
         assert!(w.kept() <= 1802 + 290, "{} samples kept", w.kept());
         // The oldest sample kept is a day before the newest (a quarter
         // second short, the probe's last step).
-        let h = w.forecast().unwrap().history_seconds;
+        let h = w.forecast(FAR).unwrap().history_seconds;
         assert!((86_399.0..=86_400.0).contains(&h), "{h}");
     }
 
@@ -343,7 +437,7 @@ mod tests {
         for s in 0..=3_600 {
             w.push(Duration::from_secs(21_600 + s), after + s * 1_048_576);
         }
-        let h = w.forecast().unwrap().history_seconds;
+        let h = w.forecast(FAR).unwrap().history_seconds;
         assert!((300.0..=3_600.0).contains(&h), "{h}");
         // 12 h of writes a day: at the end of a busy day the history goes
         // back over the day's writes, so 4x covers a 24 h horizon.
@@ -355,7 +449,7 @@ mod tests {
             }
             w.push(Duration::from_secs(s), used);
         }
-        let f = w.forecast().unwrap();
+        let f = w.forecast(FAR).unwrap();
         assert!(f.history_seconds >= 6.0 * 3600.0, "{f:?}");
     }
 
@@ -368,7 +462,34 @@ mod tests {
         for s in 0..=30 {
             w.push(Duration::from_secs(s), s * 1_000_000);
         }
-        assert_eq!(w.forecast().unwrap().history_seconds, 30.0);
+        assert_eq!(w.forecast(FAR).unwrap().history_seconds, 30.0);
+    }
+
+    #[test]
+    fn a_fast_fill_is_forecast_within_seconds_a_blip_is_not() {
+        // 50 MB/s with 1 GB left: after 10 s the last 10 s say full in 10 s.
+        let w = window((0..=10).map(|s| (s, 1_000_000_000 + s * 50_000_000)));
+        let f = w.forecast(500_000_000).unwrap();
+        assert_eq!(f.bytes_per_second, 50e6);
+        assert_eq!(f.history_seconds, 10.0);
+        // The same 10 s with 50 GB left: full in 1000 s, not within 40 s.
+        assert_eq!(w.forecast(50_000_000_000), None);
+        // A jump (a file copied at once) is no fill rate.
+        let jump = window((0..=10).map(|s| (s, if s < 9 { 0 } else { 900_000_000 })));
+        assert_eq!(jump.forecast(100_000_000), None);
+        // A runaway after a flat half-hour: the 30-minute fit barely moves,
+        // the last 10 s see it.
+        let mut w = window((0..1800).map(|s| (s, 1_000_000_000)));
+        for s in 0..=20 {
+            w.push(
+                Duration::from_secs(1800 + s),
+                1_000_000_000 + s * 100_000_000,
+            );
+        }
+        let f = w.forecast(3_000_000_000).unwrap();
+        assert_eq!(f.bytes_per_second, 100e6);
+        assert_eq!(f.history_seconds, 10.0);
+        assert!(w.rate(FAR).unwrap() < 10e6, "the 30-minute fit lags");
     }
 
     #[test]
@@ -393,7 +514,7 @@ mod tests {
             let samples: Vec<(u64, u64)> = (0..=1800)
                 .map(|s| (s, (100_000_000_000i64 + (s * rate) as i64 + jitter()) as u64))
                 .collect();
-            let fitted = window(samples).rate().unwrap_or(0.0);
+            let fitted = window(samples).rate(FAR).unwrap_or(0.0);
             // The slope's error shrinks with n^1.5: generous bound.
             let bound = noise as f64 * 3.0 / 1800f64.powf(1.5) * 12f64.sqrt() + 1e-3 * rate as f64;
             prop_assert!((fitted - rate as f64).abs() <= bound, "fitted {} rate {} bound {}", fitted, rate, bound);

@@ -14,7 +14,12 @@ const EXPECTED: &str = "\
 
 #[test]
 fn the_trace_table_on_30s_storage_holds_its_figures() {
-    let rows = sim::sweep(&[sim::STORAGES[1]], None);
+    let rows = sim::sweep(&sim::Sweep {
+        storages: &[sim::STORAGES[1]],
+        workloads: None,
+        configurations: &sim::configurations(),
+        days: None,
+    });
     let table = sim::table(&rows);
     assert!(
         table == EXPECTED,
