@@ -11,6 +11,8 @@
 //! ```sh
 //! cargo bench --bench trace
 //! TRACE_STORAGES=30s TRACE_WORKLOADS=steady,runaway cargo bench --bench trace
+//! TRACE_STORAGES=30s TRACE_DAYS=2 TRACE_CONFIGS=defaults,ttf+horizon cargo bench --bench trace   # the CI table
+//! TRACE_EXTRA='ttf1h={"enabled":true,"triggers":{"timeToFull":"1h"}}' cargo bench --bench trace
 //! ```
 //!
 //! It prints the table (Markdown), checks the defaults against the targets
@@ -63,6 +65,10 @@ fn main() -> Result<()> {
             });
         }
     }
+    if let Ok(names) = std::env::var("TRACE_CONFIGS") {
+        let names: Vec<&str> = names.split(',').map(str::trim).collect();
+        configurations.retain(|c| names.contains(&c.name.as_str()));
+    }
     let days: Option<f64> = std::env::var("TRACE_DAYS")
         .ok()
         .and_then(|d| d.parse().ok());
@@ -93,14 +99,25 @@ fn main() -> Result<()> {
         draw(&storages, Path::new(&plot))?;
         println!("plot: {plot}");
     }
-    println!(
-        "command: TRACE_STORAGES={} cargo bench --bench trace",
+    let mut command = format!(
+        "TRACE_STORAGES={}",
         storages
             .iter()
             .map(|s| s.name)
             .collect::<Vec<_>>()
             .join(",")
     );
+    for knob in [
+        "TRACE_WORKLOADS",
+        "TRACE_CONFIGS",
+        "TRACE_DAYS",
+        "TRACE_EXTRA",
+    ] {
+        if let Ok(v) = std::env::var(knob) {
+            command.push_str(&format!(" {knob}='{v}'"));
+        }
+    }
+    println!("command: {command} cargo bench --bench trace");
     Ok(())
 }
 
@@ -179,7 +196,7 @@ fn draw(storages: &[Storage], path: &Path) -> Result<()> {
         let series = [
             ("used", BLUE, 1usize),
             ("size (defaults)", RED, 2),
-            ("oracle", GREEN.mix(0.9), 3),
+            ("oracle", RGBColor(0, 150, 0), 3),
         ];
         for (label, color, i) in series {
             let color = color.to_rgba();

@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_PENDING_WAL_FILES: u64 = 100;
 /// within it. Quiet on steady growth (full in days), it catches a fill too
 /// fast for `usageThreshold` and the expansion latency
 /// (docs/benchmarks.md#trace).
-pub const DEFAULT_TIME_TO_FULL: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_TIME_TO_FULL: Duration = Duration::from_secs(10 * 60);
 pub const STANDARD_MODE: &str = "Standard";
 pub const RECOMMEND_MODE: &str = "Recommend";
 
@@ -66,7 +66,7 @@ pub struct ResizeTriggers {
     /// Policy only: fires when inodes used% > value (strict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inode_usage_threshold: Option<i64>,
-    /// Policy only: fires when the forecast says the volume fills within it (Go duration; 30m when unset).
+    /// Policy only: fires when the forecast says the volume fills within it (Go duration; 10m when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_full: Option<String>,
     /// Fields this version does not know (validation warns about them).
