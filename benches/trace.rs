@@ -11,7 +11,7 @@
 //! ```sh
 //! cargo bench --bench trace
 //! TRACE_STORAGES=30s TRACE_WORKLOADS=steady,runaway cargo bench --bench trace
-//! TRACE_STORAGES=30s TRACE_DAYS=2 TRACE_CONFIGS=defaults,ttf+horizon cargo bench --bench trace   # the CI table
+//! TRACE_STORAGES=30s TRACE_DAYS=1.6 TRACE_CONFIGS=defaults cargo bench --bench trace   # the CI table
 //! TRACE_EXTRA='ttf1h={"enabled":true,"triggers":{"timeToFull":"1h"}}' cargo bench --bench trace
 //! ```
 //!

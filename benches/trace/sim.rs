@@ -224,11 +224,11 @@ pub fn workloads(storage: &Storage) -> Vec<Workload> {
         trace: t,
     });
 
-    // VACUUM FULL on day 2 at 02:00: a 20Gi table with 10Gi dead is
+    // VACUUM FULL the first night at 02:00: a 20Gi table with 10Gi dead is
     // rewritten (+10Gi over 30 min), then the old copy goes (-20Gi).
     let mut t = Trace::new(55.0 * g);
     let rate = 3.0 * g / DAY;
-    let before = DAY + 2.0 * HOUR;
+    let before = 2.0 * HOUR;
     let rest = 7.0 * DAY - before - 0.5 * HOUR - 60.0;
     t.grow(before, rate * before)
         .grow(0.5 * HOUR, 10.0 * g + rate * 0.5 * HOUR)
@@ -236,7 +236,7 @@ pub fn workloads(storage: &Storage) -> Vec<Workload> {
         .grow(rest, rate * rest);
     out.push(Workload {
         name: "vacuum-full",
-        about: "100Gi at 55%, +3Gi/day; VACUUM FULL of a 20Gi table (10Gi dead) on day 2",
+        about: "100Gi at 55%, +3Gi/day; VACUUM FULL of a 20Gi table (10Gi dead) at 02:00 on day 1",
         volume_type: VolumeType::Data,
         device: 100 * GIB,
         trace: t,
