@@ -836,8 +836,8 @@ fn schedule(needs: &[u64], initial: u64, gap: usize) -> Vec<u64> {
     } else {
         f64::INFINITY
     };
-    for q in 0..n {
-        let v = best[q] + needs[n - 1] as f64 * (n - q) as f64;
+    for (q, cost) in best.iter().enumerate() {
+        let v = cost + needs[n - 1] as f64 * (n - q) as f64;
         if v < cheapest {
             cheapest = v;
             last = Some(q);
