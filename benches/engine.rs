@@ -147,6 +147,7 @@ fn stats(total: u64, percent: u64) -> VolumeStats {
         inodes_used: 20_000 + percent * 1000,
         inodes_free: 1_000_000 - 20_000 - percent * 1000,
         growth_bytes_per_second: Some(1_000_000.0),
+        history_seconds: Some(3600.0),
     }
 }
 

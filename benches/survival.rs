@@ -3,8 +3,9 @@
 //! CSI expansion latency of 5 s and 30 s, under
 //!
 //! - `a`: the defaults (`usageThreshold` 80, `step` 20%) in the Cluster;
-//! - `b`: an AutoResizePolicy with `timeToFull` and `horizon` (the forecast's
-//!   history shortened with the hidden `--forecast-min-span`/`--forecast-window`);
+//! - `b`: an AutoResizePolicy with `timeToFull` and `horizon`, at the
+//!   product's default forecast (its history can be shortened with the
+//!   hidden `--forecast-min-span`/`--forecast-window`: `SURVIVAL_FORECAST_*`);
 //! - `fork`: the same harness (defaults) with the CloudNativePG fork's
 //!   detection delay: a 30 s decision loop;
 //! - `topolvm`: the same harness with topolvm pvc-autoresizer's: a 10 s loop
@@ -15,7 +16,7 @@
 //! ```sh
 //! cargo bench --bench survival
 //! SURVIVAL_CONFIGS=a,b,fork,topolvm SURVIVAL_LATENCIES=5s,30s SURVIVAL_TRIALS=6 \
-//!     SURVIVAL_PARALLEL=4 SURVIVAL_FORECAST_MIN_SPAN=5s SURVIVAL_FORECAST_WINDOW=60s \
+//!     SURVIVAL_PARALLEL=4 \
 //!     SURVIVAL_B_START_PERCENT=50 SURVIVAL_LEAD_SECONDS=5 cargo bench --bench survival
 //! ```
 //!
@@ -156,8 +157,9 @@ impl Knobs {
             latencies,
             trials: support::env_or("SURVIVAL_TRIALS", 6usize).max(1),
             parallel: support::env_or("SURVIVAL_PARALLEL", 4usize).max(1),
-            min_span: std::env::var("SURVIVAL_FORECAST_MIN_SPAN").unwrap_or_else(|_| "5s".into()),
-            window: std::env::var("SURVIVAL_FORECAST_WINDOW").unwrap_or_else(|_| "60s".into()),
+            // Empty: the product's own forecast (default settings).
+            min_span: std::env::var("SURVIVAL_FORECAST_MIN_SPAN").unwrap_or_default(),
+            window: std::env::var("SURVIVAL_FORECAST_WINDOW").unwrap_or_default(),
             b_start: support::env_or("SURVIVAL_B_START_PERCENT", 50.0f64).clamp(0.0, 79.0) / 100.0,
             lead: support::env_or("SURVIVAL_LEAD_SECONDS", 5.0f64).max(1.0),
             time_to_full: std::env::var("SURVIVAL_TIME_TO_FULL").unwrap_or_else(|_| "1h".into()),
@@ -356,13 +358,15 @@ async fn trial(k: &Knobs, config: Config, latency: Duration, rate: f64) -> Resul
             .create(&PostParams::default(), &policy)
             .await
             .context("creating the AutoResizePolicy")?;
+        let mut extra_args = Vec::new();
+        if !k.min_span.is_empty() {
+            extra_args.extend(["--forecast-min-span".into(), k.min_span.clone()]);
+        }
+        if !k.window.is_empty() {
+            extra_args.extend(["--forecast-window".into(), k.window.clone()]);
+        }
         options = ManagerOptions {
-            extra_args: vec![
-                "--forecast-min-span".into(),
-                k.min_span.clone(),
-                "--forecast-window".into(),
-                k.window.clone(),
-            ],
+            extra_args,
             ..options
         };
     }
@@ -485,7 +489,12 @@ async fn search(
     let threshold_path = (1.0 - THRESHOLD) * total / (config.detection() + lat);
     let predicted = match config {
         Config::Forecast => {
-            let min_span = support::parse_duration(&k.min_span)?.as_secs_f64();
+            // By default the fast-fill forecast, which needs 5 s of samples.
+            let min_span = if k.min_span.is_empty() {
+                5.0
+            } else {
+                support::parse_duration(&k.min_span)?.as_secs_f64()
+            };
             let forecast_path = (1.0 - k.b_start) * total / (min_span + OWN_DETECTION + lat);
             forecast_path.max(threshold_path)
         }

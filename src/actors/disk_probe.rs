@@ -108,11 +108,12 @@ impl DiskProbe {
                         .entry(target.path.clone())
                         .or_insert_with(|| GrowthWindow::with_span(span));
                     window.push(started.duration_since(self.origin), stats.used_bytes);
-                    stats.growth_bytes_per_second = window.rate();
+                    let forecast = window.forecast(stats.available_bytes);
+                    stats.growth_bytes_per_second = forecast.map(|f| f.bytes_per_second);
+                    stats.history_seconds = forecast.map(|f| f.history_seconds);
                     self.metrics.record_volume(&target.labels(), &stats);
                     let previous = self.last_used.insert(target.path.clone(), stats.used_bytes);
-                    hurry |= stats.percent_used_rounded() >= FAST_PROBE_PERCENT
-                        || previous.is_some_and(|p| stats.used_bytes > p);
+                    hurry |= probe_hurries(&stats, previous);
                     match (&target.volume_type, &target.tablespace) {
                         (VolumeType::Data, _) => data = Some(stats),
                         (VolumeType::Wal, _) => wal = Some(stats),
@@ -145,16 +146,28 @@ impl DiskProbe {
             .probe_duration
             .observe(started.elapsed().as_secs_f64());
         self.liveness.beat("disk_probe", self.settings.interval);
-        if hurry {
-            (self.settings.interval / 4).max(Duration::from_millis(50))
-        } else {
-            self.settings.interval
-        }
+        next_probe_delay(self.settings.interval, hurry)
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         let delay = self.probe();
         ctx.run_later(delay, |act, ctx| act.schedule(ctx));
+    }
+}
+
+/// Whether a volume wants the fast probe: near its trigger, or growing.
+pub fn probe_hurries(stats: &VolumeStats, previous_used: Option<u64>) -> bool {
+    stats.percent_used_rounded() >= FAST_PROBE_PERCENT
+        || previous_used.is_some_and(|p| stats.used_bytes > p)
+}
+
+/// The delay until the next probe: a quarter of the interval (at least
+/// 50 ms) when a volume hurries.
+pub fn next_probe_delay(interval: Duration, hurry: bool) -> Duration {
+    if hurry {
+        (interval / 4).max(Duration::from_millis(50))
+    } else {
+        interval
     }
 }
 
@@ -167,6 +180,7 @@ pub fn from_fs(s: cnpg_fsstat::FsStats) -> VolumeStats {
         inodes_used: s.inodes_used,
         inodes_free: s.inodes_free,
         growth_bytes_per_second: None,
+        history_seconds: None,
     }
 }
 

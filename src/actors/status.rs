@@ -257,6 +257,7 @@ mod tests {
             inodes_used: 1_000,
             inodes_free: 999_000,
             growth_bytes_per_second: None,
+            history_seconds: None,
         }
     }
 

@@ -72,6 +72,11 @@ pub struct VolumeStats {
     /// rate <= 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growth_bytes_per_second: Option<f64>,
+    /// How far back the samples behind that rate go (seconds): the horizon
+    /// counts for at most four times this. Absent with the rate: the
+    /// shortest history a forecast has (5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_seconds: Option<f64>,
 }
 
 impl VolumeStats {

@@ -24,6 +24,11 @@ pub const DEFAULT_MAX_STEP: u64 = 500 << 30;
 pub const DEFAULT_MAX_ACTIONS_PER_DAY: u32 = 3;
 pub const MAX_ACTIONS_PER_DAY_CEILING: u32 = 10;
 pub const DEFAULT_MAX_PENDING_WAL_FILES: u64 = 100;
+/// `timeToFull` when unset: grow when the forecast says the volume is full
+/// within it. Quiet on steady growth (full in days), it catches a fill too
+/// fast for `usageThreshold` and the expansion latency
+/// (docs/benchmarks.md#trace).
+pub const DEFAULT_TIME_TO_FULL: Duration = Duration::from_secs(10 * 60);
 pub const STANDARD_MODE: &str = "Standard";
 pub const RECOMMEND_MODE: &str = "Recommend";
 
@@ -61,7 +66,7 @@ pub struct ResizeTriggers {
     /// Policy only: fires when inodes used% > value (strict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inode_usage_threshold: Option<i64>,
-    /// Policy only: fires when the forecast says the volume fills within it (Go duration).
+    /// Policy only: fires when the forecast says the volume fills within it (Go duration; 10m when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_full: Option<String>,
     /// Fields this version does not know (validation warns about them).
@@ -316,7 +321,8 @@ impl ResizeConfiguration {
             triggers.and_then(|t| t.time_to_full.as_deref()),
             &triggers_path.child("timeToFull"),
             &mut errors,
-        );
+        )
+        .or(Some(DEFAULT_TIME_TO_FULL));
 
         let expansion = self.expansion.as_ref();
         let step = resolve_step(

@@ -24,7 +24,7 @@ pub use budget::{budget_for, cooldown_until, Budget, BUDGET_WINDOW};
 pub use foreign::{foreign_resizes, request_owner, ForeignResize, FIELD_MANAGER};
 pub use inflight::requested_bytes;
 use inflight::Claim;
-pub use sizing::{new_size, round_up_to_mib, MIB};
+pub use sizing::{new_size, round_up_to_mib, Growth, HISTORY_MULTIPLE, MIB};
 pub use slots::{ha_slot_name, CnpgSlots, Pods};
 pub use summary::DecisionSummary;
 pub use volumes::{classify_pvc, VolumeRef, LABEL_CLUSTER, LABEL_POD_ROLE};
@@ -281,6 +281,9 @@ pub struct Decision {
     pub mode: Mode,
     /// The filesystem total this decision saw (recorded with the resize).
     pub filesystem_bytes: Option<u64>,
+    /// On a resize sized by `horizon`: the history behind the forecast
+    /// (whole seconds); the horizon counted for at most four times it.
+    pub history_seconds: Option<u64>,
     /// The volume's triggers, when its configuration reads.
     pub thresholds: Option<Thresholds>,
     /// Set when the storage refused an expansion.
@@ -306,6 +309,7 @@ impl Decision {
             wal_risk_alert: false,
             mode: Mode::Standard,
             filesystem_bytes: None,
+            history_seconds: None,
             thresholds: None,
             refusal: None,
             message: String::new(),

@@ -5,7 +5,7 @@
 use super::budget::{budget_for, cooldown_until, Budget};
 use super::inflight::{filesystem_in_flight, Claim};
 use super::journal::Journal;
-use super::sizing::new_size;
+use super::sizing::{new_size, Growth};
 use super::wal::{wal_safety, WalVerdict};
 use super::{
     Action, Decision, PerKind, PlanInput, Reason, Refusal, Thresholds, Trigger, VolumeRef,
@@ -448,7 +448,8 @@ fn wal(
 
 /// Rules 10 and 11: the new size; in Recommend mode it is only reported.
 fn size(f: &Facts<'_>, stats: &VolumeStats, why: &str, d: &mut Decision) -> Verdict {
-    let new = new_size(f.current, &f.policy, stats.growth_bytes_per_second);
+    let growth = Growth::of(stats);
+    let new = new_size(f.current, &f.policy, growth);
     if new <= f.current {
         return Verdict(
             Action::None,
@@ -465,12 +466,25 @@ fn size(f: &Facts<'_>, stats: &VolumeStats, why: &str, d: &mut Decision) -> Verd
         Step::Percent(p) => format!("{p}%"),
         Step::Absolute(bytes) => format_bytes(bytes),
     };
-    let horizon = match (f.policy.horizon, stats.growth_bytes_per_second) {
-        (Some(h), Some(rate)) if rate > 0.0 => format!(
-            ", horizon {} at {}/h",
-            format_go_duration(h),
-            format_bytes((rate * 3600.0) as u64)
-        ),
+    let horizon = match (f.policy.horizon, growth.bytes_per_second) {
+        (Some(h), Some(rate)) if rate > 0.0 => {
+            d.history_seconds = Some(growth.history() as u64);
+            let counted = growth.horizon_seconds(h);
+            let bounded = if counted < h.as_secs_f64() {
+                format!(
+                    ", counted as {} after {} of history",
+                    format_go_duration(std::time::Duration::from_secs(counted as u64)),
+                    format_go_duration(std::time::Duration::from_secs(growth.history() as u64))
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                ", horizon {} at {}/h{bounded}",
+                format_go_duration(h),
+                format_bytes((rate * 3600.0) as u64)
+            )
+        }
         _ => String::new(),
     };
     let verb = match f.policy.mode {
@@ -510,6 +524,7 @@ impl Decision {
             self.new_size = None;
             self.trigger = None;
             self.wal_risk_alert = false;
+            self.history_seconds = None;
         }
         self
     }

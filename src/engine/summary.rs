@@ -25,6 +25,11 @@ pub struct DecisionSummary {
     pub current_size: Option<String>,
     pub new_size: Option<String>,
     pub budget_remaining: Option<u32>,
+    /// On a resize sized by `horizon`: the history behind the forecast, in
+    /// seconds (the horizon counted for at most four times it); absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_seconds: Option<u64>,
 }
 
 impl From<&Decision> for DecisionSummary {
@@ -41,6 +46,7 @@ impl From<&Decision> for DecisionSummary {
             current_size: d.current_size.map(format_bytes),
             new_size: d.new_size.map(format_bytes),
             budget_remaining: d.budget_remaining,
+            history_seconds: d.history_seconds,
         }
     }
 }

@@ -27,6 +27,8 @@ fn stats(v: &VolumeDiskStatus) -> VolumeStats {
         inodes_used: v.inodes_used,
         inodes_free: v.inodes_free,
         growth_bytes_per_second: v.growth_bytes_per_second,
+        // diskStatus keeps the rate only (the fork's CRD has no history).
+        history_seconds: None,
     }
 }
 

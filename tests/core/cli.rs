@@ -201,6 +201,13 @@ fn plan_examples_of_parity_refusal_forecast_cooldown_recommend_and_slots() {
             ],
         ),
         (
+            "plan/horizon-after-burst.yaml",
+            vec![
+                json!(["pg-main-1", "resize", null, "159621Mi", "usage", [], 3]),
+                json!(["pg-main-2", "resize", null, "188800Mi", "usage", [], 3]),
+            ],
+        ),
+        (
             "plan/cooldown.yaml",
             vec![json!([
                 "pg-main-1",
@@ -287,6 +294,12 @@ fn plan_examples_of_parity_refusal_forecast_cooldown_recommend_and_slots() {
     for (file, want) in cases {
         assert_eq!(detailed(&plan(file)), want, "{file}");
     }
+    // A resize sized by the horizon says which history bounded it.
+    let history: Vec<Value> = plan("plan/horizon-after-burst.yaml")
+        .iter()
+        .map(|d| d["historySeconds"].clone())
+        .collect();
+    assert_eq!(history, [json!(300), json!(86400)]);
     let out = run(
         &[
             "plan",

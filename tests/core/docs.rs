@@ -125,6 +125,7 @@ fn exposed_metric_families() -> BTreeMap<String, String> {
         inodes_used: 5,
         inodes_free: 5,
         growth_bytes_per_second: Some(1.0),
+        history_seconds: Some(600.0),
     };
     metrics.record_report(&InstanceReport {
         data: Some(stats),
@@ -622,11 +623,12 @@ fn broken_links(page: &Path) -> Vec<String> {
         if resolved.is_dir() && anchor.is_empty() {
             continue;
         }
-        let Ok(linked) = std::fs::read_to_string(&resolved) else {
+        // Bytes: a picture is linked too.
+        let Ok(linked) = std::fs::read(&resolved) else {
             broken.push(format!("{at} (no such file)"));
             continue;
         };
-        if !anchor.is_empty() && !anchors(&linked).contains(anchor) {
+        if !anchor.is_empty() && !anchors(&String::from_utf8_lossy(&linked)).contains(anchor) {
             broken.push(format!("{at} (no such heading)"));
         }
     }

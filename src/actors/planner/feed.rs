@@ -122,6 +122,8 @@ fn material(
     for i in m.values_mut() {
         for v in &mut i.volumes {
             v.message.clear();
+            // Grows every second: not news.
+            v.summary.history_seconds = None;
         }
     }
     m
@@ -167,6 +169,7 @@ mod tests {
             current_size: Some("1Gi".into()),
             new_size: None,
             budget_remaining: Some(3),
+            history_seconds: None,
         };
         BTreeMap::from([(
             "pg-1".to_string(),

@@ -246,6 +246,8 @@ fn horizon_sizes_the_step_from_the_forecast_within_max_step() {
     let grow = |rate: Option<f64>| {
         let mut s = stats(10 * GI, 90);
         s.growth_bytes_per_second = rate;
+        // An hour of history: the 1h horizon counts in full.
+        s.history_seconds = Some(3600.0);
         decide_all(&c, &pvcs, &[("pg-1", healthy(s))])
             .remove(0)
             .new_size
@@ -259,6 +261,46 @@ fn horizon_sizes_the_step_from_the_forecast_within_max_step() {
     assert_eq!(grow(None), Some(12 * GI), "no forecast: the step alone");
 }
 
+/// `horizon: 24h` and a 5-minute burst of 50 MB/s: the horizon term is
+/// `growthBytesPerSecond × min(horizon, 4 × historySeconds)`, so the step
+/// buys 20 minutes of the burst, not a day; a day of steady growth still
+/// buys the whole horizon. Figures as a report carries them (JSON).
+#[test]
+fn a_short_burst_buys_four_times_its_history_not_the_horizon() {
+    let c = data_cluster(json!({"enabled": true, "expansion": {"step": "5Gi", "horizon": "24h"}}));
+    let pvcs = [data_pvc("pg-1", "100Gi", "100Gi")];
+    let grow = |rate: f64, history: Option<f64>| {
+        let s: VolumeStats = serde_json::from_value(json!({
+            "totalBytes": 100 * GI, "usedBytes": 85 * GI, "availableBytes": 15 * GI,
+            "growthBytesPerSecond": rate, "historySeconds": history,
+        }))
+        .unwrap();
+        let d = decide_all(&c, &pvcs, &[("pg-1", healthy(s))]).remove(0);
+        assert_eq!(d.action, Action::Resize, "{}", d.message);
+        d.new_size
+    };
+    // The burst: 50 MB/s seen for 300 s -> 1200 s of it = 60 GB = 57220.46Mi,
+    // rounded up to the MiB (not 24 h of it capped at maxStep 500Gi).
+    assert_eq!(grow(50e6, Some(300.0)), Some(100 * GI + 57_221 * MI));
+    // Ten minutes of history: forty minutes of the rate.
+    assert_eq!(grow(50e6, Some(600.0)), Some(100 * GI + 114_441 * MI));
+    // A day of steady growth at 1 MiB/s: the whole horizon, 86400Mi.
+    assert_eq!(
+        grow(MI as f64, Some(86_400.0)),
+        Some(100 * GI + 86_400 * MI)
+    );
+    // Six hours are enough for 24 h (4 x 6 h); one hour buys four.
+    assert_eq!(
+        grow(MI as f64, Some(21_600.0)),
+        Some(100 * GI + 86_400 * MI)
+    );
+    assert_eq!(grow(MI as f64, Some(3_600.0)), Some(100 * GI + 14_400 * MI));
+    // A rate without its history (a hand-written snapshot, an older peer)
+    // counts as the shortest history a forecast has: 5 minutes, so 20
+    // minutes of 1 MiB/s = 1200Mi, less than the 5Gi step.
+    assert_eq!(grow(MI as f64, None), Some(105 * GI));
+}
+
 #[test]
 fn horizon_never_cuts_an_absolute_step_larger_than_max_step() {
     // maxStep caps the forecast's growth, not the step the user wrote.
@@ -269,6 +311,7 @@ fn horizon_never_cuts_an_absolute_step_larger_than_max_step() {
     let grow = |rate: f64| {
         let mut s = stats(10 * GI, 90);
         s.growth_bytes_per_second = Some(rate);
+        s.history_seconds = Some(3600.0);
         decide_all(&c, &pvcs, &[("pg-1", healthy(s))])
             .remove(0)
             .new_size
