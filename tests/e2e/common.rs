@@ -9,6 +9,7 @@ use cnpg_testbed::scenario::{ManagerOptions, ManagerPod, Relaunch, Scenario, Sce
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
+use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
 use std::path::Path;
@@ -29,6 +30,59 @@ pub fn data_volume_cluster(data_bytes: u64, resize: Value) -> ScenarioBuilder {
 
 /// The Role the Helm chart renders for the manager (kept in sync by hack/check-chart.sh).
 pub const MANAGER_ROLE: &str = include_str!("../packaging/manager-role.yaml");
+
+/// The chart's admission policies for one listed cluster named
+/// `cluster-placeholder` in namespace `default` (kept in sync by
+/// hack/check-chart.sh): the ValidatingAdmissionPolicy that limits what a
+/// cluster's token may write, the MutatingAdmissionPolicy that injects the
+/// sidecar, and their bindings.
+pub const ADMISSION_POLICIES: &str = include_str!("../packaging/admission-policies.yaml");
+
+/// The documents of [`ADMISSION_POLICIES`] of `kinds`, for `cluster`.
+pub fn admission_policies(cluster: &str, kinds: &[&str]) -> Vec<Value> {
+    assert!(
+        ADMISSION_POLICIES.contains(cnpg_testbed::scenario::ROLE_CLUSTER_PLACEHOLDER),
+        "the admission policies are rendered for another placeholder"
+    );
+    let text =
+        ADMISSION_POLICIES.replace(cnpg_testbed::scenario::ROLE_CLUSTER_PLACEHOLDER, cluster);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("a YAML document"))
+        .filter(|v| kinds.contains(&v["kind"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// Creates admission policy objects (as the chart's install would).
+pub async fn install_admission(client: &kube::Client, objects: &[Value]) {
+    for object in objects {
+        let kind = object["kind"].as_str().expect("a kind");
+        let plural = match kind {
+            "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
+            "MutatingAdmissionPolicy" => "mutatingadmissionpolicies",
+            "MutatingAdmissionPolicyBinding" => "mutatingadmissionpolicybindings",
+            other => panic!("not an admission policy kind: {other}"),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let api: Api<kube::api::DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
+        );
+        let object: kube::api::DynamicObject =
+            serde_json::from_value(object.clone()).expect("an object");
+        api.create(&Default::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("the sandbox refuses the chart's {kind}: {e}"));
+    }
+}
+
+/// The chart's ValidatingAdmissionPolicy and its binding: every end-to-end
+/// scenario runs under them, so every write the managers make is one the
+/// policy allows.
+pub const GUARD_KINDS: &[&str] = &[
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
 
 /// The project's AutoResizePolicy CRD, as the chart installs it.
 pub const POLICY_CRD: &str =
@@ -128,6 +182,11 @@ impl Env {
             .sandbox
             .register_crd(POLICY_CRD)
             .expect("the policy CRD registers");
+        install_admission(
+            &scenario.client,
+            &admission_policies(&scenario.cluster, GUARD_KINDS),
+        )
+        .await;
         let port = scenario.common_port().expect("a common port");
         let n = scenario.instances.len();
         Env {

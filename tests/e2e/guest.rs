@@ -178,3 +178,192 @@ async fn a_full_data_volume_with_postgres_down_still_grows() {
     env.wait_metric(0, "cnpg_wal_health_up", &[], 1.0, secs(30))
         .await;
 }
+
+/// What a real kube-apiserver answered to cluster A's token, per case
+/// (tests/packaging/real-server-answers.json, recorded by hack/envtest.sh).
+const REAL_SERVER_ANSWERS: &str = include_str!("../packaging/real-server-answers.json");
+
+/// Cluster A's ServiceAccount token — which A's PostgreSQL superuser can read
+/// (`COPY … TO PROGRAM`) — against cluster B's objects and A's own, with the
+/// chart's Roles and ValidatingAdmissionPolicy enforced by the sandbox:
+/// every case is answered as a real kube-apiserver answered it (code and
+/// message), while A's managers, under the same rules, work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clusters_token_reaches_no_other_cluster_and_only_grows_its_own_pvcs() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let data = json!({"enabled": true, "expansion": {"step": "64Mi"}});
+    let env = Env::start(data_volume_cluster(128 * MIB, data)).await;
+    let (cluster, other, ns) = ("pg", "other", env.scenario.namespace.clone());
+    let admin = env.scenario.client.clone();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+
+    // Cluster B, as CloudNativePG and B's own sidecar leave it.
+    let clusters = cnpg_testbed::scenario::cluster_api(&admin, &ns);
+    let b: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": other, "namespace": ns},
+        "spec": {"instances": 1, "storage": {"size": "1Gi"}},
+    }))
+    .unwrap();
+    clusters.create(&PostParams::default(), &b).await.unwrap();
+    env.create_policy(other, json!({"cluster": other})).await;
+    // A Bound claim of cluster `owner`, and its status.
+    let bound_claim = |name: &str, owner: &str, request: &str, capacity: &str| {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {"cnpg.io/cluster": owner, "cnpg.io/instanceName": format!("{owner}-1"),
+                    "cnpg.io/pvcRole": "PG_DATA"}},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                "storageClassName": cnpg_testbed::scenario::STORAGE_CLASS,
+                "resources": {"requests": {"storage": request}}},
+        }))
+        .unwrap();
+        let status = json!({"status": {"phase": "Bound",
+            "accessModes": ["ReadWriteOnce"], "capacity": {"storage": capacity}}});
+        (claim, status)
+    };
+    for (name, owner, request, capacity) in [
+        (format!("{other}-1"), other, "1Gi", "1Gi"),
+        (format!("{cluster}-guard"), cluster, "128Mi", "64Mi"),
+    ] {
+        let (claim, status) = bound_claim(&name, owner, request, capacity);
+        pvcs.create(&PostParams::default(), &claim).await.unwrap();
+        pvcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+    let b_lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": format!("cnpg-autoresize-{other}"), "namespace": ns},
+        "spec": {"holderIdentity": format!("{other}-1"), "leaseDurationSeconds": 15},
+    }))
+    .unwrap();
+    leases
+        .create(&PostParams::default(), &b_lease)
+        .await
+        .unwrap();
+
+    // Cluster A's token.
+    let a = env
+        .scenario
+        .sandbox
+        .client_as(&env.scenario.identity)
+        .await
+        .unwrap();
+    let a_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(a.clone(), &ns);
+    let a_leases: Api<Lease> = Api::namespaced(a.clone(), &ns);
+    let a_clusters = cnpg_testbed::scenario::cluster_api(&a, &ns);
+    let a_policies: Api<kube::api::DynamicObject> = {
+        let gvk =
+            kube::api::GroupVersionKind::gvk("autoresize.cnpg.io", "v1alpha1", "AutoResizePolicy");
+        Api::namespaced_with(
+            a.clone(),
+            &ns,
+            &kube::api::ApiResource::from_gvk_with_plural(&gvk, "autoresizepolicies"),
+        )
+    };
+    let record = "autoresize.cnpg.io/events";
+    let merge = |v: serde_json::Value| Patch::Merge(v);
+    let pp = PatchParams::default();
+    let answers: serde_json::Value = serde_json::from_str(REAL_SERVER_ANSWERS).unwrap();
+    let cases = answers["answers"].as_array().unwrap();
+    assert!(cases.len() >= 9, "{cases:?}");
+    for case in cases {
+        let name = case["case"].as_str().unwrap();
+        let result: Result<(), kube::Error> = if name.starts_with("grow uppg's data PVC") {
+            let p = json!({"metadata": {"annotations": {record: "[]"}},
+                "spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+            a_pvcs
+                .patch(&format!("{other}-1"), &pp, &merge(p))
+                .await
+                .map(drop)
+        } else if name.starts_with("patch uppg's Cluster status") {
+            let p = json!({"status": {"targetPrimary": format!("{other}-2")}});
+            a_clusters
+                .patch_status(other, &pp, &merge(p))
+                .await
+                .map(drop)
+        } else if name.starts_with("take uppg's Lease") {
+            let mut lease = leases
+                .get(&format!("cnpg-autoresize-{other}"))
+                .await
+                .unwrap();
+            lease.spec.as_mut().unwrap().holder_identity = Some(format!("{cluster}-1"));
+            a_leases
+                .replace(
+                    &format!("cnpg-autoresize-{other}"),
+                    &PostParams::default(),
+                    &lease,
+                )
+                .await
+                .map(drop)
+        } else if name.starts_with("create Lease") {
+            let mut lease = b_lease.clone();
+            lease.spec.as_mut().unwrap().holder_identity = Some(format!("{cluster}-1"));
+            a_leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(drop)
+        } else if name.starts_with("patch the status of uppg's AutoResizePolicy") {
+            let p = json!({"status": {"conditions": []}});
+            a_policies
+                .patch_status(other, &pp, &merge(p))
+                .await
+                .map(drop)
+        } else if name.starts_with("shrink its own PVC") {
+            let p = json!({"spec": {"resources": {"requests": {"storage": "96Mi"}}}});
+            a_pvcs
+                .patch(&format!("{cluster}-guard"), &pp, &merge(p))
+                .await
+                .map(drop)
+        } else if name.starts_with("relabel its own PVC") {
+            let p = json!({"metadata": {"labels": {"cnpg.io/cluster": other}}});
+            a_pvcs
+                .patch(&format!("{cluster}-guard"), &pp, &merge(p))
+                .await
+                .map(drop)
+        } else if name.starts_with("set another annotation") {
+            let p = json!({"metadata": {"annotations": {"example.com/x": "y"}}});
+            a_pvcs
+                .patch(&format!("{cluster}-guard"), &pp, &merge(p))
+                .await
+                .map(drop)
+        } else if name.starts_with("grow its own PVC") {
+            let p = json!({"metadata": {"annotations": {record: "[]"}},
+                "spec": {"resources": {"requests": {"storage": "160Mi"}}}});
+            a_pvcs
+                .patch(&format!("{cluster}-guard"), &pp, &merge(p))
+                .await
+                .map(drop)
+        } else {
+            panic!("a recorded case this test does not play: {name}");
+        };
+        match (case["allowed"].as_bool().unwrap(), result) {
+            (true, Ok(())) => {}
+            (false, Err(kube::Error::Api(status))) => {
+                let expected = case["template"]
+                    .as_str()
+                    .unwrap()
+                    .replace("<namespace>", &ns)
+                    .replace("<cluster>", cluster)
+                    .replace("<other>", other);
+                assert_eq!(status.code, case["code"].as_u64().unwrap() as u16, "{name}");
+                assert_eq!(status.message, expected, "{name}");
+            }
+            (allowed, result) => {
+                panic!("{name}: a real server allowed = {allowed}, here {result:?}")
+            }
+        }
+    }
+
+    // A's managers work under the same rules.
+    env.scenario.instances[0]
+        .data()
+        .volume
+        .fill_to_percent(85.0)
+        .unwrap();
+    env.wait_request("pg-1", 192 * MIB, secs(30)).await;
+}

@@ -7,8 +7,11 @@
 //!    plugin again (a policy may have added a container), then the pod's QoS class
 //!    (`status.qosClass`, computed by the pod strategy after admission);
 //! 2. validating: every bound `ValidatingAdmissionPolicy` with `validationActions`
-//!    `Deny` — a failed validation is the API server's
-//!    `ValidatingAdmissionPolicy 'p' with binding 'b' denied request: <message>`.
+//!    `Deny` — a failed validation is the API server's `<resource>.<group> "<name>" is
+//!    forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: <message>`,
+//!    an evaluation error (with `failurePolicy: Fail`) the same with `expression '<e>'
+//!    resulted in error: <error>` as the message. Match conditions come first; variables
+//!    are lazy, so one that fails is an error only for the expressions that read it.
 //!
 //! Policies and bindings are `admissionregistration.k8s.io/v1` objects in the store;
 //! their CEL is compiled on create as the API server does (`celcheck::admission`) and
@@ -85,9 +88,17 @@ pub fn mutate(
         mount_service_account_token(object);
     }
     for (policy, binding) in bound(txn, MUTATING_POLICY, MUTATING_BINDING) {
-        let Some(mut eval) = Evaluation::prepare(&policy, &binding, req, Some(&*object), old)?
-        else {
-            continue;
+        let mut eval = match Evaluation::prepare(&policy, &binding, req, Some(&*object), old) {
+            Ok(Some(eval)) => eval,
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(policy_error(
+                    &policy,
+                    &binding,
+                    "MutatingAdmissionPolicy",
+                    &e,
+                ))
+            }
         };
         let fail_open = policy
             .pointer("/spec/failurePolicy")
@@ -155,8 +166,10 @@ pub fn validate(
         if !actions.iter().any(|a| a == "Deny") {
             continue;
         }
-        let Some(eval) = Evaluation::prepare(&policy, &binding, req, object, old)? else {
-            continue;
+        let eval = match Evaluation::prepare(&policy, &binding, req, object, old) {
+            Ok(Some(eval)) => eval,
+            Ok(None) => continue,
+            Err(e) => return Err(denied(&policy, &binding, &e, "Invalid", req)),
         };
         let fail_open = policy
             .pointer("/spec/failurePolicy")
@@ -183,16 +196,12 @@ pub fn validate(
                         .or_else(|| v.get("message").and_then(Value::as_str).map(str::to_string))
                         .unwrap_or_else(|| format!("failed expression: {expression}"));
                     let reason = v.get("reason").and_then(Value::as_str).unwrap_or("Invalid");
-                    return Err(denied(&policy, &binding, &message, reason));
+                    return Err(denied(&policy, &binding, &message, reason, req));
                 }
                 Err(_) if fail_open => {}
                 Err(e) => {
-                    return Err(policy_error(
-                        &policy,
-                        &binding,
-                        "ValidatingAdmissionPolicy",
-                        &e,
-                    ))
+                    let message = format!("expression '{expression}' resulted in error: {e}");
+                    return Err(denied(&policy, &binding, &message, "Invalid", req));
                 }
             }
         }
@@ -222,7 +231,16 @@ fn bound(txn: &Txn<'_>, policies: usize, bindings: usize) -> Vec<(Value, Value)>
         .collect()
 }
 
-fn denied(policy: &Value, binding: &Value, message: &str, reason: &str) -> ApiError {
+/// A denial as the real server words it: admission's `Forbidden` wording
+/// (`<resource>.<group> "<name>" is forbidden: `) around the policy's
+/// message, with the code of the validation's reason.
+fn denied(
+    policy: &Value,
+    binding: &Value,
+    message: &str,
+    reason: &str,
+    req: &Request<'_>,
+) -> ApiError {
     let (code, reason) = match reason {
         "Unauthorized" => (401, "Unauthorized"),
         "Forbidden" => (403, "Forbidden"),
@@ -233,11 +251,27 @@ fn denied(policy: &Value, binding: &Value, message: &str, reason: &str) -> ApiEr
         code,
         reason,
         format!(
-            "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {message}",
+            "{} is forbidden: ValidatingAdmissionPolicy '{}' with binding '{}' denied request: \
+             {message}",
+            forbidden_subject(req),
             name_of(policy),
             name_of(binding)
         ),
     )
+}
+
+/// `<resource>[.<group>] "<name>"`, as `admission.NewForbidden` names it.
+fn forbidden_subject(req: &Request<'_>) -> String {
+    let resource = if req.def.group.is_empty() {
+        req.def.plural.clone()
+    } else {
+        format!("{}.{}", req.def.plural, req.def.group)
+    };
+    if req.name.is_empty() {
+        resource
+    } else {
+        format!("{resource} \"{}\"", req.name)
+    }
 }
 
 fn policy_error(policy: &Value, binding: &Value, kind: &str, error: &str) -> ApiError {
@@ -255,6 +289,8 @@ fn policy_error(policy: &Value, binding: &Value, kind: &str, error: &str) -> Api
 /// The CEL variables of one policy on one request.
 struct Evaluation {
     activation: HashMap<String, CelValue>,
+    /// Variables whose evaluation failed, with the real server's error.
+    failed_variables: HashMap<String, String>,
 }
 
 impl Evaluation {
@@ -265,7 +301,7 @@ impl Evaluation {
         req: &Request<'_>,
         object: Option<&Value>,
         old: Option<&Value>,
-    ) -> Result<Option<Evaluation>, ApiError> {
+    ) -> Result<Option<Evaluation>, String> {
         let subject = object.or(old).unwrap_or(&Value::Null);
         for constraints in [
             policy.pointer("/spec/matchConstraints"),
@@ -309,18 +345,39 @@ impl Evaluation {
                 ),
                 ("variables".to_string(), to_cel(&json!({}))),
             ]),
+            failed_variables: HashMap::new(),
         };
         let fail_open = policy
             .pointer("/spec/failurePolicy")
             .and_then(Value::as_str)
             == Some("Ignore");
-        let error = |e: String| -> Result<Option<Evaluation>, ApiError> {
+        let error = |e: String| -> Result<Option<Evaluation>, String> {
             if fail_open {
                 Ok(None)
             } else {
-                Err(policy_error(policy, binding, "admission policy", &e))
+                Err(e)
             }
         };
+        // Match conditions first: they cannot use variables, and a request
+        // they exclude never evaluates any.
+        for c in policy
+            .pointer("/spec/matchConditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let expression = c
+                .get("expression")
+                .and_then(Value::as_str)
+                .unwrap_or("true");
+            match eval.bool(expression) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return error(format!("matchCondition {:?}: {e}", c.get("name"))),
+            }
+        }
+        // Variables are lazy on a real server: one that fails to evaluate is
+        // an error only for the expressions that use it.
         let mut variables = serde_json::Map::new();
         for v in policy
             .pointer("/spec/variables")
@@ -341,23 +398,12 @@ impl Evaluation {
                         to_cel(&Value::Object(variables.clone())),
                     );
                 }
-                Err(e) => return error(format!("variable {name:?}: {e}")),
-            }
-        }
-        for c in policy
-            .pointer("/spec/matchConditions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let expression = c
-                .get("expression")
-                .and_then(Value::as_str)
-                .unwrap_or("true");
-            match eval.bool(expression) {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
-                Err(e) => return error(format!("matchCondition {:?}: {e}", c.get("name"))),
+                Err(e) => {
+                    eval.failed_variables.insert(
+                        name.to_string(),
+                        format!("composited variable {name:?} fails to evaluate: {e}"),
+                    );
+                }
             }
         }
         Ok(Some(eval))
@@ -368,6 +414,11 @@ impl Evaluation {
     }
 
     fn run(&self, expression: &str) -> Result<CelValue, String> {
+        for (name, error) in &self.failed_variables {
+            if uses_variable(expression, name) {
+                return Err(error.clone());
+            }
+        }
         let source = struct_literals_as_maps(expression)?;
         let program = Program::compile(&source).map_err(|e| e.to_string())?;
         let mut ctx = Context::default();
@@ -388,6 +439,15 @@ impl Evaluation {
             other => Err(format!("expected a bool, got {other:?}")),
         }
     }
+}
+
+/// Whether `expression` reads `variables.<name>`.
+fn uses_variable(expression: &str, name: &str) -> bool {
+    let needle = format!("variables.{name}");
+    expression.match_indices(&needle).any(|(at, _)| {
+        let end = at + needle.len();
+        !expression[end..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+    })
 }
 
 fn matches_resources(constraints: &Value, req: &Request<'_>, subject: &Value) -> bool {

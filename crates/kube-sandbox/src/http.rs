@@ -1014,14 +1014,15 @@ fn create(
         }
     }
     rules::validate_name(def, &name)?;
-    if txn.get(&rr.key(&name)).is_some() {
-        return Err(ApiError::already_exists(def, &name));
-    }
     rules::prepare_create(rr.res, def, &rr.version, &mut obj, txn)?;
     admission::mutate(txn, &ctx.admission(rr, "CREATE", &name), &mut obj, None)?;
     validate_custom(ctx, rr, &name, &obj, None)?;
     check_policy_object(ctx, rr, &name, &obj)?;
     admission::validate(txn, &ctx.admission(rr, "CREATE", &name), Some(&obj), None)?;
+    // Storage comes last: admission refuses before a name is found taken.
+    if txn.get(&rr.key(&name)).is_some() {
+        return Err(ApiError::already_exists(def, &name));
+    }
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
