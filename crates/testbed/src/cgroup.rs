@@ -189,9 +189,13 @@ impl Drop for ContainerCgroup {
 /// This process's group of cgroup v1 `controller` (`/proc/self/cgroup`).
 fn own_v1_group(controller: &str) -> Result<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    // Lines are `<id>:<controllers>:<path>`.
     let path = text
         .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2)))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            rest.split_once(':')
+        })
         .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
         .map(|(_, path)| path.trim_start_matches('/').to_string())
         .with_context(|| format!("no cgroup v1 {controller} controller in /proc/self/cgroup"))?;

@@ -1476,6 +1476,12 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+fn is_enospc(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1494,10 +1500,4 @@ mod tests {
         assert_eq!(process_state("12 (a) b) Z 1"), Some('Z'));
         assert!(pid_alive(std::process::id() as i32));
     }
-}
-
-fn is_enospc(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32))
 }
