@@ -367,3 +367,324 @@ async fn one_clusters_token_reaches_no_other_cluster_and_only_grows_its_own_pvcs
         .unwrap();
     env.wait_request("pg-1", 192 * MIB, secs(30)).await;
 }
+
+/// CloudNativePG instance pods as each supported version creates them.
+const POD_FIXTURES: &[(&str, &str)] = &[
+    (
+        "cnpg-1.25-guaranteed",
+        include_str!("../packaging/pods/cnpg-1.25-guaranteed.yaml"),
+    ),
+    (
+        "cnpg-1.25-burstable",
+        include_str!("../packaging/pods/cnpg-1.25-burstable.yaml"),
+    ),
+    (
+        "cnpg-1.27.0-guaranteed",
+        include_str!("../packaging/pods/cnpg-1.27.0-guaranteed.yaml"),
+    ),
+    (
+        "cnpg-1.27.0-burstable",
+        include_str!("../packaging/pods/cnpg-1.27.0-burstable.yaml"),
+    ),
+    (
+        "cnpg-1.28.2-guaranteed",
+        include_str!("../packaging/pods/cnpg-1.28.2-guaranteed.yaml"),
+    ),
+    (
+        "cnpg-1.28.2-burstable",
+        include_str!("../packaging/pods/cnpg-1.28.2-burstable.yaml"),
+    ),
+    (
+        "cnpg-1.30-guaranteed",
+        include_str!("../packaging/pods/cnpg-1.30-guaranteed.yaml"),
+    ),
+    (
+        "cnpg-1.30-burstable",
+        include_str!("../packaging/pods/cnpg-1.30-burstable.yaml"),
+    ),
+    (
+        "cnpg-main-guaranteed",
+        include_str!("../packaging/pods/cnpg-main-guaranteed.yaml"),
+    ),
+    (
+        "cnpg-main-burstable",
+        include_str!("../packaging/pods/cnpg-main-burstable.yaml"),
+    ),
+];
+
+/// A fixture pod as instance `pod` of `cluster` in `namespace`.
+fn fixture_pod(text: &str, cluster: &str, pod: &str, namespace: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_norway::from_str(text).unwrap();
+    let fixture_cluster = v["metadata"]["labels"]["cnpg.io/cluster"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fixture_pod = v["metadata"]["name"].as_str().unwrap().to_string();
+    let text = serde_json::to_string(&v)
+        .unwrap()
+        .replace(&format!("\"{fixture_pod}\""), &format!("\"{pod}\""))
+        .replace(&format!("\"{fixture_cluster}\""), &format!("\"{cluster}\""));
+    v = serde_json::from_str(&text).unwrap();
+    v["metadata"]["namespace"] = json!(namespace);
+    v["metadata"]["labels"]["cnpg.io/instanceRole"] = json!("primary");
+    v["metadata"]["labels"]["role"] = json!("primary");
+    v["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    v
+}
+
+/// The injected container of a stored pod, run on this machine as the
+/// kubelet would run it: the real binary with the rendered arguments and
+/// environment (field references resolved), CloudNativePG's paths mapped
+/// to the scenario's volumes and socket, ports to the ones this machine
+/// gives the pod, `runAsUser` to PostgreSQL's OS user, and the kubeconfig of
+/// the pod's ServiceAccount in place of its token mount.
+fn injected_launch(
+    env: &Env,
+    stored: &serde_json::Value,
+    paths: &[(&str, std::path::PathBuf)],
+) -> cnpg_testbed::ContainerLaunch {
+    let container = stored["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cnpg-autoresize")
+        .unwrap()
+        .clone();
+    let pod = stored["metadata"]["name"].as_str().unwrap();
+    let instance = env.scenario.instance(pod).unwrap();
+    let map_path = |value: &str| -> String {
+        let mut out = value.to_string();
+        for (from, to) in paths {
+            out = out.replace(from, &to.to_string_lossy());
+        }
+        out
+    };
+    let mut command = cnpg_testbed::ContainerCommand::new(binary());
+    for arg in container["args"].as_array().unwrap() {
+        let arg = arg.as_str().unwrap();
+        let arg = match arg.strip_prefix("--http-addr=") {
+            Some(_) => format!("--http-addr={}:{}", instance.ip, env.port),
+            None => map_path(arg),
+        };
+        command = command.arg(arg);
+    }
+    for e in container["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = match (
+            &e["value"],
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (serde_json::Value::String(v), _) => map_path(v),
+            (_, Some("metadata.name")) => pod.to_string(),
+            (_, Some("metadata.namespace")) => env.scenario.namespace.clone(),
+            (_, Some("metadata.labels['cnpg.io/cluster']")) => env.scenario.cluster.clone(),
+            other => panic!("an environment variable this test cannot resolve: {other:?}"),
+        };
+        command.env.push((name.into(), Some(value.into())));
+    }
+    let kubeconfig = env
+        .scenario
+        .dir()
+        .join(format!("{pod}-injected.kubeconfig"));
+    env.scenario
+        .sandbox
+        .write_kubeconfig(&kubeconfig, &env.scenario.identity, &env.scenario.namespace)
+        .unwrap();
+    command
+        .env
+        .push(("KUBECONFIG".into(), Some(kubeconfig.clone().into())));
+    // On one machine every server has its own port; in the pod it is 5432.
+    let server = env.scenario.server(pod).unwrap();
+    command
+        .env
+        .push(("PGPORT".into(), Some(server.port().to_string().into())));
+    if !is_root() {
+        command = command.arg("--simulated-volumes");
+    }
+    assert_eq!(container["securityContext"]["runAsUser"], 26);
+    if server.run_as().switch {
+        server.run_as().chown(&kubeconfig).unwrap();
+        command.user = Some((server.run_as().uid.as_raw(), server.run_as().gid.as_raw()));
+    }
+    let spec = cnpg_testbed::ContainerSpec::from_yaml(&serde_json::to_string(&container).unwrap())
+        .unwrap();
+    let port_map = spec
+        .ports
+        .iter()
+        .map(|p| (p.container_port, env.port))
+        .collect();
+    cnpg_testbed::ContainerLaunch {
+        name: "cnpg-autoresize".into(),
+        command,
+        spec,
+        ip: instance.ip.into(),
+        port_map,
+        log: env.scenario.dir().join(format!("{pod}-injected.log")),
+    }
+}
+
+/// The chart's MutatingAdmissionPolicy on CloudNativePG instance pods of
+/// every supported version, Guaranteed and Burstable: the API sandbox
+/// computes `status.qosClass` after admission as a real API server does, and
+/// it is the pod's own; the sidecar is the last init container. Then one of
+/// them runs as the kubelet runs it: CloudNativePG's bootstrap-controller,
+/// the injected sidecar exactly as rendered (the real manager, peer
+/// authentication over CloudNativePG's socket), then `postgres` — which
+/// starts, the pod Ready, while the sidecar leads, reports and sees WAL health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
+    use cnpg_testbed::{InitContainer, KubeletConfig, Pod as KubeletPod, PodSpec};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    let builder = Scenario::builder("pg")
+        .data(128 * MIB, json!({"enabled": false}))
+        .wal(128 * MIB, json!({"enabled": false}))
+        .tablespace("analytics", 64 * MIB, json!({"enabled": false}));
+    let env = Env::prepare(
+        builder,
+        ManagerOptions::default(),
+        fork_cluster_crd(),
+        MANAGER_ROLE,
+    )
+    .await;
+    let admin = env.scenario.client.clone();
+    let ns = env.scenario.namespace.clone();
+    install_admission(
+        &admin,
+        &admission_policies(
+            &env.scenario.cluster,
+            &["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"],
+        ),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+
+    for (n, (name, text)) in POD_FIXTURES.iter().enumerate() {
+        let pod = format!("pg-{}", 11 + n);
+        let object: Pod = serde_json::from_value(fixture_pod(text, "pg", &pod, &ns)).unwrap();
+        let expected = if name.ends_with("guaranteed") {
+            "Guaranteed"
+        } else {
+            "Burstable"
+        };
+        let stored = pods.create(&PostParams::default(), &object).await.unwrap();
+        let stored = serde_json::to_value(&stored).unwrap();
+        assert_eq!(stored["status"]["qosClass"], expected, "{name}");
+        let last = stored["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap();
+        assert_eq!(last["name"], "cnpg-autoresize", "{name}");
+        assert_eq!(last["restartPolicy"], "Always", "{name}");
+        assert_eq!(
+            last["resources"]["requests"], last["resources"]["limits"],
+            "{name}"
+        );
+        pods.delete(&pod, &DeleteParams::default()).await.unwrap();
+    }
+
+    // CloudNativePG 1.30's Guaranteed pod for instance pg-1, created anew,
+    // with the volumes of the scenario's cluster (tablespace analytics only:
+    // CloudNativePG labels a PVC with the raw tablespace name, which a real
+    // API server refuses for `_scratch`).
+    pods.delete("pg-1", &DeleteParams::default()).await.unwrap();
+    let mut object = fixture_pod(
+        include_str!("../packaging/pods/cnpg-1.30-guaranteed.yaml"),
+        "pg",
+        "pg-1",
+        &ns,
+    );
+    let spec = &mut object["spec"];
+    spec["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| v["name"] != "tbs-1scratch");
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().unwrap() {
+            if let Some(mounts) = c["volumeMounts"].as_array_mut() {
+                mounts.retain(|m| m["name"] != "tbs-1scratch");
+            }
+        }
+    }
+    let object: Pod = serde_json::from_value(object).unwrap();
+    let stored = pods.create(&PostParams::default(), &object).await.unwrap();
+    let stored = serde_json::to_value(&stored).unwrap();
+    assert_eq!(stored["status"]["qosClass"], "Guaranteed");
+    let instance = env.scenario.instance("pg-1").unwrap();
+    let status = json!({"status": {"phase": "Running", "podIP": instance.ip.to_string(),
+        "podIPs": [{"ip": instance.ip.to_string()}], "qosClass": "Guaranteed",
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("pg-1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let server = env.scenario.server("pg-1").unwrap();
+    let volume_path = |role: cnpg_testbed::cluster::VolumeRole| {
+        instance.volume(&role).unwrap().volume.path().to_path_buf()
+    };
+    use cnpg_testbed::cluster::VolumeRole;
+    let paths = [
+        ("/var/lib/postgresql/data", volume_path(VolumeRole::Data)),
+        ("/var/lib/postgresql/wal", volume_path(VolumeRole::Wal)),
+        (
+            "/var/lib/postgresql/tablespaces/analytics",
+            volume_path(VolumeRole::Tablespace("analytics".into())),
+        ),
+        ("/controller/run", server.socket_dir()),
+    ];
+    let sidecar = injected_launch(&env, &stored, &paths);
+    let stand_in = |name: &str, script: &str| cnpg_testbed::ContainerLaunch {
+        name: name.into(),
+        command: cnpg_testbed::ContainerCommand::new("/bin/sh")
+            .arg("-c")
+            .arg(script),
+        spec: cnpg_testbed::ContainerSpec::from_yaml(&format!("name: {name}\n")).unwrap(),
+        ip: instance.ip.into(),
+        port_map: Default::default(),
+        log: env.scenario.dir().join(format!("pg-1-{name}.log")),
+    };
+    // PostgreSQL itself is the scenario's server; `postgres` stands for the
+    // instance manager that would start it.
+    let pod = KubeletPod::start(
+        PodSpec {
+            name: "pg-1".into(),
+            init_containers: vec![
+                InitContainer::RunToCompletion(stand_in("bootstrap-controller", "exit 0")),
+                InitContainer::Sidecar(sidecar),
+            ],
+            containers: vec![stand_in("postgres", "exec sleep 3600")],
+        },
+        KubeletConfig::default(),
+    )
+    .unwrap();
+    pod.wait_main_started(secs(30)).await.unwrap();
+    pod.wait_ready(true, secs(30)).await.unwrap();
+
+    let metrics = |addr: String| async move { get_text(&format!("http://{addr}/metrics")).await };
+    let addr = format!("{}:{}", instance.ip, env.port);
+    wait_until("the injected sidecar's WAL health", secs(30), || {
+        let addr = addr.clone();
+        async move {
+            let text = metrics(addr).await.ok_or("no answer".to_string())?;
+            let up = metric(&text, "cnpg_wal_health_up", &[]);
+            let tbs = metric(
+                &text,
+                "cnpg_disk_total_bytes",
+                &[("volume_type", "tablespace"), ("tablespace", "analytics")],
+            );
+            (up == Some(1.0) && tbs.is_some())
+                .then_some(())
+                .ok_or(format!("wal health {up:?}, analytics {tbs:?}"))
+        }
+    })
+    .await;
+    assert_eq!(env.wait_leader(secs(30)).await, "pg-1");
+    let sidecar = pod.container("cnpg-autoresize").unwrap();
+    assert_eq!(sidecar.restart_count(), 0, "{}", sidecar.logs());
+    pod.stop().await.unwrap();
+}

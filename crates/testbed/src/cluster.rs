@@ -90,9 +90,20 @@ impl VolumeRole {
         match self {
             VolumeRole::Data => pod.to_string(),
             VolumeRole::Wal => format!("{pod}-wal"),
-            VolumeRole::Tablespace(name) => format!("{pod}-tbs-{name}"),
+            VolumeRole::Tablespace(name) => format!("{pod}-tbs-{}", tablespace_k8s_name(name)),
         }
     }
+}
+
+/// A tablespace's name made a valid Kubernetes name as CloudNativePG makes
+/// it for PVC and volume names: a leading `_` becomes `1`, `$` and `_`
+/// become `-`, letters are lowercased (`_Scratch$1` → `1scratch-1`).
+pub fn tablespace_k8s_name(name: &str) -> String {
+    let name = match name.strip_prefix('_') {
+        Some(rest) => format!("1{rest}"),
+        None => name.to_string(),
+    };
+    name.replace(['$', '_'], "-").to_lowercase()
 }
 
 /// One volume of an instance.
@@ -1005,6 +1016,11 @@ mod tests {
         assert_eq!(
             VolumeRole::Tablespace("idx".into()).pvc_name("pg-1"),
             "pg-1-tbs-idx"
+        );
+        // pkg/specs/volumes.go: convertPostgresIDToK8sName.
+        assert_eq!(
+            VolumeRole::Tablespace("_Scratch$1".into()).pvc_name("pg-1"),
+            "pg-1-tbs-1scratch-1"
         );
     }
 }

@@ -313,11 +313,8 @@ impl ScenarioBuilder {
                     add(format!("{pod}-wal"), VolumeRole::Wal, *bytes)?;
                 }
                 for (name, bytes, _) in &self.tablespaces {
-                    add(
-                        format!("{pod}-tbs-{name}"),
-                        VolumeRole::Tablespace(name.clone()),
-                        *bytes,
-                    )?;
+                    let role = VolumeRole::Tablespace(name.clone());
+                    add(role.pvc_name(&pod), role, *bytes)?;
                 }
                 instances.push(ScenarioInstance {
                     pod,
