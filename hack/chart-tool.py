@@ -22,7 +22,7 @@ import yaml
 
 # Kinds from CRDs: no upstream schema. They get structural checks here and
 # the PrometheusRule additionally goes through `promtool check rules`.
-CRD_KINDS = {"PodMonitor", "PrometheusRule", "Policy"}
+CRD_KINDS = {"PodMonitor", "PrometheusRule", "Policy", "Issuer", "Certificate"}
 # Kinds that exist only from this Kubernetes version on (validated against it).
 MIN_VERSION = {"MutatingAdmissionPolicy": "1.36.0", "MutatingAdmissionPolicyBinding": "1.36.0"}
 # The project's CRD, generated from the Rust types (the AutoResizePolicy of
@@ -196,6 +196,33 @@ def _check_podmonitor(doc: dict, where: str) -> list[str]:
     return errs
 
 
+def _check_cert_manager(doc: dict, where: str, issuers: set[str]) -> list[str]:
+    """cert-manager's Issuer and Certificate (no schema here): what the
+    plugin's mutual TLS needs of them."""
+    errs = []
+    spec = doc.get("spec") or {}
+    if doc.get("apiVersion") != "cert-manager.io/v1":
+        errs.append(f"{where}: apiVersion must be cert-manager.io/v1")
+    if doc["kind"] == "Issuer":
+        if set(spec) != {"selfSigned"}:
+            errs.append(f"{where}: expected a selfSigned Issuer, got {sorted(spec)}")
+        return errs
+    for key in ("secretName", "commonName", "duration", "renewBefore", "issuerRef", "usages"):
+        if not spec.get(key):
+            errs.append(f"{where}: no spec.{key}")
+    if spec.get("isCA") is not False:
+        errs.append(f"{where}: a leaf certificate must say isCA: false")
+    ref = spec.get("issuerRef") or {}
+    if ref.get("kind") != "Issuer" or ref.get("name") not in issuers:
+        errs.append(f"{where}: issuerRef {ref} names no Issuer of this render")
+    if not set(spec.get("usages") or []) <= {"server auth", "client auth", "digital signature",
+                                              "key encipherment"}:
+        errs.append(f"{where}: unexpected usages {spec.get('usages')}")
+    if "server auth" in (spec.get("usages") or []) and not spec.get("dnsNames"):
+        errs.append(f"{where}: a server certificate needs dnsNames (CloudNativePG checks the Service name)")
+    return errs
+
+
 def _check_prometheusrule(doc: dict, where: str) -> list[str]:
     errs = []
     groups = (doc.get("spec") or {}).get("groups") or []
@@ -219,6 +246,7 @@ def cmd_validate(a) -> None:
     versions = a.kube_versions.split(",")
     errors: list[str] = []
     kinds: dict[str, int] = {}
+    issuers = {(d.get("metadata") or {}).get("name") for _, d in docs_in(a.dir) if d.get("kind") == "Issuer"}
     for fname, doc in docs_in(a.dir):
         kind = doc.get("kind", "?")
         name = (doc.get("metadata") or {}).get("name", "?")
@@ -230,6 +258,8 @@ def cmd_validate(a) -> None:
             errors += _check_podmonitor(doc, where)
         elif kind == "PrometheusRule":
             errors += _check_prometheusrule(doc, where)
+        elif kind in ("Issuer", "Certificate"):
+            errors += _check_cert_manager(doc, where, issuers)
         elif kind == "Policy":
             # Kyverno: validate each injected container as part of a real Pod.
             # A whole-string variable ("{{ ... }}") becomes a list only when

@@ -50,8 +50,12 @@
 #     MutatingAdmissionPolicy (its CEL evaluated with cel-python) and the
 #     Kyverno policy (its JMESPath with jmespath) add the same container,
 #     with the API token, mounting only volumes the pod has, into a valid
-#     Pod of the same QoS class; nothing is added to anything else; the
-#     CNPG-I plugin is compared too once the binary has `plugin inject`;
+#     Pod of the same QoS class; nothing is added to anything else; so does
+#     the CNPG-I plugin (`cnpg-autoresize plugin inject`: target/debug or
+#     CNPG_AUTORESIZE_BIN, so `cargo build` first);
+#   - the chart renders the CNPG-I plugin (cnpgi.enabled) into valid
+#     manifests, and its fixtures (tests/cnpgi/, src/plugin/sidecar-default.yaml)
+#     are up to date (hack/render-plugin-fixtures.py --check);
 #   - the injected container has no readiness/startup probe and
 #     tests/packaging/sidecar-container.yaml matches it;
 #   - `promtool check rules` accepts the rendered rules (default + example);
@@ -196,6 +200,7 @@ skip() { echo "==> $1"; echo "  skipped: $2"; results+=("SKIP  $1 ($2)"); }
 D="$render_root/default"
 E="$render_root/example"
 M="$render_root/minimal"
+P="$render_root/cnpgi"
 
 step "helm lint (default values)" "${TOOL[@]}" lint --chart "$CHART" --namespace "$TEST_NAMESPACE"
 step "helm lint (example values)" "${TOOL[@]}" lint --chart "$CHART" --values "$EXAMPLE_VALUES" --namespace "$TEST_NAMESPACE"
@@ -208,6 +213,11 @@ step "render (everything optional off)" "${TOOL[@]}" render --chart "$CHART" --n
   --name "$RELEASE" --out "$M" --set-json podMonitor.enabled=false --set-json prometheusRule.enabled=false \
   --set-json grafanaDashboard.enabled=false --set-json serviceAccount.create=false \
   --set-json 'injection.mode="none"' --set-json 'clusters=[{"name":"pg-a"}]'
+# The CNPG-I plugin (one per operator): its Deployment, Service, RBAC, the
+# sidecar template ConfigMap and cert-manager certificates.
+step "render (CNPG-I plugin)" "${TOOL[@]}" render --chart "$CHART" --namespace "$TEST_NAMESPACE" \
+  --name "$RELEASE" --out "$P" --set-json cnpgi.enabled=true --set-json 'injection.mode="none"' \
+  --set-json 'clusters=[{"name":"pg-a"}]'
 
 # The CRD is not a template: Helm installs crds/ as they are. It is generated
 # from the Rust types and committed; a missing file fails here, by name.
@@ -215,6 +225,8 @@ step "AutoResizePolicy CRD (crds/), granted by the Role" "${TOOL[@]}" check-crd 
 step "kubernetes-validate (default)" "${TOOL[@]}" validate "$D"
 step "kubernetes-validate (example)" "${TOOL[@]}" validate "$E"
 step "kubernetes-validate (minimal)" "${TOOL[@]}" validate "$M"
+step "kubernetes-validate (CNPG-I plugin)" "${TOOL[@]}" validate "$P"
+step "CNPG-I fixtures and built-in template match the chart" "$PY" "$ROOT/hack/render-plugin-fixtures.py" --check
 
 # promtool inputs live in DIR/promtool/, apart from the rendered manifests.
 promtool_check() { # DIR: extract the PrometheusRule spec and check it

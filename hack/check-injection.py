@@ -532,9 +532,8 @@ def kyverno_admit(policy: dict, pod: dict, namespace: str) -> tuple[dict, str]:
 # THE CNPG-I PATH. The plugin (`cnpg-autoresize plugin inject --template FILE
 # --cluster FILE --pod FILE`, printing the patched pod as JSON) is compared
 # with the other paths when the binary has that subcommand, and reported as
-# not available otherwise. Once the plugin exists, set this to True: then a
-# missing subcommand fails the check.
-REQUIRE_CNPG_I = False
+# a failure otherwise (the plugin is part of the product).
+REQUIRE_CNPG_I = True
 PLUGIN_NAME = "autoresize.cnpg.io"
 
 
@@ -575,21 +574,35 @@ class CnpgIPlugin:
             raise AssertionError(f"plugin inject printed no JSON pod: {e}: {r.stdout[:300]!r}") from e
 
 
-def cnpg_cluster(pod: dict) -> dict:
+def cnpg_cluster(pod: dict, values: dict) -> dict:
     """The Cluster the operator hands to the plugin with the pod: the one
-    the pod's volumes say it is, with the plugin listed."""
+    the pod's volumes say it is, with the plugin listed — and, where the
+    chart's values name a cluster's password Secret, the plugin parameter
+    that names it (the plugin's own default is <cluster>-autoresize)."""
+    name = pod["metadata"]["labels"]["cnpg.io/cluster"]
+    entry = next((c for c in values.get("clusters") or [] if c["name"] == name), {})
+    parameters = {}
+    secret = entry.get("pgPasswordSecret")
+    if isinstance(secret, dict):
+        if secret.get("name"):
+            parameters["postgresSecret"] = secret["name"]
+        if secret.get("key"):
+            parameters["postgresSecretKey"] = secret["key"]
+    elif secret:
+        parameters["postgresSecret"] = secret
     pg = next(c for c in pod["spec"]["containers"] if c["name"] == "postgres")
     paths = [m["mountPath"] for m in pg.get("volumeMounts") or []]
-    spec = {"instances": 3, "storage": {"size": "10Gi"},
-            "plugins": [{"name": PLUGIN_NAME, "enabled": True}]}
+    plugin = {"name": PLUGIN_NAME, "enabled": True}
+    if parameters:
+        plugin["parameters"] = parameters
+    spec = {"instances": 3, "storage": {"size": "10Gi"}, "plugins": [plugin]}
     if "/var/lib/postgresql/wal" in paths:
         spec["walStorage"] = {"size": "10Gi"}
     tbs = [p.rsplit("/", 1)[1] for p in paths if p.startswith("/var/lib/postgresql/tablespaces/")]
     if tbs:
         spec["tablespaces"] = [{"name": t, "storage": {"size": "1Gi"}} for t in tbs]
     return {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
-            "metadata": {"name": pod["metadata"]["labels"]["cnpg.io/cluster"],
-                         "namespace": pod["metadata"]["namespace"]},
+            "metadata": {"name": name, "namespace": pod["metadata"]["namespace"]},
             "spec": spec}
 
 
@@ -980,12 +993,16 @@ def main() -> int:
                 paths.append("Kyverno" + ("" if same_args else " (arguments as its values say)"))
             if not plugin.why_not:
                 template = plugin_template(values, cluster)
-                patched = plugin.inject(template, cnpg_cluster(original), original)
+                patched = plugin.inject(template, cnpg_cluster(original, values), original)
                 # The operator creates the plugin's pod; admission follows.
                 out_p = service_account_admission(patched)
                 by_plugin = check_result("CNPG-I", admitted, out_p, original, name)
                 if comparable(by_policy, True) != comparable(by_plugin, True):
-                    raise AssertionError("the policy's and the CNPG-I plugin's containers differ")
+                    cp, ck = comparable(by_policy, True), comparable(by_plugin, True)
+                    diff = [f"{k}: policy {json.dumps(cp.get(k))} / CNPG-I {json.dumps(ck.get(k))}"
+                            for k in sorted(set(cp) | set(ck)) if cp.get(k) != ck.get(k)]
+                    raise AssertionError("the policy's and the CNPG-I plugin's containers differ: "
+                                         + "; ".join(diff))
                 paths.append("CNPG-I")
             return f"{qos_class(original)}; {', '.join(paths)}"
 
