@@ -85,7 +85,8 @@ def cmd_lint(a) -> None:
 
 
 def cmd_schema_reject(a) -> None:
-    """Values that values.schema.json must reject (it is meant to be strict)."""
+    """Values that values.schema.json (or the templates' own checks) must
+    reject: the chart is meant to be strict."""
     import helm_python as helm
 
     cases = {
@@ -112,6 +113,9 @@ def cmd_schema_reject(a) -> None:
             "prometheusRule": {"alerts": {"volumeFillingFast": {"thresholdSeconds": 30}}}
         },
         "kyverno injection without clusters": {"injection": {"mode": "kyverno"}},
+        # Timings the manager would refuse (and stay inert): refused at render.
+        "a lease under 3s": {"sidecar": {"leaseDuration": "2s", "renewInterval": "500ms"}},
+        "a renew interval over a third of the lease": {"sidecar": {"leaseDuration": "10s"}},
     }
     failed = []
     with helm.Chart.load(a.chart) as chart:
