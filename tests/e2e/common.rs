@@ -112,11 +112,17 @@ impl Env {
             .start()
             .await
             .expect("scenario starts");
+        let port = scenario.common_port().expect("a common port");
+        Self::adopt(scenario, port, options)
+    }
+
+    /// Around a scenario started by the caller (who may have prepared
+    /// files in its directory): one manager pod per instance on `port`.
+    pub fn adopt(scenario: Scenario, port: u16, options: ManagerOptions) -> Env {
         scenario
             .sandbox
             .register_crd(POLICY_CRD)
             .expect("the policy CRD registers");
-        let port = scenario.common_port().expect("a common port");
         let n = scenario.instances.len();
         let env = Env {
             scenario,
