@@ -24,7 +24,10 @@ async fn a_leader_whose_clock_is_off_the_api_servers_says_so_once() {
     })
     .await;
     assert!(
-        !env.kube_events().await.iter().any(|e| e.0 == "AutoResizeClockSkew"),
+        !env.kube_events()
+            .await
+            .iter()
+            .any(|e| e.0 == "AutoResizeClockSkew"),
         "no Event while in step"
     );
 
@@ -56,8 +59,7 @@ async fn a_leader_whose_clock_is_off_the_api_servers_says_so_once() {
     env.wait_request("pg-1", 96 * MIB, secs(30)).await;
     env.wait_kube_event("AutoResizeSuccess", secs(30)).await;
     // A repeat within six minutes would update the Event's series.
-    let events: Api<Event> =
-        Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    let events: Api<Event> = Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
     let skew_events: Vec<Event> = events
         .list(&Default::default())
         .await

@@ -58,7 +58,13 @@ async fn still_the_same_healthy_process(env: &Env, n: usize, pid: Option<u32>) {
 async fn hostile_queries_bodies_and_a_long_poll_flood_get_4xx_not_a_crash() {
     let env = Env::start(data_volume_cluster(64 * MIB, json!({"enabled": true}))).await;
     let m = env.manager(0);
-    m.wait_ready(true, secs(30)).await.expect("ready");
+    wait_until("the endpoint ready", secs(30), || async {
+        match get_status(&m.url("/readyz")).await {
+            Some(200) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let pid = m.pid();
     let http = reqwest::Client::new();
     let status = m.url("/v1/status");

@@ -66,13 +66,11 @@ async fn assert_inert(env: &Env, n: usize, problem: &str, value: &str) {
     assert!(said.contains(problem) && said.contains(value), "{status}");
     let logs = m.logs();
     assert!(
-        logs.lines().any(|l| l.contains("\"level\":\"error\"")
-            && l.contains(problem)
-            && l.contains(value)),
+        logs.lines()
+            .any(|l| l.contains("\"level\":\"error\"") && l.contains(problem) && l.contains(value)),
         "no error line naming {problem} and {value}:\n{logs}"
     );
-    let leases: Api<Lease> =
-        Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    let leases: Api<Lease> = Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
     let lease = leases
         .get_opt(&format!("cnpg-autoresize-{}", env.scenario.cluster))
         .await

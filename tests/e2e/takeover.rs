@@ -29,8 +29,7 @@ const TOLERANCE: Duration = Duration::from_millis(500);
 /// Every version of the Lease's spec, in the order the watch delivered them.
 fn record_lease(env: &Env) -> Arc<Mutex<Vec<LeaseSpec>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let leases: Api<Lease> =
-        Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    let leases: Api<Lease> = Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
     let name = format!("cnpg-autoresize-{}", env.scenario.cluster);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let sink = seen.clone();
@@ -52,8 +51,20 @@ fn record_lease(env: &Env) -> Arc<Mutex<Vec<LeaseSpec>>> {
     seen
 }
 
-fn micros(t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>) -> jiff::Timestamp {
+fn micros(
+    t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
+) -> jiff::Timestamp {
     t.as_ref().expect("a timestamp").0
+}
+
+/// Sends SIGCONT to a process when dropped.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+    }
 }
 
 fn writes_by(env: &Env, pod: &str) -> u64 {
@@ -93,12 +104,21 @@ async fn a_frozen_leader_is_replaced_within_lease_plus_renew_after_its_last_rene
     .await;
     // Two renewals seen by the watch: the follower has trusted a live leader.
     wait_until("two renewals", secs(30), || async {
-        let n = lease.lock().unwrap().iter().filter(|s| s.holder_identity.as_deref() == Some(old.as_str())).count();
+        let n = lease
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.holder_identity.as_deref() == Some(old.as_str()))
+            .count();
         (n >= 3).then_some(()).ok_or(format!("{n} versions"))
     })
     .await;
 
     env.manager(a).signal(Signal::SIGSTOP).expect("SIGSTOP");
+    // Whatever happens below, the process is resumed: a stopped process
+    // never handles the SIGTERM that ends the test's pods.
+    let frozen = env.manager(a).pid().expect("a pid");
+    let _resume = Resume(frozen);
     let new = env.wait_new_leader(&old, secs(60)).await;
     assert_eq!(new, env.pod(b));
     let versions = lease.lock().unwrap().clone();
@@ -113,6 +133,10 @@ async fn a_frozen_leader_is_replaced_within_lease_plus_renew_after_its_last_rene
         .expect("the new holder's first record");
     let renewed = micros(&last_old.renew_time);
     let acquired = micros(&first_new.acquire_time);
+    eprintln!(
+        "takeover {:?} after the old leader's last renewal",
+        acquired.duration_since(renewed)
+    );
     let bound = renewed + LEASE + RENEW + TOLERANCE;
     assert!(
         acquired <= bound,

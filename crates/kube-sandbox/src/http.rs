@@ -336,9 +336,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     // (clients compare it with their own).
     let date = jiff::fmt::rfc2822::DateTimePrinter::new()
         .timestamp_to_rfc9110_string(&shared.faults.server_now());
-    if let Ok(value) = date.map_err(|e| e.to_string()).and_then(|d| {
-        HeaderValue::from_str(&d).map_err(|e| e.to_string())
-    }) {
+    if let Ok(value) = date
+        .map_err(|e| e.to_string())
+        .and_then(|d| HeaderValue::from_str(&d).map_err(|e| e.to_string()))
+    {
         response.headers_mut().insert(header::DATE, value);
     }
     if info.api {

@@ -305,7 +305,12 @@ async fn a_clock_offset_shifts_the_date_of_every_answer() {
         &json!({"clockOffsetSeconds": 7200}).to_string(),
     )
     .await;
-    assert_eq!(set.json()["clockOffsetSeconds"], json!(7200), "{}", set.body);
+    assert_eq!(
+        set.json()["clockOffsetSeconds"],
+        json!(7200),
+        "{}",
+        set.body
+    );
     off_by(&raw_http(&sb, "GET", path, &auth, "").await, 7200);
     sb.faults().clear();
     off_by(&raw_http(&sb, "GET", path, &auth, "").await, 0);
