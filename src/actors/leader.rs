@@ -691,6 +691,84 @@ mod tests {
         (actor, rx, fence)
     }
 
+    /// An API whose Lease is `lease` (GET); any write is a conflict.
+    fn lease_api(lease: serde_json::Value) -> Api<Lease> {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let (status, body) = if req.method() == http::Method::GET {
+                (200, lease.to_string())
+            } else {
+                (409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}).to_string())
+            };
+            async move {
+                let mut response = http::Response::new(kube::client::Body::from(body.into_bytes()));
+                *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                Ok::<_, std::io::Error>(response)
+            }
+        });
+        Api::namespaced(kube::Client::new(service, "default"), "default")
+    }
+
+    fn settings() -> LeaderSettings {
+        LeaderSettings {
+            lease_name: "cnpg-autoresize-pg".into(),
+            identity: "pg-1".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// How long the follower still waits for the record it read to expire.
+    async fn left_to_expiry(hint: Option<Hint>) -> Duration {
+        let api = lease_api(serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "cnpg-autoresize-pg", "resourceVersion": "7"},
+            "spec": {"holderIdentity": "pg-2", "leaseDurationSeconds": 15,
+                     "renewTime": "2026-01-01T00:00:00.000000Z"}}));
+        let metrics = Metrics::new("test").unwrap();
+        match acquire_or_follow(&api, &settings(), None, hint, &metrics).await {
+            Outcome::Following { observation } => observation
+                .duration
+                .saturating_sub(observation.since.elapsed()),
+            _ => panic!("a live record of another pod is followed"),
+        }
+    }
+
+    /// The leader said, in its last answer, that it held this very record
+    /// until 2 s from now: it expires then, not a full lease after the
+    /// follower first reads it (a frozen leader is replaced within the lease
+    /// after its last renewal). A hint about another record, or one that
+    /// claims more than a lease, changes nothing.
+    #[tokio::test]
+    async fn a_record_the_leader_said_it_held_expires_when_it_said() {
+        let hint = |holder: &str, renew_time: &str, in_: Duration| Hint {
+            holder: holder.into(),
+            renew_time: renew_time.into(),
+            expires_by: Instant::now() + in_,
+        };
+        let told = left_to_expiry(Some(hint(
+            "pg-2",
+            "2026-01-01T00:00:00Z",
+            Duration::from_secs(2),
+        )))
+        .await;
+        assert!(
+            told <= Duration::from_secs(2) && told > Duration::from_secs(1),
+            "{told:?}"
+        );
+        let full = Duration::from_secs(14);
+        assert!(left_to_expiry(None).await > full);
+        let older = hint("pg-2", "2025-12-31T23:59:55Z", Duration::from_secs(2));
+        assert!(left_to_expiry(Some(older)).await > full);
+        let other = hint("pg-3", "2026-01-01T00:00:00Z", Duration::from_secs(2));
+        assert!(left_to_expiry(Some(other)).await > full);
+        let boast = hint("pg-2", "2026-01-01T00:00:00Z", Duration::from_secs(3600));
+        let boasted = left_to_expiry(Some(boast)).await;
+        assert!(
+            boasted <= Duration::from_secs(15) && boasted > full,
+            "{boasted:?}"
+        );
+    }
+
     fn leading() -> Outcome {
         Outcome::Leading {
             lease: Box::default(),

@@ -892,3 +892,93 @@ async fn stop_inert(
     let _ = tokio::time::timeout(Duration::from_secs(1), http.stop(true)).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        ["cnpg-autoresize", "run"]
+            .iter()
+            .chain(args)
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn salvaged(args: &[&str]) -> (Option<RunArgs>, Vec<Problem>) {
+        let argv = argv(args);
+        let error = Cli::try_parse_from(&argv).expect_err("does not parse");
+        salvage(&argv, &error)
+    }
+
+    /// A typo in the chart's extraArgs: the flags around it still count, so
+    /// the inert manager serves on its port and measures its volumes.
+    #[test]
+    fn the_flags_around_an_unknown_one_still_count() {
+        let (args, problems) = salvaged(&[
+            "--data-path=/d",
+            "--stuck-resize-afterr=30m",
+            "--http-addr=127.0.0.1:9999",
+            "--bogus",
+            "value",
+            "--wal-path",
+            "/w",
+        ]);
+        let args = args.expect("salvaged");
+        assert_eq!(args.http_addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(args.data_path, PathBuf::from("/d"));
+        assert_eq!(args.wal_path, Some(PathBuf::from("/w")));
+        let named: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.flag.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [("--stuck-resize-afterr", "30m"), ("--bogus", "value")]
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_read_is_named_and_left_out() {
+        let (args, problems) = salvaged(&["--lease-duration", "soon", "--probe-interval=2s"]);
+        let args = args.expect("salvaged");
+        assert_eq!(args.lease_duration, Duration::from_secs(15), "the default");
+        assert_eq!(args.probe_interval, Duration::from_secs(2));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            (problems[0].flag.as_str(), problems[0].value.as_str()),
+            ("--lease-duration", "soon")
+        );
+        assert!(problems[0].message.contains("soon"), "{:?}", problems[0]);
+    }
+
+    #[test]
+    fn the_defaults_without_environment_are_the_in_pod_ones() {
+        let args = defaults_without_environment().expect("defaults");
+        assert_eq!(args.http_addr, "0.0.0.0:9188".parse().unwrap());
+        assert_eq!(args.data_path, PathBuf::from("/var/lib/postgresql/data"));
+        assert_eq!(args.lease_duration, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn timings_that_cannot_work_name_the_flag_and_the_value() {
+        let args = |extra: &[&str]| match Cli::try_parse_from(argv(extra)).expect("parses").command
+        {
+            Some(Command::Run(args)) => *args,
+            _ => unreachable!(),
+        };
+        let p = check_timings(&args(&["--lease-duration=10s"])).unwrap_err();
+        assert_eq!(
+            (p.flag.as_str(), p.value.as_str()),
+            ("--renew-interval", "5s")
+        );
+        assert!(p.message.contains("--lease-duration 10s"), "{}", p.message);
+        let p =
+            check_timings(&args(&["--lease-duration=2s", "--renew-interval=500ms"])).unwrap_err();
+        assert_eq!(
+            (p.flag.as_str(), p.value.as_str()),
+            ("--lease-duration", "2s")
+        );
+        assert!(check_timings(&args(&[])).is_ok());
+    }
+}
