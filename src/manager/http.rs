@@ -281,10 +281,26 @@ async fn decisions(
         })
         .await;
     }
-    let mut feed = rx.borrow().clone();
-    if let Some(instance) = &query.instance {
-        feed.instances.retain(|name, _| name == instance);
-    }
+    // A follower asks for its own instance: only that is copied, so 49
+    // followers woken at once cost 49 instances, not 49 clusters.
+    let mut feed = {
+        let current = rx.borrow();
+        match &query.instance {
+            Some(instance) => DecisionFeed {
+                version: current.version,
+                leader: current.leader.clone(),
+                ha_slot_prefix: current.ha_slot_prefix.clone(),
+                instances: current
+                    .instances
+                    .get_key_value(instance)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .into_iter()
+                    .collect(),
+                lease: None,
+            },
+            None => current.clone(),
+        }
+    };
     let now = Instant::now();
     feed.lease = held.borrow().as_ref().map(|h| LeaseView {
         holder: h.holder.clone(),
