@@ -426,6 +426,32 @@ async fn one_cluster(k: &Knobs) -> Result<()> {
     println!("    {}", usage_header());
     println!("    {}", usage_line("leader", &lead_u));
     println!("    {}", usage_line("followers", &foll_u));
+    // Peak RSS since each manager started (settling, the window and the
+    // reaction samples, every resize included): what the container limit
+    // must hold.
+    let (mut lead_peak, mut foll_peak) = (Vec::new(), Vec::new());
+    let mut lead_now = f64::NAN;
+    for m in &managers {
+        if let Some(peak) = m.pid().and_then(|p| support::peak_rss_kib(p).ok()) {
+            let mib = peak as f64 / 1024.0;
+            if m.pod == leader {
+                lead_peak.push(mib);
+                lead_now = m
+                    .pid()
+                    .and_then(|p| support::rss_kib(p).ok())
+                    .map_or(f64::NAN, |k| k as f64 / 1024.0);
+            } else {
+                foll_peak.push(mib);
+            }
+        }
+    }
+    let fp = summary(&foll_peak);
+    println!(
+        "  peak RSS (VmHWM, MiB) at the end of the run: leader {:.1} (RSS now {lead_now:.1}); followers p50 {:.1} max {:.1}",
+        lead_peak.first().copied().unwrap_or(f64::NAN),
+        fp.p50,
+        fp.max
+    );
     if !reactions.is_empty() {
         let s = summary(&reactions);
         println!(

@@ -79,6 +79,8 @@ pub struct Metrics {
     /// On the leader: PVC requests another resizer raised (rule "beside
     /// another resizer"), each counted once.
     pub foreign_resizes: IntCounter,
+    pub config_valid: IntGauge,
+    pub clock_skew: GaugeVec,
     pub growth: GaugeVec,
     pub recommended: IntGaugeVec,
     known_slots: Mutex<BTreeSet<String>>,
@@ -291,6 +293,18 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            config_valid: gauge(
+                &r,
+                "cnpg_autoresize_config_valid",
+                "1 when the flags, credentials and permissions let the manager work; 0 while it is inert.",
+            )?,
+            // Label-less vector: absent until the API server first answers.
+            clock_skew: float_gauge_vec(
+                &r,
+                "cnpg_autoresize_clock_skew_seconds",
+                "This pod's clock minus the API server's (its answers' Date header); positive when this pod is ahead.",
+                &[],
+            )?,
             growth: float_gauge_vec(
                 &r,
                 "cnpg_disk_growth_bytes_per_second",
@@ -307,6 +321,7 @@ impl Metrics {
             registry: r,
         };
         m.build_info.with_label_values(&[version]).set(1);
+        m.config_valid.set(1);
         Ok(m)
     }
 

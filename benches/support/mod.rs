@@ -181,6 +181,18 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// `VmHWM` (the peak resident set since the process started) in KiB.
+pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM")
+}
+
 /// `MemAvailable` of `/proc/meminfo`, in bytes.
 pub fn mem_available() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo")?;

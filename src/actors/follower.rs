@@ -3,7 +3,7 @@
 //! leader's `/v1/decisions` long-poll, whose answers also tell the Leader
 //! actor that the leader lives (so followers need not read the Lease).
 
-use super::leader::{LeaderEvidence, Leadership};
+use super::leader::{Evidence, LeaderEvidence, Leadership};
 use super::planner::feed::{DecisionFeed, InstanceDecisions};
 use super::status::{LeaderHints, VolumeKey};
 use crate::api::cluster::{AutoResizeEvent, ResizeResult};
@@ -83,6 +83,10 @@ impl Applier {
         for e in &mine.events {
             self.count(e);
         }
+        // Bounded by the records the leader still publishes: one it no
+        // longer publishes (aged out of the journal) does not come back.
+        let published: HashSet<_> = mine.events.iter().map(Self::key).collect();
+        self.counted.retain(|k| published.contains(k));
         self.last = Some((mine.clone(), cnpg_slots.clone()));
     }
 
@@ -98,14 +102,17 @@ impl Applier {
         self.last = None;
     }
 
+    fn key(e: &AutoResizeEvent) -> (String, jiff::Timestamp, String) {
+        (e.pvc_name.clone(), e.timestamp, e.new_size.clone())
+    }
+
     fn count(&mut self, e: &AutoResizeEvent) {
         let since = self
             .started
             .round(jiff::Unit::Second)
             .unwrap_or(self.started)
             - jiff::SignedDuration::from_secs(1);
-        let key = (e.pvc_name.clone(), e.timestamp, e.new_size.clone());
-        if e.timestamp >= since && self.counted.insert(key) {
+        if e.timestamp >= since && self.counted.insert(Self::key(e)) {
             let labels = VolumeLabels::new(e.volume_type, e.tablespace.as_deref());
             self.metrics
                 .count_resize(&labels, e.result == ResizeResult::Success);
@@ -184,7 +191,19 @@ impl Follower {
                 Ok(feed) if feed.leader == holder => {
                     backoff.reset();
                     last_answer = Instant::now();
-                    let _ = self.evidence.send(Some((holder.clone(), last_answer)));
+                    let _ = self.evidence.send(Some(Evidence {
+                        holder: holder.clone(),
+                        at: last_answer,
+                        answering: true,
+                        record: feed.lease.as_ref().and_then(|l| {
+                            // The leader's own claim about its Lease; the
+                            // Leader actor bounds how much it believes.
+                            let valid_for =
+                                Duration::try_from_secs_f64(l.valid_for_seconds).ok()?;
+                            let expires_by = last_answer.checked_add(valid_for)?;
+                            (l.holder == holder).then(|| (l.renew_time.clone(), expires_by))
+                        }),
+                    }));
                     after = feed.version;
                     let mine = feed
                         .instances
@@ -197,8 +216,13 @@ impl Follower {
                     if let Err(error) = &other {
                         tracing::debug!(%error, leader = %holder, "leader did not answer");
                     }
-                    // No proof of life: the Leader actor looks at the Lease itself now.
-                    let _ = self.evidence.send(None);
+                    // No proof of life: the Leader actor looks at the Lease
+                    // itself now, knowing which record the leader last held.
+                    self.evidence.send_modify(|e| {
+                        if let Some(e) = e.as_mut().filter(|e| e.holder == holder) {
+                            e.answering = false;
+                        }
+                    });
                     // Look the leader's pod up again (a new IP?), at most
                     // once per lease duration: the API is not a retry loop.
                     if leader_url
@@ -220,5 +244,54 @@ impl Follower {
             .ok()??;
         let ip = found.status?.pod_ip?;
         Some(format!("http://{ip}:{}/v1/decisions", self.http_port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::VolumeType;
+
+    fn record(second: i64) -> AutoResizeEvent {
+        AutoResizeEvent {
+            timestamp: jiff::Timestamp::from_second(1_800_000_000 + second).unwrap(),
+            instance_name: "pg-1".into(),
+            pvc_name: "pg-1".into(),
+            volume_type: VolumeType::Data,
+            tablespace: None,
+            previous_size: "1Gi".into(),
+            new_size: format!("{}Gi", second + 2),
+            result: ResizeResult::Success,
+            trigger: None,
+            filesystem_bytes: None,
+        }
+    }
+
+    /// Memory bounded by design: what is remembered to count each record
+    /// once is what the leader still publishes, not every record ever seen.
+    #[test]
+    fn each_record_counts_once_and_is_forgotten_when_no_longer_published() {
+        let metrics = Arc::new(Metrics::new("test").unwrap());
+        let started = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut applier = Applier::new(metrics.clone(), LeaderHints::default(), started);
+        for n in 0..1000 {
+            // The journal keeps the last two records.
+            let events = vec![record(n), record(n + 1)];
+            applier.apply(
+                &InstanceDecisions {
+                    volumes: Vec::new(),
+                    events,
+                },
+                &CnpgSlots::default(),
+            );
+            assert!(applier.counted.len() <= 2, "{}", applier.counted.len());
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "cnpg_disk_resizes_total{result=\"success\",tablespace=\"\",volume_type=\"data\"} 1001"
+            ),
+            "{text}"
+        );
     }
 }

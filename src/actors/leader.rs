@@ -9,8 +9,9 @@
 //! the leader lives, so a healthy cluster of any size costs the API server
 //! the leader's renewals and nothing per follower.
 
+use super::problems::{Problem, Problems, Source, REPEAT_EVERY};
 use super::supervision::{injected_panic, Lifeline, Liveness};
-use crate::kube_api::{is_status, observed};
+use crate::kube_api::{is_status, observed, status_code};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -44,8 +45,32 @@ pub struct Leadership {
     pub holder: Option<String>,
 }
 
-/// The leader named here answered this pod over HTTP at this instant.
-pub type LeaderEvidence = Option<(String, Instant)>;
+/// What a follower learned from the leader's last HTTP answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evidence {
+    /// The leader that answered.
+    pub holder: String,
+    /// When its last answer arrived, on this pod's clock.
+    pub at: Instant,
+    /// False once it stopped answering: the Lease is read again.
+    pub answering: bool,
+    /// The Lease record it held when it answered (its `renewTime`), and when
+    /// that record expires at the latest, on this pod's clock.
+    pub record: Option<(String, Instant)>,
+}
+
+/// The latest evidence about the leader, if any.
+pub type LeaderEvidence = Option<Evidence>;
+
+/// The Lease as this pod holds it, while it leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    pub holder: String,
+    /// The record's `renewTime`, as the API server stores it.
+    pub renew_time: String,
+    /// The lease is ours until then (this pod's clock).
+    pub valid_until: Instant,
+}
 
 /// Margin kept before the lease's end: a write is only started while the
 /// lease stays valid for at least this long.
@@ -91,8 +116,14 @@ enum Outcome {
     Trusting {
         holder: String,
     },
-    /// The API did not answer (or refused): nothing learned.
+    /// The API did not answer: nothing learned.
     Unknown,
+    /// The API refused (401, 403): the Role or the token does not allow it.
+    Refused {
+        verb: &'static str,
+        code: u16,
+        error: String,
+    },
 }
 
 pub struct LeaderActor {
@@ -101,9 +132,13 @@ pub struct LeaderActor {
     fence: Arc<Fence>,
     leadership: watch::Sender<Leadership>,
     evidence: watch::Receiver<LeaderEvidence>,
+    held_tx: watch::Sender<Option<HeldLease>>,
+    problems: Problems,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
     observation: Option<Observation>,
+    /// When the Lease was last tried while it was refused.
+    refused_at: Option<Instant>,
     /// The Lease as we last wrote it, while we lead.
     held: Option<Lease>,
     busy: bool,
@@ -120,6 +155,8 @@ impl LeaderActor {
         fence: Arc<Fence>,
         leadership: watch::Sender<Leadership>,
         evidence: watch::Receiver<LeaderEvidence>,
+        held_tx: watch::Sender<Option<HeldLease>>,
+        problems: Problems,
         metrics: Arc<Metrics>,
         liveness: Arc<Liveness>,
         released: Arc<std::sync::atomic::AtomicBool>,
@@ -131,9 +168,12 @@ impl LeaderActor {
             fence,
             leadership,
             evidence,
+            held_tx,
+            problems,
             metrics,
             liveness,
             observation: None,
+            refused_at: None,
             held: None,
             busy: false,
             released,
@@ -151,17 +191,41 @@ impl LeaderActor {
         if self.busy || self.is_released() {
             return;
         }
+        // An inert manager takes no lease (docs/reference/operations.md#when-the-manager-is-inert);
+        // a refused Lease is tried again once a minute, not on every tick.
+        let refused_recently = self.problems.has(Source::Lease)
+            && self.refused_at.is_some_and(|t| t.elapsed() < REPEAT_EVERY);
+        if self.problems.has_other_than(Source::Lease) || refused_recently {
+            self.step_down(ctx);
+            ctx.run_later(self.settings.renew_interval / 2, |act, ctx| {
+                act.attempt(ctx)
+            });
+            return;
+        }
         // A follower that heard from the leader recently leaves the API alone.
-        let trusted = self.evidence.borrow().clone().filter(|(holder, at)| {
-            self.held.is_none()
-                && *holder != self.settings.identity
-                && at.elapsed() < self.settings.evidence_grace()
+        let evidence = self.evidence.borrow().clone();
+        let trusted = evidence.as_ref().filter(|e| {
+            e.answering
+                && self.held.is_none()
+                && e.holder != self.settings.identity
+                && e.at.elapsed() < self.settings.evidence_grace()
         });
-        if let Some((holder, _)) = trusted {
-            let next = self.apply(Outcome::Trusting { holder });
+        if let Some(e) = trusted {
+            let next = self.apply(Outcome::Trusting {
+                holder: e.holder.clone(),
+            });
             ctx.run_later(next, |act, ctx| act.attempt(ctx));
             return;
         }
+        // What the leader last said it held: the record it will let expire.
+        let hint = evidence.and_then(|e| {
+            let (renew_time, expires_by) = e.record?;
+            Some(Hint {
+                holder: e.holder,
+                renew_time,
+                expires_by,
+            })
+        });
         self.busy = true;
         let api = self.api.clone();
         let settings = self.settings.clone();
@@ -171,7 +235,7 @@ impl LeaderActor {
         let fut = async move {
             match held {
                 Some(lease) => renew(&api, &settings, lease, &metrics).await,
-                None => acquire_or_follow(&api, &settings, observation, &metrics).await,
+                None => acquire_or_follow(&api, &settings, observation, hint, &metrics).await,
             }
         };
         ctx.spawn(fut.into_actor(self).map(|outcome, act, ctx| {
@@ -181,6 +245,27 @@ impl LeaderActor {
         }));
     }
 
+    /// Gives up leadership now (an inert manager leads nothing): the fence
+    /// drops at once, and the lease is released for a successor.
+    fn step_down(&mut self, ctx: &mut Context<Self>) {
+        self.fence.set(None);
+        let _ = self.held_tx.send_replace(None);
+        if let Some(lease) = self.held.take() {
+            tracing::warn!(lease = %self.settings.lease_name, "stepping down: the manager cannot work (see the errors above)");
+            let (api, settings, metrics) = (
+                self.api.clone(),
+                self.settings.clone(),
+                self.metrics.clone(),
+            );
+            ctx.spawn(
+                async move { release(&api, &settings, lease, &metrics).await }.into_actor(self),
+            );
+        }
+        let holder = self.leadership.borrow().holder.clone();
+        let me = self.settings.identity.clone();
+        self.publish(false, holder.filter(|h| *h != me));
+    }
+
     /// Updates fence and leadership; returns when to try again.
     fn apply(&mut self, outcome: Outcome) -> Duration {
         if self.is_released() {
@@ -188,12 +273,28 @@ impl LeaderActor {
             // not re-arm the fence: a successor may already lead.
             self.fence.set(None);
             self.held = None;
+            let _ = self.held_tx.send_replace(None);
             return self.settings.renew_interval;
         }
         let me = self.settings.identity.clone();
+        if matches!(outcome, Outcome::Leading { .. } | Outcome::Following { .. }) {
+            self.refused_at = None;
+            self.problems.set(Source::Lease, Vec::new());
+        }
         match outcome {
             Outcome::Leading { lease, valid_until } => {
                 self.fence.set(Some(valid_until));
+                let renew_time = lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.renew_time.as_ref())
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default();
+                let _ = self.held_tx.send_replace(Some(HeldLease {
+                    holder: me.clone(),
+                    renew_time,
+                    valid_until,
+                }));
                 self.held = Some(*lease);
                 self.observation = None;
                 self.publish(true, Some(me));
@@ -202,6 +303,7 @@ impl LeaderActor {
             Outcome::Following { observation } => {
                 self.fence.set(None);
                 self.held = None;
+                let _ = self.held_tx.send_replace(None);
                 let holder = observation.holder.clone();
                 // A record seen for the first time cannot expire before a
                 // lease duration from now: look again shortly before that
@@ -239,10 +341,31 @@ impl LeaderActor {
                 // Keep leading only while the lease we hold is still valid.
                 if !self.fence.holds() {
                     self.held = None;
+                    let _ = self.held_tx.send_replace(None);
                     let holder = self.leadership.borrow().holder.clone();
                     self.publish(false, holder.filter(|h| *h != me));
                 }
                 (self.settings.renew_interval / 2).max(Duration::from_millis(100))
+            }
+            Outcome::Refused { verb, code, error } => {
+                self.fence.set(None);
+                self.held = None;
+                let _ = self.held_tx.send_replace(None);
+                self.refused_at = Some(Instant::now());
+                self.problems.set(
+                    Source::Lease,
+                    vec![Problem::new(
+                        format!("{verb} leases"),
+                        code.to_string(),
+                        format!(
+                            "the API server refuses to {verb} the Lease {}: {error} (check the Role and the service account token)",
+                            self.settings.lease_name
+                        ),
+                    )],
+                );
+                let holder = self.leadership.borrow().holder.clone();
+                self.publish(false, holder.filter(|h| *h != me));
+                self.settings.renew_interval / 2
             }
         }
     }
@@ -340,19 +463,39 @@ async fn renew(
             valid_until: started + settings.lease_duration,
         },
         Err(e) if is_status(&e, 409) || is_status(&e, 404) => {
-            acquire_or_follow(api, settings, None, metrics).await
+            acquire_or_follow(api, settings, None, None, metrics).await
         }
-        Err(error) => {
+        Err(error) => refused("update", &error).unwrap_or_else(|| {
             tracing::debug!(%error, "cannot renew the lease");
             Outcome::Unknown
-        }
+        }),
     }
+}
+
+/// A refusal by the API server (401, 403) of `verb` on the Lease.
+fn refused(verb: &'static str, error: &kube::Error) -> Option<Outcome> {
+    let code = status_code(error);
+    matches!(code, 401 | 403).then(|| Outcome::Refused {
+        verb,
+        code,
+        error: error.to_string(),
+    })
+}
+
+/// What the leader said in its last answer: it held this record, which
+/// expires by then (this pod's clock).
+#[derive(Clone, Debug)]
+struct Hint {
+    holder: String,
+    renew_time: String,
+    expires_by: Instant,
 }
 
 async fn acquire_or_follow(
     api: &Api<Lease>,
     settings: &LeaderSettings,
     previous: Option<Observation>,
+    hint: Option<Hint>,
     metrics: &Metrics,
 ) -> Outcome {
     let started = Instant::now();
@@ -361,8 +504,10 @@ async fn acquire_or_follow(
     {
         Ok(lease) => lease,
         Err(error) => {
-            tracing::debug!(%error, "cannot read the lease");
-            return Outcome::Unknown;
+            return refused("get", &error).unwrap_or_else(|| {
+                tracing::debug!(%error, "cannot read the lease");
+                Outcome::Unknown
+            });
         }
     };
     let Some(mut lease) = current else {
@@ -393,10 +538,10 @@ async fn acquire_or_follow(
                 valid_until,
             },
             Err(e) if is_status(&e, 409) => Outcome::Unknown, // someone else created it first
-            Err(error) => {
+            Err(error) => refused("create", &error).unwrap_or_else(|| {
                 tracing::debug!(%error, "cannot create the lease");
                 Outcome::Unknown
-            }
+            }),
         };
     };
     let spec = lease.spec.clone().unwrap_or_default();
@@ -405,12 +550,28 @@ async fn acquire_or_follow(
     let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(1).max(1) as u64);
     let observation = match previous {
         Some(p) if p.holder == holder && p.renew_time == renew_time => p,
-        _ => Observation {
-            holder: holder.clone(),
-            renew_time: renew_time.clone(),
-            duration,
-            since: Instant::now(),
-        },
+        _ => {
+            // Seen unchanged from now on, the record expires a lease duration
+            // from now. Unless the leader told us, in its last answer, that it
+            // held this very record: it has not renewed since, so the record
+            // expires when it said — its last renewal plus a lease duration,
+            // not a lease duration after we happen to look. Never later than
+            // a full duration from now, whatever the answer claimed.
+            let now = Instant::now();
+            let since = hint
+                .filter(|h| {
+                    holder.as_deref() == Some(h.holder.as_str())
+                        && renew_time.as_deref() == Some(h.renew_time.as_str())
+                })
+                .and_then(|h| h.expires_by.checked_sub(duration))
+                .map_or(now, |s| s.min(now));
+            Observation {
+                holder: holder.clone(),
+                renew_time: renew_time.clone(),
+                duration,
+                since,
+            }
+        }
     };
     let mine = holder.as_deref() == Some(settings.identity.as_str());
     let expired = holder.is_none() || observation.since.elapsed() > observation.duration;
@@ -441,10 +602,10 @@ async fn acquire_or_follow(
             valid_until,
         },
         Err(e) if is_status(&e, 409) => Outcome::Following { observation },
-        Err(error) => {
+        Err(error) => refused("update", &error).unwrap_or_else(|| {
             tracing::debug!(%error, "cannot take the lease");
             Outcome::Unknown
-        }
+        }),
     }
 }
 
@@ -508,6 +669,7 @@ mod tests {
         let (_evidence_tx, evidence) = watch::channel(None);
         let fence = Arc::new(Fence::default());
         let (lifeline, _) = tokio::sync::oneshot::channel();
+        let metrics = Arc::new(Metrics::new("test").unwrap());
         let actor = LeaderActor::new(
             LeaderSettings {
                 lease_name: "cnpg-autoresize-pg".into(),
@@ -519,12 +681,92 @@ mod tests {
             fence.clone(),
             leadership,
             evidence,
-            Arc::new(Metrics::new("test").unwrap()),
+            watch::channel(None).0,
+            Problems::new(metrics.clone()),
+            metrics,
             Arc::new(Liveness::default()),
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
             Lifeline::for_tests(lifeline),
         );
         (actor, rx, fence)
+    }
+
+    /// An API whose Lease is `lease` (GET); any write is a conflict.
+    fn lease_api(lease: serde_json::Value) -> Api<Lease> {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let (status, body) = if req.method() == http::Method::GET {
+                (200, lease.to_string())
+            } else {
+                (409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}).to_string())
+            };
+            async move {
+                let mut response = http::Response::new(kube::client::Body::from(body.into_bytes()));
+                *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                Ok::<_, std::io::Error>(response)
+            }
+        });
+        Api::namespaced(kube::Client::new(service, "default"), "default")
+    }
+
+    fn settings() -> LeaderSettings {
+        LeaderSettings {
+            lease_name: "cnpg-autoresize-pg".into(),
+            identity: "pg-1".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// How long the follower still waits for the record it read to expire.
+    async fn left_to_expiry(hint: Option<Hint>) -> Duration {
+        let api = lease_api(serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "cnpg-autoresize-pg", "resourceVersion": "7"},
+            "spec": {"holderIdentity": "pg-2", "leaseDurationSeconds": 15,
+                     "renewTime": "2026-01-01T00:00:00.000000Z"}}));
+        let metrics = Metrics::new("test").unwrap();
+        match acquire_or_follow(&api, &settings(), None, hint, &metrics).await {
+            Outcome::Following { observation } => observation
+                .duration
+                .saturating_sub(observation.since.elapsed()),
+            _ => panic!("a live record of another pod is followed"),
+        }
+    }
+
+    /// The leader said, in its last answer, that it held this very record
+    /// until 2 s from now: it expires then, not a full lease after the
+    /// follower first reads it (a frozen leader is replaced within the lease
+    /// after its last renewal). A hint about another record, or one that
+    /// claims more than a lease, changes nothing.
+    #[tokio::test]
+    async fn a_record_the_leader_said_it_held_expires_when_it_said() {
+        let hint = |holder: &str, renew_time: &str, in_: Duration| Hint {
+            holder: holder.into(),
+            renew_time: renew_time.into(),
+            expires_by: Instant::now() + in_,
+        };
+        let told = left_to_expiry(Some(hint(
+            "pg-2",
+            "2026-01-01T00:00:00Z",
+            Duration::from_secs(2),
+        )))
+        .await;
+        assert!(
+            told <= Duration::from_secs(2) && told > Duration::from_secs(1),
+            "{told:?}"
+        );
+        let full = Duration::from_secs(14);
+        assert!(left_to_expiry(None).await > full);
+        let older = hint("pg-2", "2025-12-31T23:59:55Z", Duration::from_secs(2));
+        assert!(left_to_expiry(Some(older)).await > full);
+        let other = hint("pg-3", "2026-01-01T00:00:00Z", Duration::from_secs(2));
+        assert!(left_to_expiry(Some(other)).await > full);
+        let boast = hint("pg-2", "2026-01-01T00:00:00Z", Duration::from_secs(3600));
+        let boasted = left_to_expiry(Some(boast)).await;
+        assert!(
+            boasted <= Duration::from_secs(15) && boasted > full,
+            "{boasted:?}"
+        );
     }
 
     fn leading() -> Outcome {

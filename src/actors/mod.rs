@@ -6,6 +6,8 @@ pub mod disk_probe;
 pub mod follower;
 pub mod leader;
 pub mod planner;
+pub mod preflight;
+pub mod problems;
 pub mod status;
 pub mod supervision;
 pub mod wal_health;

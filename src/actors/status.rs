@@ -232,7 +232,7 @@ fn wal_differs_materially(old: Option<&WalHealth>, new: Option<&WalHealth>) -> b
 }
 
 /// The `/v1/status` answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusResponse {
     /// The pod that answers: a reused IP must not pass for another pod.
@@ -242,6 +242,15 @@ pub struct StatusResponse {
     pub probed: bool,
     /// With `ageSeconds` measured on this instance's clock.
     pub report: InstanceReport,
+    /// False while the manager is inert; `problems` says why.
+    #[serde(default = "yes")]
+    pub config_valid: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<crate::actors::problems::Problem>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]

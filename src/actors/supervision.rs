@@ -5,9 +5,9 @@
 
 use crate::metrics::Metrics;
 use actix::{Actor, Addr, Context};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -158,29 +158,45 @@ where
     handle
 }
 
-/// Test-only fault injection (hidden `--fault-panic ACTOR[:N]` flag): the
-/// named actor's first tick succeeds (so it has reported once), then it
-/// panics on its next N ticks, to prove supervision works.
-static INJECTED_PANICS: OnceLock<HashMap<String, (AtomicBool, AtomicU32)>> = OnceLock::new();
+/// Test-only fault injection (hidden `--fault-panic ACTOR[:N]` flag of
+/// builds with the test bed; the in-pod image has neither): the named
+/// actor's first tick succeeds (so it has reported once), then it panics on
+/// its next N ticks, to prove supervision works.
+#[cfg(feature = "testbed")]
+mod faults {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::OnceLock;
 
-pub fn inject_panics(specs: &[(String, u32)]) {
-    let map = specs
-        .iter()
-        .map(|(actor, n)| (actor.clone(), (AtomicBool::new(false), AtomicU32::new(*n))))
-        .collect();
-    let _ = INJECTED_PANICS.set(map);
+    static INJECTED_PANICS: OnceLock<HashMap<String, (AtomicBool, AtomicU32)>> = OnceLock::new();
+
+    pub fn inject_panics(specs: &[(String, u32)]) {
+        let map = specs
+            .iter()
+            .map(|(actor, n)| (actor.clone(), (AtomicBool::new(false), AtomicU32::new(*n))))
+            .collect();
+        let _ = INJECTED_PANICS.set(map);
+    }
+
+    /// Panics if a fault was injected for `actor` and is not used up.
+    pub fn injected_panic(actor: &str) {
+        let Some((ticked, left)) = INJECTED_PANICS.get().and_then(|m| m.get(actor)) else {
+            return;
+        };
+        if !ticked.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let taken = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if taken.is_ok() {
+            panic!("injected panic in actor {actor} (--fault-panic)");
+        }
+    }
 }
 
-/// Panics if a fault was injected for `actor` and is not used up.
-pub fn injected_panic(actor: &str) {
-    let Some((ticked, left)) = INJECTED_PANICS.get().and_then(|m| m.get(actor)) else {
-        return;
-    };
-    if !ticked.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let taken = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-    if taken.is_ok() {
-        panic!("injected panic in actor {actor} (--fault-panic)");
-    }
-}
+#[cfg(feature = "testbed")]
+pub use faults::{inject_panics, injected_panic};
+
+/// Without the test bed there is nothing to inject.
+#[cfg(not(feature = "testbed"))]
+#[inline(always)]
+pub fn injected_panic(_actor: &str) {}

@@ -28,7 +28,68 @@ pub struct InstanceReport {
     pub last_updated: Option<jiff::Timestamp>,
 }
 
+/// Limits of a report read from outside (a peer's answer, a `plan`
+/// snapshot). Beyond them a report is nonsense — no probe that ran, no
+/// PostgreSQL that exists says so — and it is ignored rather than used.
+pub mod limits {
+    /// Older than a year: no probe of a running manager reports that.
+    pub const MAX_AGE_SECONDS: f64 = 365.0 * 86_400.0;
+    /// Tablespaces of one instance.
+    pub const MAX_TABLESPACES: usize = 1024;
+    /// Inactive replication slots of one instance.
+    pub const MAX_SLOTS: usize = 1024;
+    /// PostgreSQL names (tablespaces, slots): NAMEDATALEN - 1 bytes.
+    pub const MAX_NAME_BYTES: usize = 63;
+}
+
 impl InstanceReport {
+    /// Checks a report read from outside against [`limits`] and what a
+    /// filesystem can report; the error names the field and the value.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(age) = self.age_seconds {
+            if !age.is_finite() || !(0.0..=limits::MAX_AGE_SECONDS).contains(&age) {
+                return Err(format!(
+                    "ageSeconds {age}: expected seconds from 0 to {}",
+                    limits::MAX_AGE_SECONDS
+                ));
+            }
+        }
+        if self.tablespaces.len() > limits::MAX_TABLESPACES {
+            return Err(format!(
+                "tablespaces: {} of them, more than {}",
+                self.tablespaces.len(),
+                limits::MAX_TABLESPACES
+            ));
+        }
+        let volumes = [("data", self.data.as_ref()), ("wal", self.wal.as_ref())]
+            .into_iter()
+            .filter_map(|(name, v)| Some((name.to_string(), v?)))
+            .chain(
+                self.tablespaces
+                    .iter()
+                    .map(|(name, v)| (format!("tablespaces.{name}"), v)),
+            );
+        for (name, stats) in volumes {
+            stats.check().map_err(|e| format!("{name}.{e}"))?;
+        }
+        for name in self.tablespaces.keys() {
+            check_name("tablespaces", name)?;
+        }
+        if let Some(health) = &self.wal_health {
+            if health.inactive_slots.len() > limits::MAX_SLOTS {
+                return Err(format!(
+                    "walHealth.inactiveSlots: {} of them, more than {}",
+                    health.inactive_slots.len(),
+                    limits::MAX_SLOTS
+                ));
+            }
+            for slot in &health.inactive_slots {
+                check_name("walHealth.inactiveSlots.slotName", &slot.slot_name)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The figures of one volume: data, WAL, or the named tablespace.
     pub fn stats(&self, volume_type: VolumeType, tablespace: Option<&str>) -> Option<&VolumeStats> {
         match volume_type {
@@ -79,7 +140,58 @@ pub struct VolumeStats {
     pub history_seconds: Option<f64>,
 }
 
+fn check_name(field: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > limits::MAX_NAME_BYTES {
+        let shown: String = name.chars().take(80).collect();
+        return Err(format!(
+            "{field} {shown:?}: expected a PostgreSQL name (1 to {} bytes)",
+            limits::MAX_NAME_BYTES
+        ));
+    }
+    Ok(())
+}
+
 impl VolumeStats {
+    /// What `statvfs` can report: used and available bytes within the
+    /// total, used and free inodes within theirs (a total of 0 means not
+    /// given), a finite, non-negative growth rate.
+    pub fn check(&self) -> Result<(), String> {
+        let within = |field: &str, value: u64, total: u64, of: &str| {
+            if total > 0 && value > total {
+                Err(format!("{field} {value}: more than {of} {total}"))
+            } else {
+                Ok(())
+            }
+        };
+        within("usedBytes", self.used_bytes, self.total_bytes, "totalBytes")?;
+        within(
+            "availableBytes",
+            self.available_bytes,
+            self.total_bytes,
+            "totalBytes",
+        )?;
+        within(
+            "inodesUsed",
+            self.inodes_used,
+            self.inodes_total,
+            "inodesTotal",
+        )?;
+        within(
+            "inodesFree",
+            self.inodes_free,
+            self.inodes_total,
+            "inodesTotal",
+        )?;
+        if let Some(rate) = self.growth_bytes_per_second {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(format!(
+                    "growthBytesPerSecond {rate}: expected a finite rate of 0 or more"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Filesystem size; falls back to used + available when total is not given.
     pub fn size_bytes(&self) -> u64 {
         if self.total_bytes > 0 {

@@ -116,7 +116,25 @@ pub enum OutputFormat {
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        // In a pod `run` must not exit over its flags (a native sidecar
+        // that exits keeps PostgreSQL down): it stays up inert instead.
+        Err(e)
+            if super::run::is_run(&argv)
+                && !super::run::on_terminal()
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp
+                        | clap::error::ErrorKind::DisplayVersion
+                        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+        {
+            return super::run::main_unparsed(&argv, &e)
+        }
+        Err(e) => e.exit(),
+    };
     let Some(command) = cli.command else {
         print!("{}", overview());
         return ExitCode::SUCCESS;

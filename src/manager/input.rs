@@ -35,7 +35,16 @@ fn read_stdin() -> Result<(String, String), InputError> {
 pub fn parse_document(name: &str, text: &str) -> Result<serde_json::Value, InputError> {
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(text) {
-        let value: serde_json::Value = serde::Deserialize::deserialize(document)
+        let yaml: serde_norway::Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| InputError(format!("{name}: not valid YAML or JSON: {e}")))?;
+        // JSON has no NaN or infinity, and converting YAML's `.nan` would
+        // silently make it null (absent): refused, naming where.
+        if let Some(at) = non_finite(&yaml) {
+            return Err(InputError(format!(
+                "{name}: {at}: not a finite number (.nan and .inf are not values here)"
+            )));
+        }
+        let value = serde_json::to_value(&yaml)
             .map_err(|e| InputError(format!("{name}: not valid YAML or JSON: {e}")))?;
         if !value.is_null() {
             documents.push(value);
@@ -47,6 +56,37 @@ pub fn parse_document(name: &str, text: &str) -> Result<serde_json::Value, Input
         n => Err(InputError(format!(
             "{name}: expected one document, found {n}"
         ))),
+    }
+}
+
+/// Where a YAML value holds a number that is not finite, if anywhere.
+fn non_finite(value: &serde_norway::Value) -> Option<String> {
+    use serde_norway::Value;
+    match value {
+        Value::Number(n) => (n.is_nan() || n.is_infinite()).then(|| ".".to_string()),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| non_finite(v).map(|at| join(&format!("[{i}]"), &at))),
+        Value::Mapping(map) => map.iter().find_map(|(k, v)| {
+            let key = k
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{k:?}"));
+            non_finite(v).map(|at| join(&key, &at))
+        }),
+        Value::Tagged(tagged) => non_finite(&tagged.value),
+        Value::Null | Value::Bool(_) | Value::String(_) => None,
+    }
+}
+
+fn join(head: &str, rest: &str) -> String {
+    if rest == "." {
+        head.to_string()
+    } else if rest.starts_with('[') {
+        format!("{head}{rest}")
+    } else {
+        format!("{head}.{rest}")
     }
 }
 

@@ -51,7 +51,25 @@ pub fn plan_file(
         .filter(|p| p.as_os_str() != "-")
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "standard input".to_string());
-    let snapshot: Snapshot = typed(&name, read_document(path)?)?;
+    plan_document(&name, read_document(path)?, now)
+}
+
+/// [`plan_file`] on a snapshot's text (YAML or JSON), named `name` in messages.
+pub fn plan_text(
+    name: &str,
+    text: &str,
+    now: jiff::Timestamp,
+) -> Result<(PlanOutput, Vec<String>), InputError> {
+    plan_document(name, super::input::parse_document(name, text)?, now)
+}
+
+fn plan_document(
+    name: &str,
+    document: serde_json::Value,
+    now: jiff::Timestamp,
+) -> Result<(PlanOutput, Vec<String>), InputError> {
+    let name = name.to_string();
+    let snapshot: Snapshot = typed(&name, document)?;
     let cluster_name = format!("{name}: cluster");
     expect_kind(
         &cluster_name,
@@ -104,9 +122,14 @@ pub fn plan_file(
     let mut instances = BTreeMap::new();
     for (pod, report) in snapshot.instances {
         match report {
-            Lenient::Ok(r) => {
-                instances.insert(pod, r);
-            }
+            Lenient::Ok(r) => match r.check() {
+                Ok(()) => {
+                    instances.insert(pod, r);
+                }
+                Err(error) => notes.push(format!(
+                    "{name}: instances.{pod} left out (no status from it): {error}"
+                )),
+            },
             Lenient::Unreadable { error, .. } => notes.push(format!(
                 "{name}: instances.{pod} left out (no status from it): {error}"
             )),

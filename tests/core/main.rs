@@ -7,3 +7,4 @@ mod docs;
 mod plugin;
 mod properties;
 mod trace;
+mod untrusted;

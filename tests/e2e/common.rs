@@ -178,6 +178,20 @@ impl Env {
             .start()
             .await
             .expect("scenario starts");
+        let port = scenario.common_port().expect("a common port");
+        Self::around(scenario, port, options).await
+    }
+
+    /// Around a scenario started by the caller (who may have prepared
+    /// files in its directory): one manager pod per instance on `port`.
+    pub async fn adopt(scenario: Scenario, port: u16, options: ManagerOptions) -> Env {
+        let env = Self::around(scenario, port, options).await;
+        env.start_all_pods();
+        env
+    }
+
+    /// The policy CRD and the chart's admission policies, no pods yet.
+    async fn around(scenario: Scenario, port: u16, options: ManagerOptions) -> Env {
         scenario
             .sandbox
             .register_crd(POLICY_CRD)
@@ -187,7 +201,6 @@ impl Env {
             &admission_policies(&scenario.cluster, GUARD_KINDS),
         )
         .await;
-        let port = scenario.common_port().expect("a common port");
         let n = scenario.instances.len();
         Env {
             scenario,

@@ -274,8 +274,32 @@ async fn health_readiness_and_status_long_poll() {
     assert_eq!(same["instance"], "pg-1");
 }
 
+/// Runs `cnpg-autoresize run ARGS` as a person does: standard input and
+/// output on a terminal (a pseudo-terminal here); standard error captured.
+fn run_on_a_terminal(args: &[String]) -> std::process::Output {
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let output = Command::new(binary())
+        .arg("run")
+        .args(args)
+        .env_remove("POD_NAME")
+        .env_remove("CLUSTER_NAME")
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::from(
+            pty.slave.try_clone().expect("the terminal again"),
+        ))
+        .stdout(std::process::Stdio::from(pty.slave))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("runs");
+    drop(pty.master);
+    output
+}
+
+/// On a terminal, flags that cannot work are one error line and exit 2
+/// before anything starts (without one, the manager stays up inert:
+/// tests/e2e/inert.rs).
 #[test]
-fn run_rejects_bad_flags_before_starting() {
+fn run_on_a_terminal_rejects_bad_flags_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     // Each case: the flags (after the base of a valid identity and data path)
@@ -336,20 +360,14 @@ fn run_rejects_bad_flags_before_starting() {
             "ACTOR[:N]",
         ),
         (with_base(&["--http-addr", "nowhere"]), "nowhere"),
+        (with_base(&["--no-such-flag"]), "--no-such-flag"),
         (
             with_base(&["--kubeconfig", "/nonexistent/kc"]),
             "/nonexistent/kc",
         ),
     ];
     for (args, expected) in &cases {
-        let out = Command::new(binary())
-            .arg("run")
-            .args(args)
-            .env_remove("POD_NAME")
-            .env_remove("CLUSTER_NAME")
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
+        let out = run_on_a_terminal(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");

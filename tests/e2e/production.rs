@@ -677,65 +677,71 @@ async fn a_repeated_event_describes_the_latest_resize() {
     .await;
 }
 
-/// A watch the Role does not allow is an error in the log and a metric,
-/// not a silently empty store.
+/// A watch refused while the manager leads (the Role changed under it; here
+/// the API server answers the pod list and watch 403) is an error in the log
+/// and a metric, not a silently empty store — and the manager turns inert:
+/// the leader steps down, `cnpg_autoresize_config_valid` 0. Once the
+/// permission is back, the preflight (every minute) finds it and the
+/// manager leads again. (A Role that lacks it from the start: the manager
+/// never leads; tests/e2e/inert.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_watch_is_an_error_and_a_metric() {
-    let without_pod_list = MANAGER_ROLE.replace(
-        "  - pods\n  verbs:\n  - get\n  - list\n  - watch",
-        "  - pods\n  verbs:\n  - get",
-    );
-    assert_ne!(
-        without_pod_list, MANAGER_ROLE,
-        "the Role's pod rule as rendered"
-    );
-    let env = Env::start_custom(
-        data_volume_cluster(64 * MIB, json!({"enabled": true})),
-        ManagerOptions::default(),
-        fork_cluster_crd(),
-        &without_pod_list,
-    )
-    .await;
-    env.wait_metric(
-        0,
-        "cnpg_autoresize_watch_up",
-        &[("resource", "pods")],
-        0.0,
-        secs(30),
-    )
-    .await;
-    let logs = env.manager(0).logs();
+async fn a_watch_refused_while_leading_is_an_error_a_metric_and_makes_the_manager_inert() {
+    let env = Env::start(data_volume_cluster(64 * MIB, json!({"enabled": true}))).await;
+    let leader = env.wait_leader(secs(15)).await;
+    let n = env.index_of(&leader);
+    let pods = [("resource", "pods")];
+    env.wait_metric(n, "cnpg_autoresize_watch_up", &pods, 1.0, secs(30))
+        .await;
+    let faults = env.scenario.sandbox.faults();
+    faults.set_error_rate("list", "pods", 1.0, 403);
+    faults.set_error_rate("watch", "pods", 1.0, 403);
+    faults.drop_watches();
+    env.wait_metric(n, "cnpg_autoresize_watch_up", &pods, 0.0, secs(30))
+        .await;
+    env.wait_metric(n, "cnpg_autoresize_config_valid", &[], 0.0, secs(30))
+        .await;
+    env.wait_metric(n, "cnpg_autoresize_is_leader", &[], 0.0, secs(30))
+        .await;
+    let logs = env.manager(n).logs();
     assert!(
-        logs.contains("watch failing") && logs.contains("\"level\":\"error\""),
+        logs.lines()
+            .any(|l| l.contains("watch failing") && l.contains("\"level\":\"error\"")),
         "{logs}"
     );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("stays up inert") && l.contains("watch pods")),
+        "{logs}"
+    );
+    faults.clear();
+    env.wait_metric(n, "cnpg_autoresize_config_valid", &[], 1.0, secs(90))
+        .await;
+    env.wait_metric(n, "cnpg_autoresize_is_leader", &[], 1.0, secs(30))
+        .await;
 }
 
-/// A policy watch that fails for another reason than "not served" (here the
-/// Role forbids it) leaves the configuration's source unknown: the planner
-/// must not fall back to the Cluster's own blocks, which a policy could
-/// contradict (a Recommend-mode policy, a lower limit). It plans nothing.
+/// A policy watch that fails for another reason than "not served" or a
+/// refusal (here the API server answers 500) leaves the configuration's
+/// source unknown: the planner must not fall back to the Cluster's own
+/// blocks, which a policy could contradict (a Recommend-mode policy, a
+/// lower limit). It plans nothing. (A refusal makes the manager inert.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forbidden_policy_watch_plans_nothing_rather_than_guess_the_source() {
-    let without_policies = MANAGER_ROLE.replace(
-        "  - autoresizepolicies\n  verbs:\n  - get\n  - list\n  - watch",
-        "  - autoresizepolicies\n  verbs:\n  - get",
-    );
-    assert_ne!(
-        without_policies, MANAGER_ROLE,
-        "the Role's policy rule as rendered"
-    );
-    let env = Env::start_custom(
-        data_volume_cluster(
-            64 * MIB,
-            json!({"enabled": true, "strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}}),
-        ),
-        ManagerOptions::default(),
-        fork_cluster_crd(),
-        &without_policies,
+async fn a_failing_policy_watch_plans_nothing_rather_than_guess_the_source() {
+    let scenario = data_volume_cluster(
+        64 * MIB,
+        json!({"enabled": true, "strategy": {"walSafetyPolicy": {"acknowledgeWALRisk": true}}}),
     )
-    .await;
-    env.wait_leader(secs(15)).await;
+    .cluster_crd(fork_cluster_crd())
+    .enforce_role(MANAGER_ROLE)
+    .start()
+    .await
+    .expect("scenario starts");
+    let faults = scenario.sandbox.faults();
+    faults.set_error_rate("list", "autoresizepolicies", 1.0, 500);
+    faults.set_error_rate("watch", "autoresizepolicies", 1.0, 500);
+    let port = scenario.common_port().expect("a port");
+    let env = Env::adopt(scenario, port, ManagerOptions::default()).await;
+    env.wait_leader(secs(30)).await;
     env.scenario.instances[0]
         .data()
         .volume
@@ -761,6 +767,11 @@ async fn a_forbidden_policy_watch_plans_nothing_rather_than_guess_the_source() {
         ),
         None,
         "no decision at all: {text}"
+    );
+    assert_eq!(
+        metric(&text, "cnpg_autoresize_config_valid", &[]),
+        Some(1.0),
+        "a 500 is no refusal: {text}"
     );
 }
 

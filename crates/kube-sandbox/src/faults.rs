@@ -31,6 +31,7 @@ struct State {
     latencies: Vec<LatencyRule>,
     rates: Vec<ErrorRate>,
     outage_until: Option<Instant>,
+    clock_offset: jiff::SignedDuration,
     rng: StdRng,
 }
 
@@ -49,6 +50,7 @@ impl Faults {
                 latencies: Vec::new(),
                 rates: Vec::new(),
                 outage_until: None,
+                clock_offset: jiff::SignedDuration::ZERO,
                 rng: StdRng::seed_from_u64(seed),
             }),
             drops: watch::channel(0).0,
@@ -102,14 +104,30 @@ impl Faults {
         self.drop_watches();
     }
 
+    /// Shifts the server's clock as its answers show it (the `Date` header of
+    /// every response) by `offset`: an API server whose clock disagrees with
+    /// its clients'.
+    pub fn set_clock_offset(&self, offset: jiff::SignedDuration) {
+        self.lock().clock_offset = offset;
+    }
+
+    /// Now, on the server's (possibly shifted) clock.
+    pub(crate) fn server_now(&self) -> jiff::Timestamp {
+        let offset = self.lock().clock_offset;
+        jiff::Timestamp::now()
+            .checked_add(offset)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+    }
+
     /// Closes all open watch streams now.
     pub fn drop_watches(&self) {
         self.drops.send_modify(|g| *g += 1);
     }
 
-    /// Removes latencies, error rates and any outage.
+    /// Removes latencies, error rates, any outage and any clock offset.
     pub fn clear(&self) {
         let mut st = self.lock();
+        st.clock_offset = jiff::SignedDuration::ZERO;
         st.latency = Duration::ZERO;
         st.latencies.clear();
         st.rates.clear();
@@ -159,6 +177,7 @@ impl Faults {
                 u64::try_from(t.saturating_duration_since(Instant::now()).as_millis())
                     .unwrap_or(u64::MAX)
             }),
+            clock_offset_seconds: st.clock_offset.as_secs(),
         }
     }
 
@@ -182,6 +201,9 @@ impl Faults {
         if req.drop_watches {
             self.drop_watches();
         }
+        if let Some(seconds) = req.clock_offset_seconds {
+            self.set_clock_offset(jiff::SignedDuration::from_secs(seconds));
+        }
     }
 }
 
@@ -204,6 +226,7 @@ pub(crate) struct FaultsRequest {
     pub outage_ms: Option<u64>,
     #[serde(default)]
     pub drop_watches: bool,
+    pub clock_offset_seconds: Option<i64>,
 }
 
 /// Answer of `GET`/`POST /sandbox/v1/faults`.
@@ -214,4 +237,5 @@ pub(crate) struct FaultsView {
     pub latencies: Vec<LatencyRule>,
     pub error_rates: Vec<ErrorRate>,
     pub outage_remaining_ms: Option<u64>,
+    pub clock_offset_seconds: i64,
 }

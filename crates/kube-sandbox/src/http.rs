@@ -333,6 +333,16 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Err(e) => e.into_response(),
     };
     warnings.apply(&mut response);
+    // Every answer carries the server's clock, as a real API server's do
+    // (clients compare it with their own).
+    let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+        .timestamp_to_rfc9110_string(&shared.faults.server_now());
+    if let Ok(value) = date
+        .map_err(|e| e.to_string())
+        .and_then(|d| HeaderValue::from_str(&d).map_err(|e| e.to_string()))
+    {
+        response.headers_mut().insert(header::DATE, value);
+    }
     if info.api {
         let user_agent = headers
             .get(header::USER_AGENT)

@@ -48,11 +48,13 @@
 //! Unauthenticated endpoints, outside the Kubernetes API:
 //!
 //! * `GET /sandbox/v1/faults` — current faults:
-//!   `{"latencyMs", "errorRates": [{"verb","resource","rate","code"}], "outageRemainingMs"}`.
+//!   `{"latencyMs", "errorRates": [{"verb","resource","rate","code"}], "outageRemainingMs",
+//!   "clockOffsetSeconds"}`.
 //! * `POST /sandbox/v1/faults` — JSON body, every field optional, applied in
 //!   this order: `{"clear": true, "latencyMs": 200, "errorRates": [{"verb":
 //!   "patch", "resource": "persistentvolumeclaims", "rate": 1.0, "code": 500}],
-//!   "outageMs": 3000, "dropWatches": true}`. A rate of 0 removes that rule.
+//!   "outageMs": 3000, "dropWatches": true, "clockOffsetSeconds": -300}`. A rate of 0
+//!   removes that rule; a clock offset shifts the `Date` header of every answer.
 //!   `"latencies": [{"verb": "update", "resource": "leases", "ms": 1500}]` adds a delay to
 //!   matching requests (after `latencyMs`, which delays every request).
 //! * `GET /sandbox/v1/requests` — request accounting: `{"requests": [{"identity", "userAgent",

@@ -29,6 +29,21 @@ pub struct DecisionFeed {
     /// something does *not* happen.
     #[serde(default)]
     pub passes: u64,
+    /// The Lease as the leader holds it when it answers (the HTTP endpoint
+    /// adds it): a follower that stops hearing from the leader knows which
+    /// record to watch expire, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseView>,
+}
+
+/// The leader's Lease record and how long it stays valid, on the leader's
+/// clock, as of the answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseView {
+    pub holder: String,
+    pub renew_time: String,
+    pub valid_for_seconds: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -23,10 +23,12 @@ pub mod session;
 mod snapshot;
 
 use super::leader::{Fence, Leadership};
+use super::problems::Problems;
 use super::status::LocalStatus;
 use super::supervision::{injected_panic, Lifeline, Liveness};
 use crate::engine::{EngineSettings, Reason};
 use crate::http_client::Backoff;
+use crate::kube_api::ApiClock;
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use events::EventRecorder;
@@ -62,6 +64,9 @@ pub struct PlannerSettings {
 
 /// How long the first lists may take before a missing object is news.
 const SETTLE: Duration = Duration::from_secs(5);
+/// A leader whose clock is further off the API server's than this dates
+/// records and budgets wrongly enough to say so (`AutoResizeClockSkew`).
+pub const CLOCK_SKEW_WARNING: f64 = 60.0;
 
 /// Back-off after API errors: the first retry within a second, then
 /// doubling (with jitter) up to the cap.
@@ -83,6 +88,8 @@ pub struct Planner {
     local: watch::Receiver<LocalStatus>,
     leadership: watch::Receiver<Leadership>,
     feed: watch::Sender<DecisionFeed>,
+    problems: Problems,
+    clock: Arc<ApiClock>,
     session: Option<Session>,
     aggregator: Aggregator,
     busy: bool,
@@ -160,6 +167,8 @@ impl Planner {
         local: watch::Receiver<LocalStatus>,
         leadership: watch::Receiver<Leadership>,
         feed: watch::Sender<DecisionFeed>,
+        problems: Problems,
+        clock: Arc<ApiClock>,
         lifeline: Lifeline,
     ) -> Self {
         let ns = settings.namespace.clone();
@@ -185,6 +194,8 @@ impl Planner {
             local,
             leadership,
             feed,
+            problems,
+            clock,
             session: None,
             aggregator: Aggregator::default(),
             busy: false,
@@ -291,6 +302,9 @@ impl Planner {
         if result.write_error.is_none() {
             self.last_decisions = result.keys.clone();
         }
+        // Bounded: an entry is forgotten once it is gone (dropped by a write).
+        self.logged_unreadable
+            .retain(|e| result.unreadable_entries.contains(e));
         for entry in &result.unreadable_entries {
             if self.logged_unreadable.insert(entry.clone()) {
                 tracing::warn!(entry = %entry, "a status entry written by another program cannot be read: it counts toward no budget and is dropped at this status write");
@@ -324,6 +338,16 @@ impl Planner {
             if since.elapsed() > stuck_after {
                 conditions.push(notices::no_status(d, since.elapsed()));
             }
+        }
+        // The leader dates records and budgets: a clock far off the API
+        // server's is a standing condition, announced when it starts and
+        // hourly while it lasts.
+        if let Some(skew) = self
+            .clock
+            .skew_seconds()
+            .filter(|s| s.abs() > CLOCK_SKEW_WARNING)
+        {
+            conditions.push(notices::clock_skew(&self.settings.pod_name, skew));
         }
         let mut notices = self.aggregator.filter(conditions, Instant::now());
         notices.extend(result.announcements);
@@ -410,6 +434,7 @@ impl Handler<LeadershipChanged> for Planner {
                     &self.settings.cluster,
                     ctx.address(),
                     &self.metrics,
+                    &self.problems,
                 ));
                 tracing::info!(cluster = %self.settings.cluster, "planning for the cluster");
                 self.replan(ctx);

@@ -113,6 +113,24 @@ pub fn foreign_resize(f: &crate::engine::ForeignResize) -> Notice {
     }
 }
 
+/// The leader's clock is more than a minute off the API server's.
+pub fn clock_skew(leader: &str, skew_seconds: f64) -> Notice {
+    let direction = if skew_seconds > 0.0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    Notice {
+        severity: Severity::Warning,
+        reason: "AutoResizeClockSkew",
+        message: format!(
+            "the clock of the leader {leader} is {:.0}s {direction} the API server's (its Date header): resize records, budgets and cooldowns are dated by the leader's clock; fix time synchronisation (NTP) on its node",
+            skew_seconds.abs()
+        ),
+        pvc: String::new(),
+    }
+}
+
 /// What a successful resize announces.
 pub fn resized(d: &Decision) -> Vec<Notice> {
     let pvc = d.volume.pvc.clone();

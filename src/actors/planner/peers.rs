@@ -3,7 +3,8 @@
 //! that took it (the answer says how old it is) plus the time since it
 //! arrived here — never by when the leader happened to receive it, so a
 //! frozen endpoint cannot pass for fresh. An answer naming another pod (a
-//! reused IP) is ignored; answers are size-bounded.
+//! reused IP) is ignored; answers are size-bounded and range-checked
+//! (`InstanceReport::check`): nonsense is ignored, never used.
 
 use super::Planner;
 use crate::actors::status::StatusResponse;
@@ -37,9 +38,11 @@ pub struct Received {
 }
 
 impl Received {
-    /// When the instance took the sample, on this pod's clock.
+    /// When the instance took the sample, on this pod's clock (an age that
+    /// is no duration counts as none; checked answers have none such).
     pub fn sampled_at(&self) -> Instant {
-        let age = Duration::from_secs_f64(self.report.age_seconds.unwrap_or(0.0).max(0.0));
+        let age = Duration::try_from_secs_f64(self.report.age_seconds.unwrap_or(0.0))
+            .unwrap_or(Duration::ZERO);
         self.at.checked_sub(age).unwrap_or(self.at)
     }
 
@@ -103,11 +106,41 @@ impl Peers {
     }
 }
 
+/// What to do with a peer's answer.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Use it.
+    Report(Box<StatusResponse>),
+    /// Another pod answered at this pod's IP.
+    Impostor(String),
+    /// Out of range: ignored, with why.
+    Nonsense(String),
+}
+
+/// Judges the answer `pod` gave.
+pub fn judge(pod: &str, status: StatusResponse) -> Verdict {
+    if status.instance != pod {
+        return Verdict::Impostor(status.instance);
+    }
+    match status.report.check() {
+        Ok(()) => Verdict::Report(Box::new(status)),
+        Err(e) => Verdict::Nonsense(e),
+    }
+}
+
+/// Reads a peer's answer from its body, as the poller does.
+pub fn read_answer(pod: &str, body: &[u8]) -> Result<Verdict, String> {
+    let status: StatusResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    Ok(judge(pod, status))
+}
+
 async fn poll_peer(addr: Addr<Planner>, pod: String, url: String, wait: Duration) {
     let http = reqwest::Client::new();
     let mut after = 0u64;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut impostor_logged = false;
+    let mut nonsense_logged: Option<String> = None;
     let wait_text = format!("{:.3}", wait.as_secs_f64());
     loop {
         let after_text = after.to_string();
@@ -120,17 +153,25 @@ async fn poll_peer(addr: Addr<Planner>, pod: String, url: String, wait: Duration
             MAX_STATUS_BYTES,
         )
         .await;
-        match answer {
-            Ok(status) if status.instance != pod => {
+        match answer.map(|status| judge(&pod, status)) {
+            Ok(Verdict::Impostor(answered)) => {
                 if !impostor_logged {
-                    tracing::warn!(%pod, answered = %status.instance, %url, "another pod answers at this pod's IP; ignored");
+                    tracing::warn!(%pod, %answered, %url, "another pod answers at this pod's IP; ignored");
                     impostor_logged = true;
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
-            Ok(status) => {
+            Ok(Verdict::Nonsense(error)) => {
+                if nonsense_logged.as_ref() != Some(&error) {
+                    tracing::warn!(%pod, %url, %error, "the peer's report is out of range; ignored");
+                    nonsense_logged = Some(error);
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Ok(Verdict::Report(status)) => {
                 backoff.reset();
                 impostor_logged = false;
+                nonsense_logged = None;
                 let changed = status.version != after;
                 after = status.version;
                 if status.probed {

@@ -6,6 +6,7 @@
 
 use super::peers::Peers;
 use super::Planner;
+use crate::actors::problems::{Problem, Problems, Source};
 use crate::api::cluster::Cluster;
 use crate::api::policy::AutoResizePolicy;
 use crate::engine::{LABEL_CLUSTER, LABEL_POD_ROLE};
@@ -71,6 +72,30 @@ pub struct Session {
     pub started: Instant,
 }
 
+/// What the planner watches of a cluster: the Cluster by name, the PVCs
+/// and the instance pods by label (the preflight asks the same).
+pub struct Selectors {
+    /// Field selector of the Cluster.
+    pub cluster_fields: String,
+    /// Label selector of the cluster's PVCs.
+    pub pvc_labels: String,
+    /// Label selector of its instance pods.
+    pub pod_labels: String,
+}
+
+impl Selectors {
+    pub fn of(cluster: &str) -> Selectors {
+        let cluster_selector = format!("{LABEL_CLUSTER}={cluster}");
+        Selectors {
+            cluster_fields: format!("metadata.name={cluster}"),
+            // Instance pods only: CNPG's initdb and join Job pods carry the
+            // cluster label too, and have nothing to poll.
+            pod_labels: format!("{cluster_selector},{LABEL_POD_ROLE}=instance"),
+            pvc_labels: cluster_selector,
+        }
+    }
+}
+
 impl Session {
     pub fn start(
         client: &Client,
@@ -78,41 +103,37 @@ impl Session {
         cluster: &str,
         addr: Addr<Planner>,
         metrics: &Arc<Metrics>,
+        problems: &Problems,
     ) -> Session {
-        let cluster_selector = format!("{LABEL_CLUSTER}={cluster}");
-        // Instance pods only: CNPG's initdb and join Job pods carry the
-        // cluster label too, and have nothing to poll.
-        let pod_selector = format!("{cluster_selector},{LABEL_POD_ROLE}=instance");
+        let selectors = Selectors::of(cluster);
+        let watch = |resource| Watching {
+            resource,
+            addr: addr.clone(),
+            metrics: metrics.clone(),
+            problems: problems.clone(),
+        };
         Session {
             cluster: watch_into_store(
                 Api::namespaced(client.clone(), namespace),
-                watcher::Config::default().fields(&format!("metadata.name={cluster}")),
-                "clusters",
-                addr.clone(),
-                metrics.clone(),
+                watcher::Config::default().fields(&selectors.cluster_fields),
+                watch("clusters"),
             ),
             // Custom resources cannot be selected by a spec field: the
             // namespace's policies are watched and filtered by `spec.cluster`.
             policies: watch_into_store(
                 Api::namespaced(client.clone(), namespace),
                 watcher::Config::default(),
-                "autoresizepolicies",
-                addr.clone(),
-                metrics.clone(),
+                watch("autoresizepolicies"),
             ),
             pvcs: watch_into_store(
                 Api::namespaced(client.clone(), namespace),
-                watcher::Config::default().labels(&cluster_selector),
-                "persistentvolumeclaims",
-                addr.clone(),
-                metrics.clone(),
+                watcher::Config::default().labels(&selectors.pvc_labels),
+                watch("persistentvolumeclaims"),
             ),
             pods: watch_into_store(
                 Api::namespaced(client.clone(), namespace),
-                watcher::Config::default().labels(&pod_selector),
-                "pods",
-                addr,
-                metrics.clone(),
+                watcher::Config::default().labels(&selectors.pod_labels),
+                watch("pods"),
             ),
             peers: Peers::default(),
             started: Instant::now(),
@@ -120,13 +141,15 @@ impl Session {
     }
 }
 
-fn watch_into_store<K>(
-    api: Api<K>,
-    config: watcher::Config,
+/// What one watch reports to.
+struct Watching {
     resource: &'static str,
     addr: Addr<Planner>,
     metrics: Arc<Metrics>,
-) -> Watched<K>
+    problems: Problems,
+}
+
+fn watch_into_store<K>(api: Api<K>, config: watcher::Config, watching: Watching) -> Watched<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -140,6 +163,12 @@ where
     let health = Arc::new(WatchHealth::default());
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
     let state = health.clone();
+    let Watching {
+        resource,
+        addr,
+        metrics,
+        problems,
+    } = watching;
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -172,6 +201,19 @@ where
                     };
                     metrics.count_api("watch", resource, code);
                     state.not_served.store(code == 404, Ordering::SeqCst);
+                    // The Role no longer allows it: the manager goes inert
+                    // (the leader steps down) until the preflight finds the
+                    // permission back.
+                    if matches!(code, 401 | 403) {
+                        problems.add(
+                            Source::Permissions,
+                            Problem::new(
+                                format!("watch {resource}"),
+                                code.to_string(),
+                                format!("the API server refuses to watch {resource}: {text}"),
+                            ),
+                        );
+                    }
                     metrics.watch_up.with_label_values(&[resource]).set(0);
                     let mut failing = state.failing.lock().unwrap_or_else(|p| p.into_inner());
                     let new_state = failing.as_ref().is_none_or(|(_, last)| *last != text);

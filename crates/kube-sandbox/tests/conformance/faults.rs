@@ -261,3 +261,57 @@ async fn latency_per_verb_and_resource_delays_only_matching_requests() {
         json!([])
     );
 }
+
+/// The one `Date` header of an answer, as a timestamp.
+fn date_of(answer: &RawResponse) -> jiff::Timestamp {
+    let dates = answer.header_values("date");
+    assert_eq!(dates.len(), 1, "one Date header: {:?}", answer.headers);
+    jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(dates[0])
+        .unwrap_or_else(|e| panic!("an HTTP date: {:?}: {e}", dates[0]))
+}
+
+/// Every answer carries the server's clock in `Date`, as a real API
+/// server's do; a clock offset shifts it (in process and over HTTP), and
+/// `clear` puts it back.
+#[tokio::test]
+async fn a_clock_offset_shifts_the_date_of_every_answer() {
+    let sb = sandbox().await;
+    let auth = [("Authorization", "Bearer admin")];
+    let path = "/api/v1/namespaces/ns/persistentvolumeclaims";
+    let off_by = |answer: &RawResponse, expected: i64| {
+        let skew = date_of(answer)
+            .duration_since(jiff::Timestamp::now())
+            .as_secs_f64();
+        // One second of resolution, and the time the exchange took.
+        assert!(
+            (skew - expected as f64).abs() <= 2.0,
+            "Date off by {skew}s, expected {expected}s"
+        );
+    };
+    let plain = raw_http(&sb, "GET", path, &auth, "").await;
+    assert_eq!(plain.code, 200, "{}", plain.body);
+    off_by(&plain, 0);
+    sb.faults()
+        .set_clock_offset(jiff::SignedDuration::from_secs(-300));
+    off_by(&raw_http(&sb, "GET", path, &auth, "").await, -300);
+    // Errors too (401 without a token), and over HTTP.
+    off_by(&raw_http(&sb, "GET", path, &[], "").await, -300);
+    let set = raw_http(
+        &sb,
+        "POST",
+        "/sandbox/v1/faults",
+        &[("Content-Type", "application/json")],
+        &json!({"clockOffsetSeconds": 7200}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        set.json()["clockOffsetSeconds"],
+        json!(7200),
+        "{}",
+        set.body
+    );
+    off_by(&raw_http(&sb, "GET", path, &auth, "").await, 7200);
+    sb.faults().clear();
+    off_by(&raw_http(&sb, "GET", path, &auth, "").await, 0);
+}
