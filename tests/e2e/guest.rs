@@ -526,6 +526,82 @@ fn injected_launch(
     }
 }
 
+/// Instance pg-1's pod deleted and created anew as CloudNativePG 1.30 makes
+/// a Guaranteed one (through the admission policies the scenario has), with
+/// the volumes of the scenario's cluster (tablespace analytics only:
+/// CloudNativePG labels a PVC with the raw tablespace name, which a real
+/// API server refuses for `_scratch`), its status as the kubelet reports a
+/// running pod. Returns the stored pod and CloudNativePG's paths mapped to
+/// this machine's.
+async fn recreate_as_cnpg_1_30_pod(
+    env: &Env,
+) -> (serde_json::Value, Vec<(&'static str, std::path::PathBuf)>) {
+    use cnpg_testbed::cluster::VolumeRole;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    let pods: Api<Pod> = Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    pods.delete("pg-1", &DeleteParams::default()).await.unwrap();
+    let mut object = fixture_pod(
+        include_str!("../packaging/pods/cnpg-1.30-guaranteed.yaml"),
+        "pg",
+        "pg-1",
+        &env.scenario.namespace,
+    );
+    let spec = &mut object["spec"];
+    spec["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| v["name"] != "tbs-1scratch");
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().unwrap() {
+            if let Some(mounts) = c["volumeMounts"].as_array_mut() {
+                mounts.retain(|m| m["name"] != "tbs-1scratch");
+            }
+        }
+    }
+    let object: Pod = serde_json::from_value(object).unwrap();
+    let stored = pods.create(&PostParams::default(), &object).await.unwrap();
+    let stored = serde_json::to_value(&stored).unwrap();
+    assert_eq!(stored["status"]["qosClass"], "Guaranteed");
+    let instance = env.scenario.instance("pg-1").unwrap();
+    let status = json!({"status": {"phase": "Running", "podIP": instance.ip.to_string(),
+        "podIPs": [{"ip": instance.ip.to_string()}], "qosClass": "Guaranteed",
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("pg-1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let server = env.scenario.server("pg-1").unwrap();
+    let volume_path =
+        |role: VolumeRole| instance.volume(&role).unwrap().volume.path().to_path_buf();
+    let paths = vec![
+        ("/var/lib/postgresql/data", volume_path(VolumeRole::Data)),
+        ("/var/lib/postgresql/wal", volume_path(VolumeRole::Wal)),
+        (
+            "/var/lib/postgresql/tablespaces/analytics",
+            volume_path(VolumeRole::Tablespace("analytics".into())),
+        ),
+        ("/controller/run", server.socket_dir()),
+    ];
+    (stored, paths)
+}
+
+/// A container of pg-1's pod played by a shell script.
+fn stand_in(env: &Env, name: &str, script: &str) -> cnpg_testbed::ContainerLaunch {
+    let instance = env.scenario.instance("pg-1").unwrap();
+    cnpg_testbed::ContainerLaunch {
+        name: name.into(),
+        command: cnpg_testbed::ContainerCommand::new("/bin/sh")
+            .arg("-c")
+            .arg(script),
+        spec: cnpg_testbed::ContainerSpec::from_yaml(&format!("name: {name}\n")).unwrap(),
+        ip: instance.ip.into(),
+        port_map: Default::default(),
+        log: env.scenario.dir().join(format!("pg-1-{name}.log")),
+    }
+}
+
 /// The chart's MutatingAdmissionPolicy on CloudNativePG instance pods of
 /// every supported version, Guaranteed and Burstable: the API sandbox
 /// computes `status.qosClass` after admission as a real API server does, and
@@ -538,7 +614,7 @@ fn injected_launch(
 async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
     use cnpg_testbed::{InitContainer, KubeletConfig, Pod as KubeletPod, PodSpec};
     use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+    use kube::api::{Api, DeleteParams, PostParams};
 
     let builder = Scenario::builder("pg")
         .data(128 * MIB, json!({"enabled": false}))
@@ -588,76 +664,17 @@ async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
         pods.delete(&pod, &DeleteParams::default()).await.unwrap();
     }
 
-    // CloudNativePG 1.30's Guaranteed pod for instance pg-1, created anew,
-    // with the volumes of the scenario's cluster (tablespace analytics only:
-    // CloudNativePG labels a PVC with the raw tablespace name, which a real
-    // API server refuses for `_scratch`).
-    pods.delete("pg-1", &DeleteParams::default()).await.unwrap();
-    let mut object = fixture_pod(
-        include_str!("../packaging/pods/cnpg-1.30-guaranteed.yaml"),
-        "pg",
-        "pg-1",
-        &ns,
-    );
-    let spec = &mut object["spec"];
-    spec["volumes"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|v| v["name"] != "tbs-1scratch");
-    for list in ["initContainers", "containers"] {
-        for c in spec[list].as_array_mut().unwrap() {
-            if let Some(mounts) = c["volumeMounts"].as_array_mut() {
-                mounts.retain(|m| m["name"] != "tbs-1scratch");
-            }
-        }
-    }
-    let object: Pod = serde_json::from_value(object).unwrap();
-    let stored = pods.create(&PostParams::default(), &object).await.unwrap();
-    let stored = serde_json::to_value(&stored).unwrap();
-    assert_eq!(stored["status"]["qosClass"], "Guaranteed");
-    let instance = env.scenario.instance("pg-1").unwrap();
-    let status = json!({"status": {"phase": "Running", "podIP": instance.ip.to_string(),
-        "podIPs": [{"ip": instance.ip.to_string()}], "qosClass": "Guaranteed",
-        "conditions": [{"type": "Ready", "status": "True"}]}});
-    pods.patch_status("pg-1", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-
-    let server = env.scenario.server("pg-1").unwrap();
-    let volume_path = |role: cnpg_testbed::cluster::VolumeRole| {
-        instance.volume(&role).unwrap().volume.path().to_path_buf()
-    };
-    use cnpg_testbed::cluster::VolumeRole;
-    let paths = [
-        ("/var/lib/postgresql/data", volume_path(VolumeRole::Data)),
-        ("/var/lib/postgresql/wal", volume_path(VolumeRole::Wal)),
-        (
-            "/var/lib/postgresql/tablespaces/analytics",
-            volume_path(VolumeRole::Tablespace("analytics".into())),
-        ),
-        ("/controller/run", server.socket_dir()),
-    ];
+    let (stored, paths) = recreate_as_cnpg_1_30_pod(&env).await;
     let sidecar = injected_launch(&env, &stored, &paths);
-    let stand_in = |name: &str, script: &str| cnpg_testbed::ContainerLaunch {
-        name: name.into(),
-        command: cnpg_testbed::ContainerCommand::new("/bin/sh")
-            .arg("-c")
-            .arg(script),
-        spec: cnpg_testbed::ContainerSpec::from_yaml(&format!("name: {name}\n")).unwrap(),
-        ip: instance.ip.into(),
-        port_map: Default::default(),
-        log: env.scenario.dir().join(format!("pg-1-{name}.log")),
-    };
-    // PostgreSQL itself is the scenario's server; `postgres` stands for the
-    // instance manager that would start it.
+    let instance = env.scenario.instance("pg-1").unwrap();
     let pod = KubeletPod::start(
         PodSpec {
             name: "pg-1".into(),
             init_containers: vec![
-                InitContainer::RunToCompletion(stand_in("bootstrap-controller", "exit 0")),
+                InitContainer::RunToCompletion(stand_in(&env, "bootstrap-controller", "exit 0")),
                 InitContainer::Sidecar(sidecar),
             ],
-            containers: vec![stand_in("postgres", "exec sleep 3600")],
+            containers: vec![stand_in(&env, "postgres", "exec sleep 3600")],
         },
         KubeletConfig::default(),
     )
@@ -686,5 +703,98 @@ async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
     assert_eq!(env.wait_leader(secs(30)).await, "pg-1");
     let sidecar = pod.container("cnpg-autoresize").unwrap();
     assert_eq!(sidecar.restart_count(), 0, "{}", sidecar.logs());
+    pod.stop().await.unwrap();
+}
+
+/// Scenario 32 at the pod level: the sidecar CloudNativePG 1.30's pod gets
+/// from the chart, given lease timings that cannot work (`--lease-duration
+/// 10s` with the default 5 s renew: what `extraArgs` could do before the
+/// chart refused it), runs under the kubelet's ordering. It stays up inert
+/// instead of exiting, so `postgres` starts after it and the pod is Ready;
+/// the sidecar serves its disk figures, says it is inert, never restarts,
+/// and no lease is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inert_sidecar_lets_postgresql_start_and_the_pod_be_ready() {
+    use cnpg_testbed::{InitContainer, KubeletConfig, Pod as KubeletPod, PodSpec};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::Api;
+
+    let builder = Scenario::builder("pg")
+        .data(128 * MIB, json!({"enabled": false}))
+        .wal(128 * MIB, json!({"enabled": false}))
+        .tablespace("analytics", 64 * MIB, json!({"enabled": false}));
+    let env = Env::prepare(
+        builder,
+        ManagerOptions::default(),
+        fork_cluster_crd(),
+        MANAGER_ROLE,
+    )
+    .await;
+    install_admission(
+        &env.scenario.client,
+        &admission_policies(
+            &env.scenario.cluster,
+            &["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"],
+        ),
+    )
+    .await;
+    let (stored, paths) = recreate_as_cnpg_1_30_pod(&env).await;
+    let mut sidecar = injected_launch(&env, &stored, &paths);
+    let lease = sidecar
+        .command
+        .args
+        .iter_mut()
+        .find(|a| a.to_string_lossy().starts_with("--lease-duration"))
+        .expect("the chart renders --lease-duration");
+    *lease = "--lease-duration=10s".into();
+    let pod = KubeletPod::start(
+        PodSpec {
+            name: "pg-1".into(),
+            init_containers: vec![
+                InitContainer::RunToCompletion(stand_in(&env, "bootstrap-controller", "exit 0")),
+                InitContainer::Sidecar(sidecar),
+            ],
+            containers: vec![stand_in(&env, "postgres", "exec sleep 3600")],
+        },
+        KubeletConfig::default(),
+    )
+    .unwrap();
+    pod.wait_main_started(secs(30)).await.unwrap();
+    pod.wait_ready(true, secs(30)).await.unwrap();
+
+    let instance = env.scenario.instance("pg-1").unwrap();
+    let base = format!("http://{}:{}", instance.ip, env.port);
+    wait_until("the inert sidecar's figures", secs(30), || async {
+        let text = get_text(&format!("{base}/metrics"))
+            .await
+            .ok_or("no answer".to_string())?;
+        let valid = metric(&text, "cnpg_autoresize_config_valid", &[]);
+        let data = metric(&text, "cnpg_disk_total_bytes", &[("volume_type", "data")]);
+        (valid == Some(0.0) && data.is_some())
+            .then_some(())
+            .ok_or(format!("config_valid {valid:?}, data {data:?}"))
+    })
+    .await;
+    let status = get_json(&format!("{base}/v1/status")).await.unwrap();
+    assert_eq!(status["configValid"], json!(false), "{status}");
+    let said = status["problems"].to_string();
+    assert!(
+        said.contains("--renew-interval") && said.contains("10s"),
+        "{status}"
+    );
+    // Still Ready and never restarted, after the sidecar has done all it will.
+    pod.wait_ready(true, secs(5)).await.unwrap();
+    let sidecar = pod.container("cnpg-autoresize").unwrap();
+    assert_eq!(sidecar.restart_count(), 0, "{}", sidecar.logs());
+    let leases: Api<Lease> = Api::namespaced(env.scenario.client.clone(), &env.scenario.namespace);
+    assert!(
+        leases
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "an inert manager takes no lease"
+    );
     pod.stop().await.unwrap();
 }

@@ -10,23 +10,33 @@ use crate::common::*;
 use cnpg_testbed::scenario::ManagerOptions;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// The chart's Role without the rules that grant any of `resources`.
+/// The chart's Roles without the rules that grant any of `resources`.
 fn role_without(resources: &[&str]) -> String {
-    let role: Value = serde_norway::from_str(MANAGER_ROLE).expect("the Role parses");
-    let mut role = role;
-    let rules = role["rules"].as_array_mut().expect("rules");
-    let before = rules.len();
-    rules.retain(|rule| {
-        !rule["resources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| resources.contains(&r.as_str().unwrap_or("")))
-    });
-    assert!(rules.len() < before, "the Role grants {resources:?}");
-    serde_norway::to_string(&role).expect("serializes")
+    let mut removed = 0;
+    let mut documents = Vec::new();
+    for document in serde_norway::Deserializer::from_str(MANAGER_ROLE) {
+        let mut role = Value::deserialize(document).expect("the Role parses");
+        if role.is_null() {
+            continue;
+        }
+        if let Some(rules) = role.get_mut("rules").and_then(Value::as_array_mut) {
+            let before = rules.len();
+            rules.retain(|rule| {
+                !rule["resources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| resources.contains(&r.as_str().unwrap_or("")))
+            });
+            removed += before - rules.len();
+        }
+        documents.push(serde_norway::to_string(&role).expect("serializes"));
+    }
+    assert!(removed > 0, "the Roles grant {resources:?}");
+    documents.join("---\n")
 }
 
 /// Writes by the managers' identity that the API server accepted.
