@@ -214,18 +214,24 @@ async fn readyz(req: HttpRequest, body: web::Payload, state: web::Data<HttpState
     }
 }
 
+/// A long-poll request's query, or the answer that refuses it (a body, a
+/// query out of range).
+async fn long_poll_of(req: &HttpRequest, body: web::Payload) -> Result<LongPoll, HttpResponse> {
+    if let Some(refused) = refuse_body(req, body).await {
+        return Err(refused);
+    }
+    parse_long_poll(req.query_string()).map_err(bad_request)
+}
+
 async fn status(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<HttpState>,
     polls: web::Data<LongPolls>,
 ) -> HttpResponse {
-    if let Some(refused) = refuse_body(&req, body).await {
-        return refused;
-    }
-    let query = match parse_long_poll(req.query_string()) {
+    let query = match long_poll_of(&req, body).await {
         Ok(q) => q,
-        Err(e) => return bad_request(e),
+        Err(refused) => return refused,
     };
     let mut rx = state.status.clone();
     if let (true, Some(after)) = (query.waits(), query.after) {
@@ -252,12 +258,9 @@ async fn decisions(
     state: web::Data<HttpState>,
     polls: web::Data<LongPolls>,
 ) -> HttpResponse {
-    if let Some(refused) = refuse_body(&req, body).await {
-        return refused;
-    }
-    let query = match parse_long_poll(req.query_string()) {
+    let query = match long_poll_of(&req, body).await {
         Ok(q) => q,
-        Err(e) => return bad_request(e),
+        Err(refused) => return refused,
     };
     if !state.leadership.borrow().is_leader {
         let holder = state.leadership.borrow().holder.clone();

@@ -526,6 +526,31 @@ fn injected_launch(
     }
 }
 
+/// Cluster pg (data, WAL, tablespace analytics; resize off) without manager
+/// pods, the chart's MutatingAdmissionPolicy injecting into its pods.
+async fn env_with_the_injection() -> Env {
+    let builder = Scenario::builder("pg")
+        .data(128 * MIB, json!({"enabled": false}))
+        .wal(128 * MIB, json!({"enabled": false}))
+        .tablespace("analytics", 64 * MIB, json!({"enabled": false}));
+    let env = Env::prepare(
+        builder,
+        ManagerOptions::default(),
+        fork_cluster_crd(),
+        MANAGER_ROLE,
+    )
+    .await;
+    install_admission(
+        &env.scenario.client,
+        &admission_policies(
+            &env.scenario.cluster,
+            &["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"],
+        ),
+    )
+    .await;
+    env
+}
+
 /// Instance pg-1's pod deleted and created anew as CloudNativePG 1.30 makes
 /// a Guaranteed one (through the admission policies the scenario has), with
 /// the volumes of the scenario's cluster (tablespace analytics only:
@@ -616,27 +641,9 @@ async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, DeleteParams, PostParams};
 
-    let builder = Scenario::builder("pg")
-        .data(128 * MIB, json!({"enabled": false}))
-        .wal(128 * MIB, json!({"enabled": false}))
-        .tablespace("analytics", 64 * MIB, json!({"enabled": false}));
-    let env = Env::prepare(
-        builder,
-        ManagerOptions::default(),
-        fork_cluster_crd(),
-        MANAGER_ROLE,
-    )
-    .await;
+    let env = env_with_the_injection().await;
     let admin = env.scenario.client.clone();
     let ns = env.scenario.namespace.clone();
-    install_admission(
-        &admin,
-        &admission_policies(
-            &env.scenario.cluster,
-            &["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"],
-        ),
-    )
-    .await;
     let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
 
     for (n, (name, text)) in POD_FIXTURES.iter().enumerate() {
@@ -719,25 +726,7 @@ async fn an_inert_sidecar_lets_postgresql_start_and_the_pod_be_ready() {
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::Api;
 
-    let builder = Scenario::builder("pg")
-        .data(128 * MIB, json!({"enabled": false}))
-        .wal(128 * MIB, json!({"enabled": false}))
-        .tablespace("analytics", 64 * MIB, json!({"enabled": false}));
-    let env = Env::prepare(
-        builder,
-        ManagerOptions::default(),
-        fork_cluster_crd(),
-        MANAGER_ROLE,
-    )
-    .await;
-    install_admission(
-        &env.scenario.client,
-        &admission_policies(
-            &env.scenario.cluster,
-            &["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"],
-        ),
-    )
-    .await;
+    let env = env_with_the_injection().await;
     let (stored, paths) = recreate_as_cnpg_1_30_pod(&env).await;
     let mut sidecar = injected_launch(&env, &stored, &paths);
     let lease = sidecar
