@@ -25,6 +25,9 @@
 //! chart's Role enforced by the sandbox and its AutoResizePolicy CRD
 //! installed, the product's default timings (lease 15s, renew 5s, WAL 10s)
 //! with `--probe-interval` set to each value of `REACTION_PROBE_INTERVALS`.
+//! The data volumes' resize block is also an AutoResizePolicy with
+//! `timeToFull: 2s`: the samples' baseline refills are growth to the
+//! forecast, and its resizes would fall into the samples of the threshold.
 //!
 //! With `REACTION_CPU_LIMITS`, each manager runs in a cgroup with the CFS
 //! quota the kubelet gives that CPU limit (100 ms period), and the table
@@ -145,12 +148,27 @@ impl Bed {
         let scenario = Scenario::builder(CLUSTER)
             .instances(2)
             .postgres(false)
-            .data(64 * MIB, resize)
+            .data(64 * MIB, resize.clone())
             .wal(16 * MIB, json!({"enabled": false}))
             .enforce_role(support::MANAGER_ROLE)
             .start()
             .await?;
         scenario.sandbox.register_crd(&support::policy_crd()?)?;
+        // The same resize block through a policy, only to bring `timeToFull`
+        // down to its minimum: each sample refills its baseline on a volume
+        // the last sample grew, a staircase the forecast rightly reads as
+        // growth, and a forecast resize would land inside the next sample.
+        // Measured here: the usage threshold's reaction.
+        let mut policy_resize = resize.clone();
+        policy_resize["triggers"] = json!({"timeToFull": "2s"});
+        support::create_policy(
+            &scenario.client,
+            &scenario.namespace,
+            CLUSTER,
+            json!({"cluster": CLUSTER, "storage": {"resize": policy_resize},
+                "walStorage": {"resize": {"enabled": false}}}),
+        )
+        .await?;
         let port = scenario.common_port()?;
         let bin = support::binary();
         let managers = (0..scenario.instances.len())

@@ -63,8 +63,6 @@ use anyhow::{bail, Context, Result};
 use cnpg_testbed::scenario::{ManagerOptions, Scenario};
 use cnpg_testbed::{FilesystemKind, Volume};
 use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use kube::Api;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -313,15 +311,6 @@ fn write_stream(
     }
 }
 
-fn policy_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("autoresize.cnpg.io", "v1alpha1", "AutoResizePolicy");
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "autoresizepolicies"),
-    )
-}
-
 async fn trial(k: &Knobs, config: Config, latency: Duration, rate: f64) -> Result<Trial> {
     let lat = latency.as_secs_f64();
     let data_resize = if config == Config::Forecast {
@@ -341,10 +330,11 @@ async fn trial(k: &Knobs, config: Config, latency: Duration, rate: f64) -> Resul
     scenario.sandbox.register_crd(&support::policy_crd()?)?;
     let mut options = support::product_options();
     if config == Config::Forecast {
-        let policy: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "autoresize.cnpg.io/v1alpha1", "kind": "AutoResizePolicy",
-            "metadata": {"name": CLUSTER, "namespace": scenario.namespace},
-            "spec": {"cluster": CLUSTER,
+        support::create_policy(
+            &scenario.client,
+            &scenario.namespace,
+            CLUSTER,
+            json!({"cluster": CLUSTER,
                 "storage": {"resize": {
                     "enabled": true,
                     "triggers": {"timeToFull": k.time_to_full},
@@ -352,12 +342,9 @@ async fn trial(k: &Knobs, config: Config, latency: Duration, rate: f64) -> Resul
                 }},
                 // The Cluster has a WAL volume (resize off), as in (a).
                 "walStorage": {"resize": {"enabled": false}},
-            },
-        }))?;
-        policy_api(&scenario.client, &scenario.namespace)
-            .create(&PostParams::default(), &policy)
-            .await
-            .context("creating the AutoResizePolicy")?;
+            }),
+        )
+        .await?;
         let mut extra_args = Vec::new();
         if !k.min_span.is_empty() {
             extra_args.extend(["--forecast-min-span".into(), k.min_span.clone()]);

@@ -29,6 +29,31 @@ pub const GIB: u64 = 1 << 30;
 /// The Role the Helm chart renders for the manager.
 pub const MANAGER_ROLE: &str = include_str!("../../tests/packaging/manager-role.yaml");
 
+/// Creates the AutoResizePolicy `name` with `spec` (its CRD registered).
+pub async fn create_policy(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<()> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    let gvk = GroupVersionKind::gvk("autoresize.cnpg.io", "v1alpha1", "AutoResizePolicy");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "autoresizepolicies"),
+    );
+    let policy: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "autoresize.cnpg.io/v1alpha1", "kind": "AutoResizePolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))?;
+    api.create(&PostParams::default(), &policy)
+        .await
+        .context("creating the AutoResizePolicy")?;
+    Ok(())
+}
+
 /// The AutoResizePolicy CRD the chart installs, relative to the workspace.
 pub const POLICY_CRD_FILE: &str =
     "charts/cnpg-autoresize/crds/autoresize.cnpg.io_autoresizepolicies.yaml";
