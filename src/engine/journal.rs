@@ -172,9 +172,15 @@ pub fn pruned(
         })
         .cloned()
         .collect();
+    // A parity grow counts toward no budget: past the cap it goes (unless
+    // it is its PVC's latest resize), or a large cluster's parity grows
+    // would grow the status without bound.
+    let counts = |e: &AutoResizeEvent| {
+        e.timestamp > now - BUDGET_WINDOW
+            && e.trigger.as_deref() != Some(super::Trigger::Parity.as_str())
+    };
     let protected = |e: &AutoResizeEvent| {
-        e.result == ResizeResult::Success
-            && (e.timestamp > now - BUDGET_WINDOW || latest.get(&e.pvc_name) == Some(&key(e)))
+        e.result == ResizeResult::Success && (counts(e) || latest.get(&e.pvc_name) == Some(&key(e)))
     };
     while kept.len() > cap {
         let victim = kept
@@ -317,6 +323,30 @@ mod tests {
             pruned(&all, now(), 1, |_| true),
             vec![s1, s2],
             "counting successes survive the cap"
+        );
+    }
+
+    #[test]
+    fn past_the_cap_parity_grows_go_but_each_pvcs_latest_stays() {
+        let parity = |ts: &str, pvc: &str| {
+            let mut e = ev(ts, pvc, ResizeResult::Success);
+            e.trigger = Some("parity".into());
+            e
+        };
+        let mut own = ev("2026-11-26T09:00:00Z", "p", ResizeResult::Success);
+        own.trigger = Some("usage".into());
+        let all = vec![
+            parity("2026-11-26T08:00:00Z", "q"),
+            own.clone(),
+            parity("2026-11-26T09:30:00Z", "q"),
+            parity("2026-11-26T10:00:00Z", "r"),
+            parity("2026-11-26T10:30:00Z", "r"),
+            parity("2026-11-26T11:00:00Z", "q"),
+        ];
+        assert_eq!(
+            pruned(&all, now(), 3, |_| true),
+            vec![own, all[4].clone(), all[5].clone()],
+            "the counted resize and each PVC's latest"
         );
     }
 
