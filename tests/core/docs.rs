@@ -659,7 +659,12 @@ fn repository_texts() -> Vec<(String, String)> {
             if !is_dir {
                 out.push(entry.path());
             } else if name != ".git" && name != "target" && !name.starts_with("target-") {
-                walk(&entry.path(), out);
+                // What libFuzzer writes (ignored by git): inputs, not text.
+                let fuzz_output = dir.ends_with("fuzz")
+                    && matches!(name.as_str(), "corpus" | "artifacts" | "coverage");
+                if !fuzz_output {
+                    walk(&entry.path(), out);
+                }
             }
         }
     }

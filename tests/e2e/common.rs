@@ -435,6 +435,18 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// The status's resize records once there are any: the status mirrors a
+    /// PVC's record after the patch that wrote it.
+    pub async fn wait_resize_events(&self) -> Vec<Value> {
+        wait_until("resize records in the status", secs(30), || async {
+            let events = self.resize_events().await;
+            (!events.is_empty())
+                .then_some(events)
+                .ok_or("none yet".to_string())
+        })
+        .await
+    }
+
     /// Kubernetes Events recorded on the Cluster: (reason, type, note).
     pub async fn kube_events(&self) -> Vec<(String, String, String)> {
         let api: Api<Event> =

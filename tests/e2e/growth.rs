@@ -79,7 +79,7 @@ async fn wal_volume_grows() {
         .volume;
     volume.fill_to_percent(85.0).unwrap();
     env.wait_request("pg-1-wal", 192 * MIB, secs(30)).await;
-    let events = env.resize_events().await;
+    let events = env.wait_resize_events().await;
     assert_eq!(events[0]["volumeType"], "wal");
     // A WAL volume grew and alertOnResize defaults to true.
     env.wait_kube_event("AutoResizeWALRisk", secs(10)).await;
@@ -179,7 +179,7 @@ async fn tablespace_volume_grows() {
         .unwrap();
     tbs.fill_to_percent(85.0).unwrap();
     env.wait_request("pg-1-tbs-idx", 96 * MIB, secs(30)).await;
-    let events = env.resize_events().await;
+    let events = env.wait_resize_events().await;
     assert_eq!(
         (
             events[0]["volumeType"].as_str(),
