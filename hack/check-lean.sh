@@ -27,7 +27,7 @@ echo "hack/check-lean.sh: in-pod build links no test-bed crate ($(count <<<"$lea
 work="$(mktemp -d)"
 manager=""
 cleanup() {
-  [[ -n "$manager" ]] && kill "$manager" 2>/dev/null || true
+  if [[ -n "$manager" ]]; then kill "$manager" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
