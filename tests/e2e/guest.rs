@@ -612,6 +612,29 @@ async fn recreate_as_cnpg_1_30_pod(
     (stored, paths)
 }
 
+/// pg-1's pod under the kubelet stand-in: CloudNativePG's
+/// bootstrap-controller, `sidecar`, then `postgres` (a stand-in for the
+/// instance manager; PostgreSQL itself is the scenario's server). Returns
+/// once `postgres` has started and the pod is Ready.
+async fn run_pg_1_pod(env: &Env, sidecar: cnpg_testbed::ContainerLaunch) -> cnpg_testbed::Pod {
+    use cnpg_testbed::{InitContainer, KubeletConfig, Pod as KubeletPod, PodSpec};
+    let pod = KubeletPod::start(
+        PodSpec {
+            name: "pg-1".into(),
+            init_containers: vec![
+                InitContainer::RunToCompletion(stand_in(env, "bootstrap-controller", "exit 0")),
+                InitContainer::Sidecar(sidecar),
+            ],
+            containers: vec![stand_in(env, "postgres", "exec sleep 3600")],
+        },
+        KubeletConfig::default(),
+    )
+    .unwrap();
+    pod.wait_main_started(secs(30)).await.unwrap();
+    pod.wait_ready(true, secs(30)).await.unwrap();
+    pod
+}
+
 /// A container of pg-1's pod played by a shell script.
 fn stand_in(env: &Env, name: &str, script: &str) -> cnpg_testbed::ContainerLaunch {
     let instance = env.scenario.instance("pg-1").unwrap();
@@ -637,7 +660,6 @@ fn stand_in(env: &Env, name: &str, script: &str) -> cnpg_testbed::ContainerLaunc
 /// starts, the pod Ready, while the sidecar leads, reports and sees WAL health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
-    use cnpg_testbed::{InitContainer, KubeletConfig, Pod as KubeletPod, PodSpec};
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, DeleteParams, PostParams};
 
@@ -674,20 +696,7 @@ async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
     let (stored, paths) = recreate_as_cnpg_1_30_pod(&env).await;
     let sidecar = injected_launch(&env, &stored, &paths);
     let instance = env.scenario.instance("pg-1").unwrap();
-    let pod = KubeletPod::start(
-        PodSpec {
-            name: "pg-1".into(),
-            init_containers: vec![
-                InitContainer::RunToCompletion(stand_in(&env, "bootstrap-controller", "exit 0")),
-                InitContainer::Sidecar(sidecar),
-            ],
-            containers: vec![stand_in(&env, "postgres", "exec sleep 3600")],
-        },
-        KubeletConfig::default(),
-    )
-    .unwrap();
-    pod.wait_main_started(secs(30)).await.unwrap();
-    pod.wait_ready(true, secs(30)).await.unwrap();
+    let pod = run_pg_1_pod(&env, sidecar).await;
 
     let metrics = |addr: String| async move { get_text(&format!("http://{addr}/metrics")).await };
     let addr = format!("{}:{}", instance.ip, env.port);
@@ -722,7 +731,6 @@ async fn the_injected_sidecar_keeps_the_pods_qos_class_and_runs_as_rendered() {
 /// and no lease is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inert_sidecar_lets_postgresql_start_and_the_pod_be_ready() {
-    use cnpg_testbed::{InitContainer, KubeletConfig, Pod as KubeletPod, PodSpec};
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::Api;
 
@@ -736,20 +744,7 @@ async fn an_inert_sidecar_lets_postgresql_start_and_the_pod_be_ready() {
         .find(|a| a.to_string_lossy().starts_with("--lease-duration"))
         .expect("the chart renders --lease-duration");
     *lease = "--lease-duration=10s".into();
-    let pod = KubeletPod::start(
-        PodSpec {
-            name: "pg-1".into(),
-            init_containers: vec![
-                InitContainer::RunToCompletion(stand_in(&env, "bootstrap-controller", "exit 0")),
-                InitContainer::Sidecar(sidecar),
-            ],
-            containers: vec![stand_in(&env, "postgres", "exec sleep 3600")],
-        },
-        KubeletConfig::default(),
-    )
-    .unwrap();
-    pod.wait_main_started(secs(30)).await.unwrap();
-    pod.wait_ready(true, secs(30)).await.unwrap();
+    let pod = run_pg_1_pod(&env, sidecar).await;
 
     let instance = env.scenario.instance("pg-1").unwrap();
     let base = format!("http://{}:{}", instance.ip, env.port);
