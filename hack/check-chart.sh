@@ -51,7 +51,8 @@
 #     Kyverno policy (its JMESPath with jmespath) add the same container,
 #     with the API token, mounting only volumes the pod has, into a valid
 #     Pod of the same QoS class; nothing is added to anything else; so does
-#     the CNPG-I plugin (`cnpg-autoresize plugin inject`: target/debug or
+#     the CNPG-I plugin (`cnpg-autoresize plugin inject`: target/debug (or
+#     under CARGO_TARGET_DIR) or
 #     CNPG_AUTORESIZE_BIN, so `cargo build` first);
 #   - the chart renders the CNPG-I plugin (cnpgi.enabled) into valid
 #     manifests, and its fixtures (tests/cnpgi/, src/plugin/sidecar-default.yaml)

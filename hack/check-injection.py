@@ -544,8 +544,11 @@ class CnpgIPlugin:
         import subprocess
 
         self.subprocess = subprocess
-        candidates = [os.environ.get("CNPG_AUTORESIZE_BIN"), str(ROOT / "target" / "debug" / "cnpg-autoresize"),
-                      str(ROOT / "target" / "release" / "cnpg-autoresize"), shutil.which("cnpg-autoresize")]
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+        if not target.is_absolute():
+            target = ROOT / target
+        candidates = [os.environ.get("CNPG_AUTORESIZE_BIN"), str(target / "debug" / "cnpg-autoresize"),
+                      str(target / "release" / "cnpg-autoresize"), shutil.which("cnpg-autoresize")]
         self.binary = next((c for c in candidates if c and Path(c).is_file()), None)
         self.why_not = None
         if self.binary is None:
