@@ -284,27 +284,9 @@ async fn decisions(
         })
         .await;
     }
-    // A follower asks for its own instance: only that is copied, so 49
-    // followers woken at once cost 49 instances, not 49 clusters.
-    let mut feed = {
-        let current = rx.borrow();
-        match &query.instance {
-            Some(instance) => DecisionFeed {
-                version: current.version,
-                leader: current.leader.clone(),
-                ha_slot_prefix: current.ha_slot_prefix.clone(),
-                cnpg_slots: current.cnpg_slots.clone(),
-                passes: current.passes,
-                instances: current
-                    .instances
-                    .get_key_value(instance)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .into_iter()
-                    .collect(),
-                lease: None,
-            },
-            None => current.clone(),
-        }
+    let mut feed = match &query.instance {
+        Some(instance) => rx.borrow().only(instance),
+        None => rx.borrow().clone(),
     };
     let now = Instant::now();
     feed.lease = held.borrow().as_ref().map(|h| LeaseView {
