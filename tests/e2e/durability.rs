@@ -101,6 +101,16 @@ async fn a_killed_leader_is_replaced_and_nothing_grows_twice() {
     // The dead pod's volume never crossed (its pod reports nothing), but it
     // is now smaller than its peers: size parity grows it, once, no budget.
     env.wait_request(&leader, 192 * MIB, secs(30)).await;
+    // The status mirrors the parity record after the patch: wait for it,
+    // then hold the leader for two passes so a second grow would show.
+    wait_until("the parity record in the status", secs(30), || async {
+        let events = env.resize_events().await;
+        (successes(&events, &leader) >= 1)
+            .then_some(())
+            .ok_or(format!("{events:?}"))
+    })
+    .await;
+    env.hold_request(&leader, 192 * MIB, 2).await;
     let events = env.resize_events().await;
     assert_eq!(successes(&events, &leader), 1, "{events:?}");
 }
